@@ -1,0 +1,33 @@
+"""heterojax: heterodyne XPCS under nonequilibrium conditions, in JAX.
+
+Importing heterojax turns on JAX's float64 mode (parameters span ~10 decades) unless the
+environment variable `JAX_ENABLE_X64` is set explicitly, in which case that setting is kept.
+"""
+
+import os as _os
+
+import jax as _jax
+
+
+if _os.environ.get("JAX_ENABLE_X64") is None:
+    _jax.config.update("jax_enable_x64", True)
+
+from ._data._xpcs_data import XPCSData as XPCSData
+from ._model._heterodyne import HeterodyneModel as HeterodyneModel
+from ._model._laws import (
+    AbstractFraction as AbstractFraction,
+    AbstractLaw as AbstractLaw,
+    AbstractTransport as AbstractTransport,
+    AbstractVelocity as AbstractVelocity,
+    ExponentialFraction as ExponentialFraction,
+    PowerLawTransport as PowerLawTransport,
+    PowerLawVelocity as PowerLawVelocity,
+)
+from ._model._numerics import cumulative_trapezoid as cumulative_trapezoid
+from ._model._one_time import one_time as one_time
+from ._parameters import (
+    PARAMETER_NAMES as PARAMETER_NAMES,
+    PARAMETERS as PARAMETERS,
+    ParameterSpec as ParameterSpec,
+)
+from ._version import __version__ as __version__
