@@ -12,6 +12,10 @@ import jax as _jax
 if _os.environ.get("JAX_ENABLE_X64") is None:
     _jax.config.update("jax_enable_x64", True)
 
+from ._data._aps import load_aps as load_aps
+from ._data._flat import load as load
+from ._data._simulate import simulate as simulate
+from ._data._writer import save_aps as save_aps
 from ._data._xpcs_data import XPCSData as XPCSData
 from ._model._heterodyne import HeterodyneModel as HeterodyneModel
 from ._model._laws import (
@@ -31,3 +35,6 @@ from ._parameters import (
     ParameterSpec as ParameterSpec,
 )
 from ._version import __version__ as __version__
+from ._fit._nlsq import fit_nlsq as fit_nlsq
+from ._fit._nlsq_result import NLSQResult as NLSQResult
+from ._fit._quality import QualityReport as QualityReport

@@ -16,7 +16,7 @@ DIAGONAL_MODES: tuple[str, ...] = ("interpolate", "mask", "none")
 
 
 def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 class XPCSData(eqx.Module):
@@ -70,13 +70,18 @@ class XPCSData(eqx.Module):
         n_angles = c2.shape[0] if c2.ndim == 3 else 0
         self.c2 = c2
         self.t = t
-        self.q = jnp.broadcast_to(as_parameter(q), (n_angles,)) if jnp.ndim(q) == 0 else as_parameter(q)
+        self.q = (
+            jnp.broadcast_to(as_parameter(q), (n_angles,)) if jnp.ndim(q) == 0 else as_parameter(q)
+        )
         self.phi = (
-            jnp.broadcast_to(as_parameter(phi), (n_angles,)) if jnp.ndim(phi) == 0 else as_parameter(phi)
+            jnp.broadcast_to(as_parameter(phi), (n_angles,))
+            if jnp.ndim(phi) == 0
+            else as_parameter(phi)
         )
         if dt is None:
-            dt = t[1] - t[0] if t.ndim == 1 and t.shape[0] > 1 else 1.0
-        self.dt = as_parameter(dt)
+            self.dt = as_parameter(t[1] - t[0] if t.ndim == 1 and t.shape[0] > 1 else 1.0)
+        else:
+            self.dt = as_parameter(dt)
         self.sigma = None if sigma is None else jnp.broadcast_to(as_parameter(sigma), c2.shape)
         self.diagonal = diagonal
         self.metadata = dict(metadata or {})
@@ -135,6 +140,13 @@ class XPCSData(eqx.Module):
         k = 0 if self.diagonal == "none" else 1
         upper = jnp.triu(jnp.ones((self.n_times, self.n_times), bool), k=k)
         return jnp.broadcast_to(upper, self.c2.shape)
+
+    @property
+    def weights(self) -> Float[Array, "phi t t"]:
+        """The weight of every entry in least squares and χ²: 1/σ² where `mask` is true (1 when
+        `sigma` is unknown) and 0 elsewhere, so the diagonal convention holds in every fit."""
+        precision = jnp.ones_like(self.c2) if self.sigma is None else 1.0 / self.sigma**2
+        return jnp.where(self.mask, precision, 0.0)
 
     @property
     def n_points(self) -> int:
