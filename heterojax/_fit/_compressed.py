@@ -1,0 +1,87 @@
+"""An exact, compressed form of the least-squares problem for Levenberg–Marquardt.
+
+A Gauss–Newton-type step at θ needs only G = JᵀJ, b = Jᵀr and ‖r‖² (the linear model is
+‖r + Jδ‖² = ‖r‖² + 2bᵀδ + δᵀGδ). With the Jacobi scaling S = diag(G)^{−1/2} and the Cholesky
+factorisation S G S + εI = L Lᵀ, put R = Lᵀ S⁻¹ (so RᵀR = G + εS⁻²). Then the (p + 1)-vector
+
+    ρ(θ) = [ L⁻¹ S b ;  √(‖r‖² − ‖L⁻¹ S b‖²) ]
+
+with the tangent map δ ↦ [R δ; 0] has ‖ρ‖² = ‖r‖² and reproduces the linear model (up to the
+damping ε‖S⁻¹δ‖², ε = 1e-10, which only matters along directions the data do not determine).
+`optimistix.LevenbergMarquardt` run on ρ therefore takes the steps it would take on the full
+residual, while the solver only ever sees a (p + 1) × p Jacobian; G and b are accumulated map
+by map (`FitProblem.normal_equations`). The Cholesky factor is unique and continuous in θ, so
+successive ρ are comparable component by component, as the solver's convergence test needs
+(near the minimum b → 0 and ρ → [0; √χ²_min]).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._problem import FitProblem
+from ._transforms import PeriodicBoxTransform
+
+
+# Eigenvalues of the Jacobi-scaled Gram matrix below this fraction of the largest are treated
+# as exactly zero (directions the data do not determine) when reporting covariances.
+NULL_EIGENVALUE_FRACTION = 1e-12
+# Ridge added to the Jacobi-scaled Gram matrix (unit diagonal) before its Cholesky factorisation.
+_RIDGE = 1e-10
+
+
+def square_root_factor(gram: Float[Array, "p p"], gradient: Float[Array, " p"], ssr):
+    """(ρ, R) of the module docstring from G, b and ‖r‖²."""
+    diagonal = jnp.diagonal(gram)
+    scale = jnp.where(diagonal > 0, 1 / jnp.sqrt(jnp.where(diagonal > 0, diagonal, 1.0)), 1.0)
+    scaled = scale[:, None] * gram * scale[None, :]
+    lower = jnp.linalg.cholesky(scaled + _RIDGE * jnp.eye(gram.shape[0], dtype=gram.dtype))
+    factor = lower.T / scale[None, :]
+    projected = jax.scipy.linalg.solve_triangular(lower, scale * gradient, lower=True)
+    rest = jnp.sqrt(jnp.maximum(ssr - jnp.sum(projected**2), 0.0))
+    return jnp.concatenate([projected, rest[None]]), factor
+
+
+def _gauss_newton_terms(z, problem: FitProblem, transform: PeriodicBoxTransform, z_scale):
+    theta = z * z_scale
+    x = transform.to_bounded(theta)
+    gram, gradient, ssr = problem.normal_equations(x)
+    derivative = transform.derivative(theta) * z_scale
+    gram = derivative[:, None] * gram * derivative[None, :]
+    gradient = derivative * gradient
+    return square_root_factor(gram, gradient, ssr)
+
+
+@eqx.filter_custom_jvp
+def compressed_residual(z: Float[Array, " p"], args) -> Float[Array, " p1"]:
+    """ρ of the module docstring at θ = z ⊙ z_scale: ‖ρ‖² is the weighted sum of squared
+    residuals. `args = (problem, transform, z_scale)`; the solver works in the scaled
+    coordinates z, in which JᵀJ has a unit diagonal at the start (so the solver's initial damping
+    is meaningful), and x = transform.to_bounded(z ⊙ z_scale).
+    """
+    problem, transform, z_scale = args
+    residual, _ = _gauss_newton_terms(z, problem, transform, z_scale)
+    return residual
+
+
+@compressed_residual.def_jvp
+def _compressed_residual_jvp(primals, tangents):
+    z, (problem, transform, z_scale) = primals
+    z_tangent, _ = tangents
+    residual, factor = _gauss_newton_terms(z, problem, transform, z_scale)
+    if z_tangent is None:
+        return residual, jnp.zeros_like(residual)
+    return residual, jnp.concatenate([factor @ z_tangent, jnp.zeros((1,), residual.dtype)])
+
+
+def coordinate_scale(
+    problem: FitProblem, transform: PeriodicBoxTransform, theta: Float[Array, " p"]
+) -> Float[Array, " p"]:
+    """min(1, 1 / √diag(J_θᵀ J_θ)) at θ: θ = z ⊙ scale gives unit curvature, except that a unit
+    step in z never moves θ by more than 1 (a parameter starting where the transform is flat,
+    e.g. at a bound, would otherwise be thrown across its whole box by the first step)."""
+    gram, _, _ = problem.normal_equations(transform.to_bounded(theta))
+    derivative = transform.derivative(theta)
+    curvature = derivative**2 * jnp.diagonal(gram)
+    return jnp.minimum(1 / jnp.sqrt(jnp.where(curvature > 0, curvature, 1.0)), 1.0)

@@ -1,0 +1,363 @@
+"""Joint nonlinear least squares over all maps with optimistix Levenberg–Marquardt."""
+
+import time
+from collections.abc import Iterable, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+
+from .._data._xpcs_data import XPCSData
+from .._model._heterodyne import HeterodyneModel
+from ._compressed import NULL_EIGENVALUE_FRACTION, compressed_residual, coordinate_scale
+from ._nlsq_result import NLSQResult, StartsSummary
+from ._problem import FitProblem, build_problem
+from ._quality import build_quality_report
+from ._scaling import estimate_contrast_offset, estimate_velocity, resolve_scaling
+from ._starts import start_design, swapped_model
+from ._transforms import PeriodicBoxTransform
+
+
+def _solver_transform(problem: FitProblem) -> PeriodicBoxTransform:
+    return PeriodicBoxTransform(problem.transform.lower, problem.transform.upper)
+
+
+def _sum_of_squares(problem: FitProblem, theta, *, penalty: bool = False):
+    x = _solver_transform(problem).to_bounded(theta)
+    total = jnp.sum(problem.residual_maps(x) ** 2)
+    if penalty and problem.free_physics:
+        total = total + jnp.sum(problem.saturation_penalty(problem.split(x)[0]) ** 2)
+    return total
+
+
+@eqx.filter_jit
+def _solve_starts(problem: FitProblem, thetas, rtol: float, atol: float, max_steps: int):
+    """LM from every start (rows of `thetas`) in one compiled program, vmapped over starts."""
+    solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
+
+    transform = _solver_transform(problem)
+
+    def one(theta):
+        z_scale = coordinate_scale(problem, transform, theta)
+        solution = optx.least_squares(
+            compressed_residual,
+            solver,
+            theta / z_scale,
+            args=(problem, transform, z_scale),
+            max_steps=max_steps,
+            throw=False,
+        )
+        return solution.value * z_scale, solution.result._value, solution.stats["num_steps"]
+
+    values, codes, steps = jax.vmap(one)(thetas)
+    chi2 = jax.lax.map(lambda theta: _sum_of_squares(problem, theta), values)
+    return values, codes, steps, chi2
+
+
+@eqx.filter_jit
+def _population_chi2(problem: FitProblem, thetas):
+    return jax.lax.map(lambda theta: _sum_of_squares(problem, theta, penalty=True), thetas)
+
+
+@eqx.filter_jit
+def _covariance_terms(problem: FitProblem, x):
+    """Pseudo-inverse of the Jacobi-scaled JᵀJ (lineax SVD solves), its scale and eigenvalues."""
+    gram, _, ssr = problem.normal_equations(x, penalty=False)
+    diagonal = jnp.diagonal(gram)
+    scale = jnp.where(diagonal > 0, 1 / jnp.sqrt(jnp.where(diagonal > 0, diagonal, 1.0)), 0.0)
+    scaled = scale[:, None] * gram * scale[None, :]
+    operator = lx.MatrixLinearOperator(scaled, lx.symmetric_tag)
+    solver = lx.SVD(rcond=NULL_EIGENVALUE_FRACTION)
+    identity = jnp.eye(x.shape[0], dtype=x.dtype)
+    inverse = jax.vmap(lambda e: lx.linear_solve(operator, e, solver).value)(identity)
+    eigenvalues, vectors = jnp.linalg.eigh(scaled)
+    return inverse, scale, eigenvalues, vectors, ssr
+
+
+def _message(code: int) -> str:
+    """The optimistix message of a result code ("" for success)."""
+    for name, item in optx.RESULTS._name_to_item.items():
+        if int(item._value) == int(code):
+            return optx.RESULTS[item] or ("" if name == "successful" else name)
+    return f"solver result code {code}"
+
+
+def _global_search(problem: FitProblem, theta0: np.ndarray, evaluations: int, seed: int):
+    """CMA-ES (pycma) in unconstrained coordinates; each generation is one vmapped χ² call."""
+    import cma
+
+    options = {
+        "seed": seed + 1,
+        "maxfevals": evaluations,
+        "verbose": -9,
+        "tolfun": 1e-10,
+        "CMA_diagonal": False,
+    }
+    strategy = cma.CMAEvolutionStrategy(np.asarray(theta0, float), 1.0, options)
+    while not strategy.stop():
+        population = np.asarray(strategy.ask())
+        losses = np.asarray(_population_chi2(problem, jnp.asarray(population)))
+        strategy.tell(list(population), list(np.where(np.isfinite(losses), losses, 1e300)))
+    return np.asarray(strategy.result.xbest)
+
+
+def _aliasing_ratio(model: HeterodyneModel, data: XPCSData) -> np.ndarray:
+    speed = float(jnp.max(jnp.abs(model.velocity(data.t))))
+    cosine = np.abs(np.cos(np.deg2rad(np.asarray(data.phi) + float(model.phi0))))
+    return np.asarray(data.q) * cosine * speed * float(data.dt) / np.pi
+
+
+def _multi_start(problem, thetas, rtol, atol, max_steps, screening_steps, survivors=4):
+    """Screens every start with a short budget, then runs the best few to convergence.
+
+    All starts run `screening_steps` LM steps in one vmapped program; the `survivors` with the
+    lowest χ² (plus any that already converged) continue from where they stopped for up to
+    `max_steps` more. Returns per-start (θ, result code, steps, χ²).
+    """
+    thetas = jnp.asarray(thetas)
+    if thetas.shape[0] <= survivors:
+        values, codes, steps, chi2 = _solve_starts(problem, thetas, rtol, atol, max_steps)
+        return values, np.asarray(codes), np.asarray(steps), np.asarray(chi2)
+    values, codes, steps, chi2 = _solve_starts(problem, thetas, rtol, atol, screening_steps)
+    values, codes, steps, chi2 = (np.array(a) for a in (values, codes, steps, chi2))
+    best = np.argsort(np.where(np.isfinite(chi2), chi2, np.inf))[:survivors]
+    more = _solve_starts(problem, jnp.asarray(values[best]), rtol, atol, max_steps)
+    for name, array in zip(("values", "codes", "steps", "chi2"), more):
+        target = {"values": values, "codes": codes, "steps": steps, "chi2": chi2}[name]
+        target[best] = np.asarray(array) + (steps[best] if name == "steps" else 0)
+    return values, codes, steps, chi2
+
+
+def _start_design(model, data, problem: FitProblem, x0: np.ndarray, n_starts: int, seed: int):
+    """The rows of starting fit vectors (see `_starts` for the design)."""
+    if n_starts == 1:
+        return x0[None]
+    lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
+    names = problem.names
+    n_phys = problem.n_free_physics
+
+    def fit_vector(candidate: HeterodyneModel) -> np.ndarray:
+        physics = np.asarray(candidate.to_vector())[list(problem.free_physics)]
+        return np.concatenate([physics, x0[n_phys:]])
+
+    anchors, centre = [x0], x0
+    speed = estimate_velocity(np.asarray(data.c2), np.asarray(data.q), float(data.dt))
+    anchor_model = model
+    if speed is not None and "v0" in names:
+        upper_v0 = upper[names.index("v0")]
+        changes = {"v0": min(speed, upper_v0)}
+        if "beta" in names:
+            changes["beta"] = 0.0
+        anchor_model = model.replace(**changes)
+        centre = fit_vector(anchor_model)
+        anchors.append(centre)
+    swapped = swapped_model(anchor_model, np.asarray(data.t))
+    if swapped is not None:
+        anchors.append(fit_vector(swapped))
+    rng = np.random.default_rng(seed)
+    return start_design(names, anchors[:n_starts], centre, lower, upper, n_starts, rng)
+
+
+def fit_nlsq(
+    model: HeterodyneModel,
+    data: XPCSData,
+    *,
+    fixed: Iterable[str] = (),
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    scaling: str = "auto",
+    fourier_order: int | None = None,
+    contrast=None,
+    offset=None,
+    sigma=None,
+    starts: int = 1,
+    global_search: bool = False,
+    global_evaluations: int = 2000,
+    seed: int = 0,
+    rtol: float = 1e-7,
+    atol: float = 1e-4,
+    max_steps: int = 256,
+    screening_steps: int = 30,
+    throw: bool = False,
+) -> NLSQResult:
+    """Fits `model` to every map of `data` jointly by Levenberg–Marquardt.
+
+    Physics parameters are shared by all maps; contrast and offset follow the `scaling` mode.
+    The objective is χ² = Σ_a Σ_{(i,j) used} ((offset_a + contrast_a g_a(t_i, t_j) − c2_a)/σ_a)²
+    over the pairs t1 < t2 (plus the diagonal only when `data.diagonal == "none"`), so the
+    same entries count in the residuals, χ² and degrees of freedom.
+
+    Bounds are enforced by smooth transforms (no parameter ever leaves its box). The solver is
+    `optimistix.LevenbergMarquardt` on an exact compressed residual (`_compressed`), with JᵀJ
+    accumulated map by map, so memory stays at one map's Jacobian.
+
+    **Which start strategy when:**
+
+    - `starts=1` (default): a local fit from `model`; enough when the start is close (e.g. a
+      previous fit, or known physics).
+    - `starts=N` (N ≈ 8–32): the start, its reference↔sample swapped image and a Latin hypercube
+      of the rest (see `_starts`), all solved in one vmapped program; the best χ² is kept and
+      the quality report warns when another start found a different solution with similar χ².
+      Use it whenever the start is a guess — the likelihood has false minima.
+    - `global_search=True`: CMA-ES over all free parameters (unconstrained coordinates) before
+      the local fits; for multi-scale problems where no sensible start is known. Costs
+      `global_evaluations` χ² evaluations.
+
+    **Arguments:**
+
+    - `model`: the start; fixed parameters keep its values. Any `HeterodyneModel`, including
+      user-written laws.
+    - `data`: an `XPCSData`.
+    - `fixed`: names to hold fixed (physics names, `"contrast"`, `"offset"`).
+    - `bounds`: name → (lower, upper) overrides (`heterojax.PARAMETERS` gives the defaults).
+    - `scaling`: `"auto"`, `"individual"`, `"constant"` or `"fourier"` (see `_scaling`).
+    - `fourier_order`: the order K for `"fourier"` (default 2).
+    - `contrast`, `offset`: start values (scalar or per map); default: estimated from the data.
+    - `sigma`: σ per entry or per map; default `data.sigma`, else estimated from the maps and
+      the covariance scaled by the reduced χ².
+    - `starts`, `global_search`, `global_evaluations`, `seed`: the start strategy (above).
+    - `rtol`, `atol`, `max_steps`: solver tolerances (on the fit coordinates, which are scaled
+        to unit curvature at the start, and on the compressed residual) and the step limit.
+    - `screening_steps`: with more than 4 starts, every start first gets this many steps and
+        only the 4 best continue to convergence.
+    - `throw`: raise `RuntimeError` if the solver fails, instead of reporting it in the result.
+
+    **Returns:** an `NLSQResult`.
+    """
+    began = time.perf_counter()
+    if not isinstance(model, HeterodyneModel):
+        raise TypeError(f"`model` must be a heterojax.HeterodyneModel; got {type(model).__name__}.")
+    if not isinstance(data, XPCSData):
+        raise TypeError(f"`data` must be a heterojax.XPCSData; got {type(data).__name__}.")
+    if int(starts) < 1:
+        raise ValueError(f"`starts` must be a positive integer; got {starts!r}.")
+    phi = np.asarray(data.phi)
+    resolved = resolve_scaling(scaling, phi, order=fourier_order)
+    mask = np.asarray(data.mask)
+    estimated_contrast, estimated_offset = estimate_contrast_offset(np.asarray(data.c2), mask)
+    start_contrast = np.broadcast_to(
+        estimated_contrast if contrast is None else np.asarray(contrast, float), phi.shape
+    )
+    start_offset = np.broadcast_to(
+        estimated_offset if offset is None else np.asarray(offset, float), phi.shape
+    )
+    noise = "argument" if sigma is not None else ("data" if data.sigma is not None else "estimated")
+    problem, x0, sigma_used = build_problem(
+        model,
+        data,
+        fixed=fixed,
+        bounds=bounds,
+        scaling=resolved,
+        contrast=start_contrast,
+        offset=start_offset,
+        sigma=sigma,
+    )
+    transform = _solver_transform(problem)
+    lower, upper = np.asarray(transform.lower), np.asarray(transform.upper)
+
+    design = _start_design(model, data, problem, np.asarray(x0), int(starts), seed)
+    thetas = np.asarray(transform.to_unconstrained(jnp.asarray(design)))
+    if global_search:
+        best_global = _global_search(problem, thetas[0], int(global_evaluations), seed)
+        thetas = np.concatenate([best_global[None], thetas])[: max(int(starts), 1) + 1]
+
+    values, codes, steps, chi2 = _multi_start(
+        problem, thetas, float(rtol), float(atol), int(max_steps), int(screening_steps)
+    )
+    successful = codes == int(optx.RESULTS.successful._value)
+    finite = np.isfinite(chi2)
+    ranking = np.where(finite, chi2, np.inf) + np.where(successful, 0.0, 1e-9 * np.abs(chi2))
+    best = int(np.argmin(ranking))
+    solution_values = np.asarray(jax.vmap(transform.to_bounded)(jnp.asarray(values)))
+    x = jnp.asarray(solution_values[best])
+    success = bool(successful[best] and finite[best])
+    message = _message(codes[best])
+    if throw and not success:
+        raise RuntimeError(f"fit_nlsq failed: {message}")
+
+    inverse, scale, eigenvalues, vectors, ssr = _covariance_terms(problem, x)
+    inverse, scale = np.asarray(inverse), np.asarray(scale)
+    eigenvalues, vectors = np.asarray(eigenvalues), np.asarray(vectors)
+    n_points = int(np.count_nonzero(np.asarray(problem.weights)))
+    n_free = problem.n_parameters
+    dof = max(n_points - n_free, 1)
+    chi2_best = float(ssr)
+    reduced = chi2_best / dof
+    variance_scale = reduced if noise == "estimated" else 1.0
+    covariance = variance_scale * scale[:, None] * inverse * scale[None, :]
+    null = eigenvalues <= NULL_EIGENVALUE_FRACTION * np.max(eigenvalues)
+    singular = bool(np.any(null)) or bool(np.any(scale == 0))
+    undetermined = (scale == 0) | np.any(np.abs(vectors[:, null]) > 1e-3, axis=1)
+    variances = np.where(undetermined, np.inf, np.diagonal(covariance))
+    stderr_vector = np.sqrt(np.maximum(variances, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = covariance / np.outer(stderr_vector, stderr_vector)
+    correlation = np.where(np.outer(undetermined, undetermined) | np.isinf(correlation),
+                           np.nan, correlation)
+    np.fill_diagonal(correlation, np.where(undetermined, np.nan, 1.0))
+
+    fitted_model, fitted_contrast, fitted_offset = problem.unpack(x)
+    stderr = {name: float(e) for name, e in zip(problem.names, stderr_vector)}
+    n_phys, n_con = problem.n_free_physics, problem.n_contrast
+    for kind, basis, block in (
+        ("contrast", np.asarray(problem.contrast_basis), slice(n_phys, n_phys + n_con)),
+        ("offset", np.asarray(problem.offset_basis), slice(n_phys + n_con, n_free)),
+    ):
+        if basis.shape[1] == 0:
+            continue
+        sub = covariance[block, block]
+        per_map = np.einsum("ak,kl,al->a", basis, sub, basis)
+        if np.any(undetermined[block]):
+            per_map = np.where(np.abs(basis[:, undetermined[block]]).sum(1) > 0, np.inf, per_map)
+        stderr[kind] = np.sqrt(np.maximum(per_map, 0.0))
+
+    at_bound = np.asarray(problem.transform.at_bound(x))
+    quality = build_quality_report(
+        names=problem.names,
+        values=np.asarray(x),
+        stderr=stderr_vector,
+        correlation=correlation,
+        at_bound=at_bound,
+        reduced_chi2=reduced,
+        singular=singular,
+        aliasing_ratio=_aliasing_ratio(fitted_model, data),
+        phi=phi,
+        start_chi2=chi2,
+        start_values=solution_values,
+        best_index=best,
+        n_physics=n_phys,
+    )
+    fitted_c2 = problem.model_maps(x)
+    sigma_per_map = np.sqrt(np.mean(np.asarray(sigma_used) ** 2, axis=(1, 2)))
+    return NLSQResult(
+        model=fitted_model,
+        contrast=fitted_contrast,
+        offset=fitted_offset,
+        names=problem.names,
+        values=np.asarray(x),
+        stderr=stderr,
+        covariance=covariance,
+        correlation=correlation,
+        chi2=chi2_best,
+        reduced_chi2=reduced,
+        dof=dof,
+        n_points=n_points,
+        success=success,
+        message=message,
+        n_steps=int(steps[best]),
+        wall_time=time.perf_counter() - began,
+        fitted_c2=fitted_c2,
+        sigma=sigma_per_map,
+        noise=noise,
+        scaling=problem.scaling_mode,
+        diagonal=data.diagonal,
+        singular=singular,
+        quality=quality,
+        starts=StartsSummary(
+            chi2=chi2, values=solution_values, n_steps=steps, success=successful, best=best
+        ),
+        bounds={n: (float(lo), float(hi)) for n, lo, hi in zip(problem.names, lower, upper)},
+        metadata=dict(data.metadata),
+    )

@@ -1,0 +1,131 @@
+"""The result of `fit_nlsq`."""
+
+from typing import Any
+
+import equinox as eqx
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._model._heterodyne import HeterodyneModel
+from ._quality import QualityReport
+
+
+class StartsSummary(eqx.Module):
+    """Where every start of a multi-start fit ended.
+
+    **Fields:** `chi2` (one per start), `values` (the fit vectors, one row per start),
+    `n_steps`, `success`, and `best` (the index of the start that was kept).
+    """
+
+    chi2: np.ndarray
+    values: np.ndarray
+    n_steps: np.ndarray
+    success: np.ndarray
+    best: int
+
+
+class NLSQResult(eqx.Module):
+    """A joint least-squares fit of a `HeterodyneModel` to all maps of an `XPCSData`.
+
+    **Fields:**
+
+    - `model`: the fitted model (fixed parameters keep their input values).
+    - `contrast`, `offset`: fitted per-map values, shape `(phi,)`.
+    - `names`: the free parameters in fit-vector order (physics, then scaling coefficients).
+    - `values`: the fitted free parameters.
+    - `stderr`: name → standard error for every free physics parameter and scaling
+      coefficient; `stderr["contrast"]`, `stderr["offset"]` are per-map arrays (when free).
+    - `covariance`, `correlation`: over `names`; rows of undetermined parameters are inf/nan.
+    - `chi2`: Σ ((model − data)/σ)² over the used pairs; `dof` = used pairs − free parameters;
+      `reduced_chi2` = chi2 / dof.
+    - `n_points`: the number of used (t1, t2, map) entries.
+    - `success`, `message`, `n_steps`: the solver's outcome (best start).
+    - `wall_time`: seconds for the whole call, compilation included.
+    - `fitted_c2`: the model maps at the solution, shape `(phi, t, t)`.
+    - `sigma`: σ per map used as weights; `noise`: `"data"` (σ from the data), `"argument"`
+      (passed to the fit) or `"estimated"` (from the maps' second differences; the covariance
+      is then scaled by the reduced χ²).
+    - `scaling`: the resolved scaling mode; `diagonal`: the data's diagonal convention.
+    - `singular`: whether JᵀJ was singular at the solution.
+    - `quality`: the `QualityReport`; `starts`: a `StartsSummary`.
+    - `metadata`: the data's metadata.
+    """
+
+    model: HeterodyneModel
+    contrast: Float[Array, " phi"]
+    offset: Float[Array, " phi"]
+    names: tuple[str, ...]
+    values: np.ndarray
+    stderr: dict[str, Any]
+    covariance: np.ndarray
+    correlation: np.ndarray
+    chi2: float
+    reduced_chi2: float
+    dof: int
+    n_points: int
+    success: bool
+    message: str
+    n_steps: int
+    wall_time: float
+    fitted_c2: Float[Array, "phi t t"]
+    sigma: np.ndarray
+    noise: str
+    scaling: str
+    diagonal: str
+    singular: bool
+    quality: QualityReport
+    starts: StartsSummary
+    bounds: dict[str, tuple[float, float]]
+    metadata: dict[str, Any]
+
+    def parameters(self) -> dict[str, float]:
+        """Name → value of every physics parameter of the fitted model (fixed ones included)."""
+        return {name: float(value) for name, value in self.model.to_dict().items()}
+
+    def summary(self) -> str:
+        """A readable table of values, errors and flags, then the fit statistics and warnings."""
+        lines = []
+        header = f"{'parameter':<22}{'value':>14}{'std. error':>14}{'rel.':>9}  flags"
+        lines += [header, "-" * len(header)]
+        at_bounds = set(self.quality.at_bounds)
+        loose = set(self.quality.unconstrained)
+        free = dict(zip(self.names, self.values))
+        for name, value in self.parameters().items():
+            if name not in free:
+                lines.append(f"{name:<22}{value:>14.6g}{'fixed':>14}")
+                continue
+            error = float(self.stderr[name])
+            relative = error / abs(value) if value != 0 else np.inf
+            flags = []
+            if name in at_bounds:
+                low, high = self.bounds[name]
+                flags.append(f"at bound [{low:g}, {high:g}]")
+            if name in loose:
+                flags.append("unconstrained")
+            lines.append(
+                f"{name:<22}{value:>14.6g}{error:>14.3g}{relative:>9.1%}  {', '.join(flags)}"
+            )
+        for name in self.names:
+            if name in self.parameters():
+                continue
+            error = float(self.stderr[name])
+            flag = "at bound" if name in at_bounds else ""
+            lines.append(f"{name:<22}{free[name]:>14.6g}{error:>14.3g}{'':>9}  {flag}")
+        lines.append("")
+        lines.append(
+            f"χ² = {self.chi2:.6g}   dof = {self.dof}   reduced χ² = {self.reduced_chi2:.4f} "
+            f"({self.quality.band})   points = {self.n_points}"
+        )
+        lines.append(
+            f"scaling = {self.scaling}   diagonal = {self.diagonal}   noise = {self.noise}   "
+            f"starts = {len(self.starts.chi2)}   steps = {self.n_steps}   "
+            f"success = {self.success}   time = {self.wall_time:.2f} s"
+        )
+        if self.message:
+            lines.append(f"solver: {self.message}")
+        for warning in self.quality.warnings:
+            lines.append(f"warning: {warning}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()

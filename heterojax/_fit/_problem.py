@@ -1,0 +1,320 @@
+"""The least-squares problem shared by the fits: parameter packing, residuals, normal equations.
+
+The fit vector is x = [free physics parameters, contrast coefficients, offset coefficients]
+(see `_scaling`). For map a with normalised model g_a = num/f² (SI Eq. S-77 family),
+
+    r_a = w_a ⊙ (offset_a + contrast_a · g_a(physics) − c2_a),   w_a = mask_a / σ_a,
+
+where the mask keeps the pairs t1 < t2 (and the diagonal only when the data say so).
+The Jacobian is never formed for all maps at once: `normal_equations` accumulates
+G = Σ_a J_aᵀ J_a and b = Σ_a J_aᵀ r_a map by map, so memory is one map's Jacobian
+(n_physics × N²) whatever the number of maps.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._data._xpcs_data import XPCSData
+from .._model._heterodyne import HeterodyneModel
+from .._parameters import ParameterSpec
+from ._scaling import Scaling
+from ._transforms import BoxTransform
+
+
+class FitProblem(eqx.Module):
+    """A model template, data and the choice of free parameters, bounds and scaling.
+
+    Build it with `build_problem`. Fixed parameters keep the template model's values.
+    """
+
+    model: HeterodyneModel
+    t: Float[Array, " t"]
+    q: Float[Array, " phi"]
+    phi: Float[Array, " phi"]
+    data: Float[Array, "phi t t"]
+    weights: Float[Array, "phi t t"]
+    contrast_basis: Float[Array, "phi a"]
+    offset_basis: Float[Array, "phi b"]
+    fixed_contrast: Float[Array, " phi"]
+    fixed_offset: Float[Array, " phi"]
+    transform: BoxTransform
+    free_physics: tuple[int, ...] = eqx.field(static=True)
+    names: tuple[str, ...] = eqx.field(static=True)
+    scaling_mode: str = eqx.field(static=True)
+
+    @property
+    def n_free_physics(self) -> int:
+        return len(self.free_physics)
+
+    @property
+    def n_contrast(self) -> int:
+        return self.contrast_basis.shape[1]
+
+    @property
+    def n_parameters(self) -> int:
+        return len(self.names)
+
+    def split(self, x: Float[Array, " p"]):
+        """(free physics, contrast coefficients, offset coefficients) of a fit vector."""
+        n_phys, n_con = self.n_free_physics, self.n_contrast
+        return x[:n_phys], x[n_phys : n_phys + n_con], x[n_phys + n_con :]
+
+    def model_at(self, physics_free: Float[Array, " k"]) -> HeterodyneModel:
+        """The template model with its free physics parameters replaced."""
+        vector = self.model.to_vector()
+        if self.free_physics:
+            vector = vector.at[jnp.asarray(self.free_physics)].set(physics_free)
+        return self.model.with_vector(vector)
+
+    def unpack(self, x: Float[Array, " p"]):
+        """(model, contrast per map, offset per map) of a fit vector."""
+        physics, contrast_coefficients, offset_coefficients = self.split(x)
+        return (
+            self.model_at(physics),
+            self.fixed_contrast + self.contrast_basis @ contrast_coefficients,
+            self.fixed_offset + self.offset_basis @ offset_coefficients,
+        )
+
+    def model_maps(self, x: Float[Array, " p"]) -> Float[Array, "phi t t"]:
+        """The model c2 maps for every angle at the fit vector x."""
+        model, contrast, offset = self.unpack(x)
+        return model.c2(self.t, q=self.q, phi=self.phi, contrast=contrast, offset=offset)
+
+    def residual_maps(self, x: Float[Array, " p"]) -> Float[Array, "phi t t"]:
+        """Weighted residuals w ⊙ (model − data), zero on unused entries."""
+        return self.weights * (self.model_maps(x) - self.data)
+
+    def saturation_penalty(self, physics_free: Float[Array, " k"]) -> Float[Array, " t"]:
+        """Residuals that vanish while the unclipped sample fraction stays in [0, 1].
+
+            e_k = √(n_used / N) · (max(f_s,raw(t_k) − 1, 0) + max(−f_s,raw(t_k), 0))
+
+        The model clips f_s into [0, 1], which leaves the χ² surface flat (zero gradient) once
+        the fraction law saturates; this term gives the solver a way back. It is zero at every
+        solution whose fraction stays inside [0, 1], so such fits are unchanged; each grid time
+        weighs about as much as the data points that involve it.
+        """
+        raw = self.model_at(physics_free).fraction(self.t)
+        weight = jnp.sqrt(jnp.count_nonzero(self.weights) / self.t.shape[0])
+        return weight * (jnp.maximum(raw - 1, 0.0) + jnp.maximum(-raw, 0.0))
+
+    def normal_equations(self, x: Float[Array, " p"], *, penalty: bool = True):
+        """G = JᵀJ, b = Jᵀr and Σr² at x (J with respect to x), accumulated map by map.
+
+        With `penalty`, the `saturation_penalty` residuals are included.
+
+        **Returns:** `(G, b, ssr)` with shapes `(p, p)`, `(p,)`, `()`.
+        """
+        physics, contrast_coefficients, offset_coefficients = self.split(x)
+
+        def normalised(physics_free, q, phi):
+            model = self.model_at(physics_free)
+            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0)[0]
+            return c2, c2
+
+        def one_map(carry, inputs):
+            gram, gradient, ssr = carry
+            q, phi, data, weight, contrast_row, offset_row, contrast0, offset0 = inputs
+            physics_jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics, q, phi)
+            physics_jacobian = jnp.moveaxis(physics_jacobian, -1, 0)
+            contrast = contrast0 + contrast_row @ contrast_coefficients
+            offset = offset0 + offset_row @ offset_coefficients
+            residual = weight * (offset + contrast * g - data)
+            # Columns of this map's Jacobian: physics, d/dcontrast, d/doffset (per-map values).
+            physics_columns = (contrast * weight)[None] * physics_jacobian
+            contrast_column = weight * g
+            columns = jnp.concatenate(
+                [physics_columns, contrast_column[None], weight[None]], axis=0
+            ).reshape(physics.shape[0] + 2, -1)
+            local_gram = columns @ columns.T
+            local_gradient = columns @ residual.reshape(-1)
+            # Map per-map contrast/offset onto the coefficients through the bases.
+            n_phys = physics.shape[0]
+            expand = jax.scipy.linalg.block_diag(
+                jnp.eye(n_phys), contrast_row[None, :], offset_row[None, :]
+            )
+            gram = gram + expand.T @ local_gram @ expand
+            gradient = gradient + expand.T @ local_gradient
+            return (gram, gradient, ssr + jnp.sum(residual**2)), None
+
+        p = x.shape[0]
+        zero = (jnp.zeros((p, p), x.dtype), jnp.zeros((p,), x.dtype), jnp.zeros((), x.dtype))
+        inputs = (
+            self.q,
+            self.phi,
+            self.data,
+            self.weights,
+            self.contrast_basis,
+            self.offset_basis,
+            self.fixed_contrast,
+            self.fixed_offset,
+        )
+        (gram, gradient, ssr), _ = jax.lax.scan(one_map, zero, inputs)
+        if penalty and self.free_physics:
+            excess = self.saturation_penalty(physics)
+            excess_jacobian = jax.jacfwd(self.saturation_penalty)(physics)
+            n_phys = physics.shape[0]
+            gram = gram.at[:n_phys, :n_phys].add(excess_jacobian.T @ excess_jacobian)
+            gradient = gradient.at[:n_phys].add(excess_jacobian.T @ excess)
+            ssr = ssr + jnp.sum(excess**2)
+        return gram, gradient, ssr
+
+
+def estimate_noise(c2: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-map noise level σ̂ from second differences along the age direction.
+
+    At fixed lag k, c2[i, i+k] varies slowly with the age i (ageing is slow next to the frame
+    period), so the second difference d_i = c2[i+1, i+1+k] − 2 c2[i, i+k] + c2[i−1, i−1+k] is
+    dominated by noise with variance 6σ². A robust scale gives
+
+        σ̂ = 1.4826 · median|d − median d| / √6.
+
+    **Arguments:** `c2` `(phi, t, t)` and the boolean `mask` of used entries.
+
+    **Returns:** σ̂ for each map (NumPy array).
+    """
+    c2 = np.asarray(c2, float)
+    mask = np.asarray(mask, bool)
+    second = c2[:, 2:, 2:] - 2 * c2[:, 1:-1, 1:-1] + c2[:, :-2, :-2]
+    used = mask[:, 2:, 2:] & mask[:, 1:-1, 1:-1] & mask[:, :-2, :-2]
+    sigma = []
+    for values, keep in zip(second, used):
+        d = values[keep]
+        if d.size < 10:
+            sigma.append(np.nan)
+            continue
+        mad = np.median(np.abs(d - np.median(d)))
+        sigma.append(1.4826 * mad / np.sqrt(6.0))
+    sigma = np.array(sigma)
+    finite = np.isfinite(sigma) & (sigma > 0)
+    if not np.any(finite):
+        raise ValueError(
+            "Cannot estimate the noise level from these maps (too few points or noiseless data); "
+            "pass `sigma` with the data."
+        )
+    return np.where(finite, sigma, np.median(sigma[finite]))
+
+
+def build_problem(
+    model: HeterodyneModel,
+    data: XPCSData,
+    *,
+    fixed,
+    bounds,
+    scaling: Scaling,
+    contrast: np.ndarray,
+    offset: np.ndarray,
+    sigma: np.ndarray | None = None,
+) -> tuple[FitProblem, Float[Array, " p"], np.ndarray]:
+    """Assembles a `FitProblem` and its start vector, validating the user's choices.
+
+    **Arguments:**
+
+    - `model`: the template; its values are the start and the values of fixed parameters.
+    - `data`: the `XPCSData` to fit.
+    - `fixed`: names of parameters to hold fixed (physics names, or `"contrast"`/`"offset"`
+        to hold the per-map contrast/offset at their start values).
+    - `bounds`: mapping name → (lower, upper) overriding the defaults; `"contrast"` and
+        `"offset"` apply to every coefficient of the zeroth order.
+    - `scaling`: the resolved `Scaling`.
+    - `contrast`, `offset`: start values per map.
+    - `sigma`: σ broadcastable to the data; `None` means `data.sigma`, else a noise estimate.
+
+    **Returns:** `(problem, x0, sigma_per_entry)`.
+    """
+    physics_specs = model.parameter_specs
+    physics_names = tuple(s.name for s in physics_specs)
+    fixed = tuple(fixed)
+    known = set(physics_names) | {"contrast", "offset"}
+    unknown = sorted(set(fixed) - known)
+    if unknown:
+        raise ValueError(f"Unknown name(s) in `fixed`: {unknown}. Valid names: {sorted(known)}.")
+    bounds = dict(bounds or {})
+    scale_names = {s.name for s in scaling.specs} | {"contrast", "offset"}
+    unknown = sorted(set(bounds) - set(physics_names) - scale_names)
+    if unknown:
+        raise ValueError(
+            f"Unknown name(s) in `bounds`: {unknown}. Valid names: {sorted(physics_names)} and "
+            "'contrast', 'offset' (or a coefficient name of the scaling mode)."
+        )
+
+    def bounded(spec: ParameterSpec, generic: str | None = None) -> ParameterSpec:
+        for name in (spec.name, generic):
+            if name is not None and name in bounds:
+                lower, upper = bounds[name]
+                return spec.with_bounds(float(lower), float(upper))
+        return spec
+
+    free_physics = tuple(k for k, name in enumerate(physics_names) if name not in fixed)
+    values = np.asarray(model.to_vector())
+    specs = []
+    for k in free_physics:
+        spec = bounded(physics_specs[k])
+        if not spec.lower <= values[k] <= spec.upper:
+            raise ValueError(
+                f"Start value of {spec.name} = {values[k]:g} lies outside its bounds "
+                f"[{spec.lower:g}, {spec.upper:g}]; change the model or the bounds."
+            )
+        specs.append(spec)
+    start = [values[k] for k in free_physics]
+    n_angles = data.n_angles
+    bases, fixed_values = {}, {}
+    coefficients = scaling.coefficients_from_values(contrast, offset)
+    n_contrast = scaling.contrast_basis.shape[1]
+    for kind, basis, kind_specs, kind_coefficients, kind_start in (
+        (
+            "contrast",
+            scaling.contrast_basis,
+            scaling.contrast_specs,
+            coefficients[:n_contrast],
+            contrast,
+        ),
+        ("offset", scaling.offset_basis, scaling.offset_specs, coefficients[n_contrast:], offset),
+    ):
+        if kind in fixed:
+            bases[kind] = np.zeros((n_angles, 0))
+            fixed_values[kind] = np.asarray(kind_start, float)
+            continue
+        bases[kind] = np.asarray(basis, float)
+        fixed_values[kind] = np.zeros(n_angles)
+        kind_specs = [
+            bounded(s, kind if s.name.endswith(("]", "_0")) or s.name == kind else None)
+            for s in kind_specs
+        ]
+        specs += kind_specs
+        start += [
+            float(np.clip(c, s.lower, s.upper)) for c, s in zip(kind_coefficients, kind_specs)
+        ]
+
+    mask = np.asarray(data.mask, bool)
+    if sigma is None and data.sigma is not None:
+        sigma = np.asarray(data.sigma)
+    if sigma is None:
+        sigma = estimate_noise(np.asarray(data.c2), mask)[:, None, None]
+    sigma = np.broadcast_to(np.asarray(sigma, float), data.c2.shape)
+    if not np.all(np.isfinite(sigma)) or not np.all(sigma > 0):
+        raise ValueError("`sigma` must be finite and positive.")
+    weights = np.where(mask, 1.0 / sigma, 0.0)
+
+    lower = np.array([s.lower for s in specs])
+    upper = np.array([s.upper for s in specs])
+    problem = FitProblem(
+        model=model,
+        t=jnp.asarray(data.t),
+        q=jnp.asarray(data.q),
+        phi=jnp.asarray(data.phi),
+        data=jnp.asarray(data.c2),
+        weights=jnp.asarray(weights),
+        contrast_basis=jnp.asarray(bases["contrast"]),
+        offset_basis=jnp.asarray(bases["offset"]),
+        fixed_contrast=jnp.asarray(fixed_values["contrast"]),
+        fixed_offset=jnp.asarray(fixed_values["offset"]),
+        transform=BoxTransform(jnp.asarray(lower), jnp.asarray(upper)),
+        free_physics=free_physics,
+        names=tuple(s.name for s in specs),
+        scaling_mode=scaling.mode,
+    )
+    return problem, jnp.asarray(np.array(start, float)), sigma

@@ -1,0 +1,148 @@
+"""The quality report of a fit: what a careful user checks before trusting the numbers."""
+
+import dataclasses
+
+import numpy as np
+
+
+# Reduced χ² bands (with σ known or estimated, a good fit gives ≈ 1).
+GOOD_REDUCED_CHI2 = 1.5
+MARGINAL_REDUCED_CHI2 = 3.0
+STRONG_CORRELATION = 0.95
+UNCONSTRAINED_RELATIVE_ERROR = 1.0
+# Another start counts as "the same χ²" when it is within this many units of χ² (after dividing
+# by the best reduced χ²) — about the spread of χ² minima that noise alone produces for p ≲ 20.
+SIMILAR_CHI2 = 10.0
+DISTINCT_STANDARD_ERRORS = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityReport:
+    """Checks on a fit, each with the numbers behind it.
+
+    **Fields:**
+
+    - `band`: `"good"` (χ²_red < 1.5), `"marginal"` (< 3) or `"poor"`.
+    - `at_bounds`: names of parameters within 1e-6 (of the range) of a bound.
+    - `correlated_pairs`: `(name_a, name_b, correlation)` with |correlation| > 0.95.
+    - `unconstrained`: names whose standard error exceeds 100 % of |value| (or is infinite).
+    - `singular`: whether JᵀJ was singular (some combination undetermined by the data).
+    - `aliasing`: `(angle, ratio)` for maps where q·|cos(φ + φ0)|·max|v|·dt / π > 1, i.e. the
+      heterodyne fringes are undersampled by the frame period.
+    - `distinct_minima`: `(start index, Δχ², largest parameter shift in standard errors)` for
+      other starts that ended at a different solution with a similar χ².
+    - `warnings`: the readable sentences for all of the above.
+    """
+
+    band: str
+    at_bounds: tuple[str, ...]
+    correlated_pairs: tuple[tuple[str, str, float], ...]
+    unconstrained: tuple[str, ...]
+    singular: bool
+    aliasing: tuple[tuple[float, float], ...]
+    distinct_minima: tuple[tuple[int, float, float], ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when the band is not poor and nothing above calls the numbers into question."""
+        return self.band != "poor" and not self.singular and not self.distinct_minima
+
+
+def chi2_band(reduced_chi2: float) -> str:
+    """"good", "marginal" or "poor" by the reduced χ² bands."""
+    if reduced_chi2 < GOOD_REDUCED_CHI2:
+        return "good"
+    if reduced_chi2 < MARGINAL_REDUCED_CHI2:
+        return "marginal"
+    return "poor"
+
+
+def build_quality_report(
+    *,
+    names: tuple[str, ...],
+    values: np.ndarray,
+    stderr: np.ndarray,
+    correlation: np.ndarray,
+    at_bound: np.ndarray,
+    reduced_chi2: float,
+    singular: bool,
+    aliasing_ratio: np.ndarray,
+    phi: np.ndarray,
+    start_chi2: np.ndarray,
+    start_values: np.ndarray,
+    best_index: int,
+    n_physics: int,
+) -> QualityReport:
+    """Runs every check; see `QualityReport` for what each one means."""
+    warnings = []
+    band = chi2_band(reduced_chi2)
+    if band != "good":
+        warnings.append(
+            f"Reduced χ² = {reduced_chi2:.3g} is {band}: the model misses structure in the data "
+            "(wrong law, wide bins — try the ROI-aware model — or an underestimated σ)."
+        )
+    bounded = tuple(n for n, b in zip(names, at_bound) if b)
+    if bounded:
+        warnings.append(
+            f"At a bound: {', '.join(bounded)}. Their errors are not meaningful; widen the bound "
+            "or fix the parameter if the bound is physical."
+        )
+    pairs = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            if np.isfinite(correlation[i, j]) and abs(correlation[i, j]) > STRONG_CORRELATION:
+                pairs.append((names[i], names[j], float(correlation[i, j])))
+    if pairs:
+        listed = ", ".join(f"{a}–{b} ({c:+.3f})" for a, b, c in pairs)
+        warnings.append(f"Strongly correlated pairs: {listed}; consider fixing one of each pair.")
+    loose = tuple(
+        n
+        for n, v, e in zip(names, values, stderr)
+        if not np.isfinite(e) or e > UNCONSTRAINED_RELATIVE_ERROR * abs(v)
+    )
+    if loose:
+        warnings.append(
+            f"Not constrained by the data (error > 100 % of the value): {', '.join(loose)}."
+        )
+    if singular:
+        warnings.append(
+            "JᵀJ is singular: some parameter combination has no effect on c2; errors along it "
+            "are reported as infinite. Fix one of the parameters involved."
+        )
+    aliased = tuple(
+        (float(a), float(r)) for a, r in zip(phi, aliasing_ratio) if np.isfinite(r) and r > 1
+    )
+    if aliased:
+        listed = ", ".join(f"φ={a:g}° (×{r:.2g})" for a, r in aliased)
+        warnings.append(
+            "Heterodyne fringes are undersampled (q·|cos(φ+φ0)|·|v|·dt > π) at "
+            f"{listed}: velocity estimates there may alias; use a shorter frame period."
+        )
+    distinct = []
+    scale = max(reduced_chi2, 1.0)
+    best = start_values[best_index]
+    physics_error = np.where(np.isfinite(stderr) & (stderr > 0), stderr, np.inf)[:n_physics]
+    for k, (chi2, vector) in enumerate(zip(start_chi2, start_values)):
+        if k == best_index or not np.isfinite(chi2):
+            continue
+        delta = (chi2 - start_chi2[best_index]) / scale
+        shift = np.max(np.abs(vector[:n_physics] - best[:n_physics]) / physics_error, initial=0.0)
+        if delta < SIMILAR_CHI2 and shift > DISTINCT_STANDARD_ERRORS:
+            distinct.append((k, float(delta), float(shift)))
+    if distinct:
+        warnings.append(
+            f"{len(distinct)} other start(s) reached a different solution with a similar χ² "
+            f"(Δχ² < {SIMILAR_CHI2:g}): the data do not single out one answer; compare "
+            "result.starts and consider fixing or bounding the parameters that differ."
+        )
+    return QualityReport(
+        band=band,
+        at_bounds=bounded,
+        correlated_pairs=tuple(pairs),
+        unconstrained=loose,
+        singular=bool(singular),
+        aliasing=aliased,
+        distinct_minima=tuple(distinct),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,105 @@
+"""Start designs for multi-start fits and the CMA-ES global search.
+
+The χ² surface has genuine false minima: the model is nearly symmetric under exchanging the
+reference and sample components (with f_s ↔ f_r), and the two transport exponents trade off.
+The fringes make the surface multimodal in the velocity too: a start whose v is off by a
+factor 2 sees dephased fringes everywhere. A multi-start design therefore contains the user's
+start; when the data show fringes, the same start with v0 set to the data-driven estimate
+(`_scaling.estimate_velocity`, β = 0) and that anchor's *swapped* image (reference ↔ sample);
+then a Latin hypercube around the anchor over the parameters that create such minima:
+
+- transport prefactors `D0_*`: log-uniform within ×/÷ 30 of the start (or 1e-6…1e-2 of the
+  upper bound when the start is 0); `v0`: log-uniform within ×/÷ 3;
+- exponents (`alpha_*`, `beta`): uniform in [−1, 1];
+- fraction amplitudes (`f0`, `f3`) and `phi0`: uniform over their bounds;
+- any other parameter of a user-written law: uniform over the middle half of its box when the
+  box is finite and at most 100 × (|start| + 1) wide; otherwise kept at its start;
+- offsets (`D_offset_*`, `v_offset`, `f1`, `f2`) and contrast/offset coefficients: kept.
+"""
+
+import numpy as np
+
+from .._model._heterodyne import HeterodyneModel
+from .._model._laws import ExponentialFraction
+
+
+_KEPT = ("D_offset", "v_offset", "f1", "f2", "contrast", "offset")
+
+
+def _sampling_rule(name: str, start: float, lower: float, upper: float):
+    """('log' | 'linear' | 'keep', low, high) for one parameter."""
+    if name.startswith(_KEPT) or name.startswith(("contrast", "offset")):
+        return "keep", start, start
+    if name.startswith(("D0", "v0")):
+        factor = 3.0 if name.startswith("v0") else 30.0
+        if start > 0:
+            low, high = max(lower, start / factor), min(upper, start * factor)
+        else:
+            low, high = max(lower, upper * 1e-6), upper * 1e-2
+        if low > 0 and high > low:
+            return "log", low, high
+        return "keep", start, start
+    if name.startswith(("alpha", "beta")):
+        return "linear", max(lower, -1.0), min(upper, 1.0)
+    if name in ("f0", "f3", "phi0"):
+        return "linear", lower, upper
+    width = upper - lower
+    if np.isfinite(width) and width <= 100 * (abs(start) + 1):
+        return "linear", lower + width / 4, upper - width / 4
+    return "keep", start, start
+
+
+def latin_hypercube(n: int, dimension: int, rng: np.random.Generator) -> np.ndarray:
+    """n points in (0, 1)^dimension, one per stratum along each axis."""
+    strata = np.stack([rng.permutation(n) for _ in range(dimension)], axis=1)
+    return (strata + rng.uniform(size=(n, dimension))) / n
+
+
+def swapped_model(model: HeterodyneModel, t: np.ndarray) -> HeterodyneModel | None:
+    """The start with reference and sample exchanged and f_s → 1 − f_s, or None if the laws
+    cannot be exchanged (different transport types)."""
+    if type(model.reference) is not type(model.sample):
+        return None
+    fraction = model.fraction
+    if isinstance(fraction, ExponentialFraction):
+        middle = np.asarray(t)[len(t) // 2]
+        reference_share = 1.0 - float(np.clip(fraction(np.array([middle]))[0], 0.0, 1.0))
+        fraction = ExponentialFraction(f0=reference_share, f1=0.0, f2=0.0, f3=0.0)
+    else:
+        return None
+    return HeterodyneModel(model.sample, model.reference, model.velocity, fraction, model.phi0)
+
+
+def start_design(
+    names: tuple[str, ...],
+    anchors: list[np.ndarray],
+    centre: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    n_starts: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """`n_starts` start vectors (rows): the anchors, then a Latin hypercube around `centre`.
+
+    f0 + f3 is kept ≤ 1 by rescaling both when a draw exceeds it.
+    """
+    starts = [np.clip(np.asarray(a, float), lower, upper) for a in anchors]
+    x0 = np.asarray(centre, float)
+    n_random = n_starts - len(starts)
+    if n_random > 0:
+        unit = latin_hypercube(n_random, len(names), rng)
+        draws = np.tile(np.asarray(x0, float), (n_random, 1))
+        for k, name in enumerate(names):
+            kind, low, high = _sampling_rule(name, float(x0[k]), float(lower[k]), float(upper[k]))
+            if kind == "log":
+                draws[:, k] = np.exp(np.log(low) + unit[:, k] * (np.log(high) - np.log(low)))
+            elif kind == "linear":
+                draws[:, k] = low + unit[:, k] * (high - low)
+        if "f0" in names and "f3" in names:
+            i0, i3 = names.index("f0"), names.index("f3")
+            total = draws[:, i0] + draws[:, i3]
+            excess = np.where(total > 1, total, 1.0)
+            draws[:, i0] /= excess
+            draws[:, i3] /= excess
+        starts.extend(np.clip(draws, lower, upper))
+    return np.stack(starts[:n_starts])
