@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._problem import FitProblem
-from ._transforms import PeriodicBoxTransform
+from ._transforms import BoxTransform
 
 
 # Eigenvalues of the Jacobi-scaled Gram matrix below this fraction of the largest are treated
@@ -43,7 +43,7 @@ def square_root_factor(gram: Float[Array, "p p"], gradient: Float[Array, " p"], 
     return jnp.concatenate([projected, rest[None]]), factor
 
 
-def _gauss_newton_terms(z, problem: FitProblem, transform: PeriodicBoxTransform, z_scale):
+def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale):
     theta = z * z_scale
     x = transform.to_bounded(theta)
     gram, gradient, ssr = problem.normal_equations(x)
@@ -76,7 +76,7 @@ def _compressed_residual_jvp(primals, tangents):
 
 
 def coordinate_scale(
-    problem: FitProblem, transform: PeriodicBoxTransform, theta: Float[Array, " p"]
+    problem: FitProblem, transform: BoxTransform, theta: Float[Array, " p"]
 ) -> Float[Array, " p"]:
     """min(1, 1 / √diag(J_θᵀ J_θ)) at θ: θ = z ⊙ scale gives unit curvature, except that a unit
     step in z never moves θ by more than 1 (a parameter starting where the transform is flat,

@@ -87,6 +87,40 @@ class FitProblem(eqx.Module):
         """Weighted residuals w ⊙ (model − data), zero on unused entries."""
         return self.weights * (self.model_maps(x) - self.data)
 
+    def best_scaling(self, physics_free: Float[Array, " k"]) -> Float[Array, " m"]:
+        """The scaling coefficients that minimise χ² for given physics (linear least squares).
+
+        c2 is linear in the coefficients: with g_a = num/f² of the physics, the residual is
+        A·[a; b] − y with columns w ⊙ g_a B_c[a, k] and w ⊙ B_o[a, k]. The normal equations
+        AᵀA [a; b] = Aᵀy are assembled from per-map sums (no N² × m matrix) and solved by
+        least squares; the result is clipped into the coefficient bounds. Used to start every
+        local fit from the best contrast/offset for its physics.
+        """
+        model = self.model_at(physics_free)
+        g = model.c2(self.t, q=self.q, phi=self.phi, contrast=1.0, offset=0.0)
+        w2 = self.weights**2
+        target = (
+            self.data - self.fixed_offset[:, None, None] - self.fixed_contrast[:, None, None] * g
+        )
+        sums = {
+            "gg": jnp.sum(w2 * g * g, axis=(1, 2)),
+            "g1": jnp.sum(w2 * g, axis=(1, 2)),
+            "11": jnp.sum(w2, axis=(1, 2)),
+            "gy": jnp.sum(w2 * g * target, axis=(1, 2)),
+            "1y": jnp.sum(w2 * target, axis=(1, 2)),
+        }
+        bc, bo = self.contrast_basis, self.offset_basis
+        normal = jnp.block(
+            [
+                [bc.T @ (sums["gg"][:, None] * bc), bc.T @ (sums["g1"][:, None] * bo)],
+                [bo.T @ (sums["g1"][:, None] * bc), bo.T @ (sums["11"][:, None] * bo)],
+            ]
+        )
+        right = jnp.concatenate([bc.T @ sums["gy"], bo.T @ sums["1y"]])
+        coefficients = jnp.linalg.lstsq(normal, right)[0]
+        n_phys = self.n_free_physics
+        return jnp.clip(coefficients, self.transform.lower[n_phys:], self.transform.upper[n_phys:])
+
     def saturation_penalty(self, physics_free: Float[Array, " k"]) -> Float[Array, " t"]:
         """Residuals that vanish while the unclipped sample fraction stays in [0, 1].
 

@@ -50,7 +50,7 @@ class QualityReport:
 
 
 def chi2_band(reduced_chi2: float) -> str:
-    """"good", "marginal" or "poor" by the reduced χ² bands."""
+    """ "good", "marginal" or "poor" by the reduced χ² bands."""
     if reduced_chi2 < GOOD_REDUCED_CHI2:
         return "good"
     if reduced_chi2 < MARGINAL_REDUCED_CHI2:
@@ -94,8 +94,12 @@ def build_quality_report(
             if np.isfinite(correlation[i, j]) and abs(correlation[i, j]) > STRONG_CORRELATION:
                 pairs.append((names[i], names[j], float(correlation[i, j])))
     if pairs:
-        listed = ", ".join(f"{a}–{b} ({c:+.3f})" for a, b, c in pairs)
-        warnings.append(f"Strongly correlated pairs: {listed}; consider fixing one of each pair.")
+        strongest = sorted(pairs, key=lambda pair: -abs(pair[2]))
+        listed = ", ".join(f"{a}–{b} ({c:+.3f})" for a, b, c in strongest[:6])
+        more = f" and {len(pairs) - 6} more" if len(pairs) > 6 else ""
+        warnings.append(
+            f"Strongly correlated pairs: {listed}{more}; consider fixing one of each pair."
+        )
     loose = tuple(
         n
         for n, v, e in zip(names, values, stderr)

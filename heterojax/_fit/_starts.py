@@ -17,6 +17,7 @@ then a Latin hypercube around the anchor over the parameters that create such mi
 - offsets (`D_offset_*`, `v_offset`, `f1`, `f2`) and contrast/offset coefficients: kept.
 """
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._model._heterodyne import HeterodyneModel
@@ -63,7 +64,7 @@ def swapped_model(model: HeterodyneModel, t: np.ndarray) -> HeterodyneModel | No
     fraction = model.fraction
     if isinstance(fraction, ExponentialFraction):
         middle = np.asarray(t)[len(t) // 2]
-        reference_share = 1.0 - float(np.clip(fraction(np.array([middle]))[0], 0.0, 1.0))
+        reference_share = 1.0 - float(np.clip(fraction(jnp.array([middle]))[0], 0.0, 1.0))
         fraction = ExponentialFraction(f0=reference_share, f1=0.0, f2=0.0, f3=0.0)
     else:
         return None

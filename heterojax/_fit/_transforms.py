@@ -14,7 +14,7 @@ decades (D0, v0) are effectively fitted on a log scale there.
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 
 # Starting points are pulled this far (as a fraction of the range) inside a two-sided box, so
@@ -45,7 +45,7 @@ class BoxTransform(eqx.Module):
         upper = jnp.where(jnp.isfinite(self.upper), self.upper, 0.0)
         return lower, upper
 
-    def to_bounded(self, theta: Float[Array, " p"]) -> Float[Array, " p"]:
+    def to_bounded(self, theta: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
         """x(θ): unconstrained → bounded."""
         both, lower_only, upper_only = self._kinds()
         lower, upper = self._safe()
@@ -59,7 +59,7 @@ class BoxTransform(eqx.Module):
             ),
         )
 
-    def to_unconstrained(self, x: Float[Array, " p"]) -> Float[Array, " p"]:
+    def to_unconstrained(self, x: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
         """θ(x): bounded → unconstrained; values on or outside a bound move just inside first."""
         both, lower_only, upper_only = self._kinds()
         lower, upper = self._safe()
@@ -74,7 +74,7 @@ class BoxTransform(eqx.Module):
             jnp.where(lower_only, jnp.log(above), jnp.where(upper_only, -jnp.log(below), x)),
         )
 
-    def derivative(self, theta: Float[Array, " p"]) -> Float[Array, " p"]:
+    def derivative(self, theta: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
         """dx/dθ, elementwise."""
         both, lower_only, upper_only = self._kinds()
         lower, upper = self._safe()
@@ -105,7 +105,9 @@ class BoxTransform(eqx.Module):
         )
         return jnp.sum(per_coordinate)
 
-    def at_bound(self, x: Float[Array, " p"], *, tolerance: float = 1e-6) -> Float[Array, " p"]:
+    def at_bound(
+        self, x: Float[Array, "*batch p"], *, tolerance: float = 1e-6
+    ) -> Bool[Array, "*batch p"]:
         """True where x lies within `tolerance` (relative to the range, or to |bound|+1 for a
         one-sided box) of a finite bound."""
         both, _, _ = self._kinds()
@@ -115,69 +117,3 @@ class BoxTransform(eqx.Module):
         near_lower = jnp.isfinite(self.lower) & (x - lower <= tolerance * scale_lower)
         near_upper = jnp.isfinite(self.upper) & (upper - x <= tolerance * scale_upper)
         return near_lower | near_upper
-
-
-class PeriodicBoxTransform(eqx.Module):
-    """The bounded map used by the least-squares solver (as in MINUIT):
-
-        two-sided  [l, u]:   x = l + (u − l) · (1 + sin θ) / 2
-        lower only [l, ∞):   x = l − 1 + √(θ² + 1)
-        upper only (−∞, u]:  x = u + 1 − √(θ² + 1)
-        none:                x = θ
-
-    Unlike the logistic map it has no flat tails: a parameter that reaches a bound can step
-    back inside (θ moves on past the turning point), where a logistic coordinate would run off
-    to ±∞ and stay there. It is not one-to-one, so samplers use `BoxTransform` instead.
-    """
-
-    lower: Float[Array, " p"]
-    upper: Float[Array, " p"]
-
-    def _parts(self):
-        lower_finite = jnp.isfinite(self.lower)
-        upper_finite = jnp.isfinite(self.upper)
-        lower = jnp.where(lower_finite, self.lower, 0.0)
-        upper = jnp.where(upper_finite, self.upper, 0.0)
-        both = lower_finite & upper_finite
-        return both, lower_finite & ~upper_finite, ~lower_finite & upper_finite, lower, upper
-
-    def to_bounded(self, theta: Float[Array, " p"]) -> Float[Array, " p"]:
-        """x(θ)."""
-        both, lower_only, upper_only, lower, upper = self._parts()
-        hyperbola = jnp.sqrt(theta**2 + 1)
-        return jnp.where(
-            both,
-            lower + (upper - lower) * (1 + jnp.sin(theta)) / 2,
-            jnp.where(
-                lower_only,
-                lower - 1 + hyperbola,
-                jnp.where(upper_only, upper + 1 - hyperbola, theta),
-            ),
-        )
-
-    def to_unconstrained(self, x: Float[Array, " p"]) -> Float[Array, " p"]:
-        """A θ with x(θ) = x, moved just inside the box when x sits on a bound."""
-        both, lower_only, upper_only, lower, upper = self._parts()
-        span = jnp.where(both, upper - lower, 1.0)
-        fraction = jnp.clip((x - lower) / span, _INTERIOR, 1 - _INTERIOR)
-        above = jnp.maximum(x - lower + 1, 1 + _INTERIOR)
-        below = jnp.maximum(upper - x + 1, 1 + _INTERIOR)
-        return jnp.where(
-            both,
-            jnp.arcsin(2 * fraction - 1),
-            jnp.where(
-                lower_only,
-                jnp.sqrt(above**2 - 1),
-                jnp.where(upper_only, jnp.sqrt(below**2 - 1), x),
-            ),
-        )
-
-    def derivative(self, theta: Float[Array, " p"]) -> Float[Array, " p"]:
-        """dx/dθ, elementwise."""
-        both, lower_only, upper_only, lower, upper = self._parts()
-        slope = theta / jnp.sqrt(theta**2 + 1)
-        return jnp.where(
-            both,
-            (upper - lower) * jnp.cos(theta) / 2,
-            jnp.where(lower_only, slope, jnp.where(upper_only, -slope, 1.0)),
-        )
