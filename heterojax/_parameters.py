@@ -90,4 +90,4 @@ PARAMETER_NAMES: tuple[str, ...] = tuple(s.name for s in _PHYSICS_SPECS)
 PARAMETERS: Mapping[str, ParameterSpec] = types.MappingProxyType(
     {s.name: s for s in (*_PHYSICS_SPECS, CONTRAST_SPEC, OFFSET_SPEC)}
 )
-"""Read-only mapping name → `ParameterSpec` for the 14 physics parameters, `contrast` and `offset`."""
+"""Read-only mapping name → `ParameterSpec` for the 14 physics parameters, contrast and offset."""

@@ -77,7 +77,9 @@ def test_local_fit_recovers_truth(local_fit):
     # The noise is known (σ from simulate), so a correct model gives χ²_red ≈ 1 ± √(2/dof).
     assert abs(result.reduced_chi2 - 1) < 0.05
     assert result.quality.band == "good"
-    np.testing.assert_allclose(result.contrast, CONTRAST, atol=5 * np.max(result.stderr["contrast"]))
+    np.testing.assert_allclose(
+        result.contrast, CONTRAST, atol=5 * np.max(result.stderr["contrast"])
+    )
     assert result.fitted_c2.shape == data.c2.shape
     assert result.dof == data.n_points - len(result.names)
     assert result.n_points == data.n_points
@@ -91,8 +93,9 @@ def test_solution_is_stationary_and_chi2_is_recomputable(local_fit):
 
     def chi2(values):
         model = result.model.replace(**dict(zip(result.names[:10], values)))
-        maps = model.c2(data.t, q=data.q, phi=data.phi, contrast=result.contrast,
-                        offset=result.offset)
+        maps = model.c2(
+            data.t, q=data.q, phi=data.phi, contrast=result.contrast, offset=result.offset
+        )
         return jnp.sum((weights * (maps - data.c2)) ** 2)
 
     physics = jnp.asarray(result.values[:10])
@@ -107,9 +110,13 @@ def test_covariance_matches_dense_jacobian(local_fit):
     """Independent path: (JᵀJ)⁻¹ from a dense jacfwd of the masked residual vector."""
     data, result = local_fit
     problem, _, _ = build_problem(
-        TRUTH, data, fixed=FIXED, bounds=None,
+        TRUTH,
+        data,
+        fixed=FIXED,
+        bounds=None,
         scaling=resolve_scaling(result.scaling, np.asarray(data.phi)),
-        contrast=np.asarray(result.contrast), offset=np.asarray(result.offset),
+        contrast=np.asarray(result.contrast),
+        offset=np.asarray(result.offset),
     )
     used = np.asarray(data.mask)
 
@@ -118,11 +125,11 @@ def test_covariance_matches_dense_jacobian(local_fit):
 
     jacobian = np.asarray(jax.jacfwd(residual)(jnp.asarray(result.values)))
     dense = np.linalg.inv(jacobian.T @ jacobian)
-    np.testing.assert_allclose(result.covariance, dense, rtol=1e-6, atol=1e-12 * np.abs(dense).max())
-    diagonal = np.sqrt(np.diagonal(dense))
     np.testing.assert_allclose(
-        [result.stderr[n] for n in result.names], diagonal, rtol=1e-6
+        result.covariance, dense, rtol=1e-6, atol=1e-12 * np.abs(dense).max()
     )
+    diagonal = np.sqrt(np.diagonal(dense))
+    np.testing.assert_allclose([result.stderr[n] for n in result.names], diagonal, rtol=1e-6)
 
 
 def test_summary_lists_every_parameter(local_fit):
@@ -188,16 +195,26 @@ def test_fourier_scaling_follows_smooth_contrast():
     contrast = 0.3 + 0.03 * np.cos(np.deg2rad(phi))
     model = TRUTH.replace(v0=5.0, beta=0.0)
     data = _simulate(model, n_frames=32, phi=phi, contrast=contrast)
-    result = hj.fit_nlsq(model, data, fixed=FIXED + ("alpha_ref", "alpha_sample", "beta"),
-                         scaling="auto")
+    result = hj.fit_nlsq(
+        model, data, fixed=FIXED + ("alpha_ref", "alpha_sample", "beta"), scaling="auto"
+    )
     assert result.scaling == "fourier"  # auto: more than 6 maps
-    np.testing.assert_allclose(result.contrast, contrast, atol=5 * np.max(result.stderr["contrast"]))
+    np.testing.assert_allclose(
+        result.contrast, contrast, atol=5 * np.max(result.stderr["contrast"])
+    )
 
 
 def test_fixed_parameters_keep_their_values_and_diagonal_counts():
     data_mask = _simulate(TRUTH, n_frames=24, diagonal="mask")
-    data_none = hj.XPCSData(data_mask.c2, data_mask.t, q=data_mask.q, phi=data_mask.phi,
-                            dt=0.5, sigma=data_mask.sigma, diagonal="none")
+    data_none = hj.XPCSData(
+        data_mask.c2,
+        data_mask.t,
+        q=data_mask.q,
+        phi=data_mask.phi,
+        dt=0.5,
+        sigma=data_mask.sigma,
+        diagonal="none",
+    )
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "contrast")
     results = [hj.fit_nlsq(TRUTH, d, fixed=fixed, contrast=0.29) for d in (data_mask, data_none)]
     for result in results:
@@ -281,3 +298,16 @@ def test_issue_recovery_case_200_frames_16_starts():
     result = hj.fit_nlsq(plain, data, fixed=FIXED, starts=16)
     _assert_recovered(result, TRUTH)
     assert abs(result.reduced_chi2 - 1) < 0.05
+
+
+def test_global_search_runs_cma_es_and_keeps_its_start():
+    """CMA-ES (pycma) over the unconstrained coordinates seeds one extra local fit."""
+    data = _simulate(TRUTH, n_frames=24)
+    fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "phi0")
+    local = hj.fit_nlsq(TRUTH, data, fixed=fixed)
+    searched = hj.fit_nlsq(
+        TRUTH, data, fixed=fixed, global_search=True, global_evaluations=300, seed=1
+    )
+    assert len(searched.starts.chi2) == 2  # the CMA-ES optimum, then the user's start
+    assert searched.chi2 <= local.chi2 * (1 + 1e-9)
+    _assert_recovered(searched, TRUTH)

@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -317,7 +318,7 @@ def fit_nlsq(
     np.fill_diagonal(correlation, np.where(undetermined, np.nan, 1.0))
 
     fitted_model, fitted_contrast, fitted_offset = problem.unpack(x)
-    stderr = {name: float(e) for name, e in zip(problem.names, stderr_vector)}
+    stderr: dict[str, Any] = {name: float(e) for name, e in zip(problem.names, stderr_vector)}
     n_phys, n_con = problem.n_free_physics, problem.n_contrast
     for kind, basis, block in (
         ("contrast", np.asarray(problem.contrast_basis), slice(n_phys, n_phys + n_con)),

@@ -65,7 +65,7 @@ def swapped_model(model: HeterodyneModel, t: np.ndarray) -> HeterodyneModel | No
     if isinstance(fraction, ExponentialFraction):
         middle = np.asarray(t)[len(t) // 2]
         reference_share = 1.0 - float(np.clip(fraction(jnp.array([middle]))[0], 0.0, 1.0))
-        fraction = ExponentialFraction(f0=reference_share, f1=0.0, f2=0.0, f3=0.0)
+        fraction = ExponentialFraction().with_vector(jnp.array([reference_share, 0.0, 0.0, 0.0]))
     else:
         return None
     return HeterodyneModel(model.sample, model.reference, model.velocity, fraction, model.phi0)
