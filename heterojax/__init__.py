@@ -12,11 +12,26 @@ import jax as _jax
 if _os.environ.get("JAX_ENABLE_X64") is None:
     _jax.config.update("jax_enable_x64", True)
 
+from ._cmc._combine import (
+    consensus_combine as consensus_combine,
+    mixture_combine as mixture_combine,
+)
+from ._cmc._fit import fit_cmc as fit_cmc
+from ._cmc._result import CMCResult as CMCResult
+from ._cmc._verdict import CMCVerdict as CMCVerdict, Thresholds as CMCThresholds
 from ._data._aps import load_aps as load_aps
 from ._data._flat import load as load
 from ._data._simulate import simulate as simulate
 from ._data._writer import save_aps as save_aps
 from ._data._xpcs_data import XPCSData as XPCSData
+from ._fit._nlsq import fit_nlsq as fit_nlsq
+from ._fit._nlsq_result import NLSQResult as NLSQResult
+from ._fit._quality import QualityReport as QualityReport
+from ._io._results import (
+    SavedResult as SavedResult,
+    load_result as load_result,
+    save_result as save_result,
+)
 from ._model._heterodyne import HeterodyneModel as HeterodyneModel
 from ._model._laws import (
     AbstractFraction as AbstractFraction,
@@ -34,7 +49,15 @@ from ._parameters import (
     PARAMETERS as PARAMETERS,
     ParameterSpec as ParameterSpec,
 )
+from ._plot._maps import (
+    plot_data as plot_data,
+    plot_maps as plot_maps,
+    plot_model as plot_model,
+)
+from ._plot._one_time import plot_one_time as plot_one_time
+from ._plot._posterior import (
+    plot_posterior as plot_posterior,
+    plot_traces as plot_traces,
+)
+from ._plot._residuals import plot_residual_histogram as plot_residual_histogram
 from ._version import __version__ as __version__
-from ._fit._nlsq import fit_nlsq as fit_nlsq
-from ._fit._nlsq_result import NLSQResult as NLSQResult
-from ._fit._quality import QualityReport as QualityReport

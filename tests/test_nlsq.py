@@ -141,6 +141,7 @@ def test_summary_lists_every_parameter(local_fit):
     assert "fixed" in text
 
 
+@pytest.mark.slow
 def test_multistart_from_plain_start_small():
     """A plain start far from the truth: multi-start finds the true basin."""
     data = _simulate(TRUTH, n_frames=48, seed=3)
@@ -179,6 +180,7 @@ def test_static_reference():
     assert abs(result.reduced_chi2 - 1) < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, expected", [("constant", 2), ("individual", 6)])
 def test_scaling_modes(mode, expected):
     data = _simulate(TRUTH, n_frames=32, contrast=np.full(3, 0.3))
@@ -190,6 +192,7 @@ def test_scaling_modes(mode, expected):
     np.testing.assert_allclose(result.contrast, 0.3, atol=5 * np.max(result.stderr["contrast"]))
 
 
+@pytest.mark.slow
 def test_fourier_scaling_follows_smooth_contrast():
     phi = np.linspace(-80, 80, 7)
     contrast = 0.3 + 0.03 * np.cos(np.deg2rad(phi))
@@ -204,6 +207,7 @@ def test_fourier_scaling_follows_smooth_contrast():
     )
 
 
+@pytest.mark.slow
 def test_fixed_parameters_keep_their_values_and_diagonal_counts():
     data_mask = _simulate(TRUTH, n_frames=24, diagonal="mask")
     data_none = hj.XPCSData(
@@ -258,6 +262,7 @@ def test_singular_problem_is_flagged():
     assert any("singular" in w for w in result.quality.warnings)
 
 
+@pytest.mark.slow
 def test_aliasing_is_reported():
     fast = TRUTH.replace(v0=800.0, beta=0.0)  # q·v·dt = 0.01·800·0.5 = 4 > π
     data = _simulate(fast, n_frames=24)
@@ -300,6 +305,7 @@ def test_issue_recovery_case_200_frames_16_starts():
     assert abs(result.reduced_chi2 - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_global_search_runs_cma_es_and_keeps_its_start():
     """CMA-ES (pycma) over the unconstrained coordinates seeds one extra local fit."""
     data = _simulate(TRUTH, n_frames=24)

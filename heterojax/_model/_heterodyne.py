@@ -55,12 +55,14 @@ def _per_angle(name: str, value, n_angles: int) -> Float[Array, " phi"]:
 def _angles(phi) -> Float[Array, " phi"]:
     phi = as_parameter(phi)
     if phi.ndim > 1:
-        raise ValueError(f"`phi` must be a scalar or a 1-D array of angles (deg); got shape {phi.shape}.")
+        raise ValueError(
+            f"`phi` must be a scalar or a 1-D array of angles (deg); got shape {phi.shape}."
+        )
     return jnp.atleast_1d(phi)
 
 
 def _time_grid(t) -> TimeGrid:
-    if not isinstance(t, jax.core.Tracer):
+    if not isinstance(t, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         concrete = np.asarray(t)
         if concrete.ndim != 1 or concrete.shape[0] < 1:
             raise ValueError(
@@ -79,8 +81,8 @@ class HeterodyneModel(eqx.Module):
     and f_s(t). The two-time correlation for one detector angle φ is (primes: at t2)
 
         h_n = exp(−½ q² |∫_{t1}^{t2} J_n|),   Φ = q cos(φ + φ0) ∫_{t1}^{t2} v,
-        c2  = offset + contrast · [(f_r f_r')² h_r² + (f_s f_s')² h_s² + 2 (f_r f_s)(f_r f_s)' h_r h_s cos Φ]
-                                 / [(f_s² + f_r²)(f_s'² + f_r'²)],
+        num = (f_r f_r')² h_r² + (f_s f_s')² h_s² + 2 (f_r f_s)(f_r f_s)' h_r h_s cos Φ,
+        c2  = offset + contrast · num / [(f_s² + f_r²)(f_s'² + f_r'²)],
 
     with J_n floored at 0, f_s clipped into [0, 1], and every integral a cumulative trapezoid on
     the grid (never an analytic antiderivative).
@@ -191,7 +193,9 @@ class HeterodyneModel(eqx.Module):
         names = self.parameter_names
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise ValueError(f"Unknown parameter(s) {unknown}; this model's parameters are {names}.")
+            raise ValueError(
+                f"Unknown parameter(s) {unknown}; this model's parameters are {names}."
+            )
         vector = self.to_vector()
         for name, value in values.items():
             vector = vector.at[names.index(name)].set(as_parameter(value))
@@ -227,10 +231,10 @@ class HeterodyneModel(eqx.Module):
         self,
         t: Float[ArrayLike, " t"],
         *,
-        q: Float[ArrayLike, "*phi"],
-        phi: Float[ArrayLike, "*phi"],
-        contrast: Float[ArrayLike, "*phi"] = 0.5,
-        offset: Float[ArrayLike, "*phi"] = 1.0,
+        q: Float[ArrayLike, "*#phi"],
+        phi: Float[ArrayLike, "*#phi"],
+        contrast: Float[ArrayLike, "*#phi"] = 0.5,
+        offset: Float[ArrayLike, "*#phi"] = 1.0,
         method: Literal["auto", "structured", "direct"] = "auto",
     ) -> CorrelationMaps:
         """The two-time correlation maps c2(φ, t1, t2), one per angle.
@@ -273,10 +277,10 @@ class HeterodyneModel(eqx.Module):
         t2_index: Int[ArrayLike, " pair"],
         angle_index: Int[ArrayLike, " pair"],
         *,
-        q: Float[ArrayLike, "*phi"],
-        phi: Float[ArrayLike, "*phi"],
-        contrast: Float[ArrayLike, "*phi"] = 0.5,
-        offset: Float[ArrayLike, "*phi"] = 1.0,
+        q: Float[ArrayLike, "*#phi"],
+        phi: Float[ArrayLike, "*#phi"],
+        contrast: Float[ArrayLike, "*#phi"] = 0.5,
+        offset: Float[ArrayLike, "*#phi"] = 1.0,
     ) -> PairValues:
         """c2 at arbitrary (t1, t2, angle) index triples, without forming any N×N map.
 
@@ -310,17 +314,17 @@ class HeterodyneModel(eqx.Module):
         self,
         tau: Float[ArrayLike, " tau"],
         *,
-        q: Float[ArrayLike, "*phi"],
-        phi: Float[ArrayLike, "*phi"],
-        contrast: Float[ArrayLike, "*phi"] = 0.5,
-        offset: Float[ArrayLike, "*phi"] = 1.0,
+        q: Float[ArrayLike, "*#phi"],
+        phi: Float[ArrayLike, "*#phi"],
+        contrast: Float[ArrayLike, "*#phi"] = 0.5,
+        offset: Float[ArrayLike, "*#phi"] = 1.0,
     ) -> Float[Array, "phi tau"]:
         """The one-time correlation g2(τ) of a time-independent model (SI Eq. S-98).
 
         With constant rates J_r, J_s, v and fraction x = f_s² / (f_s² + f_r²),
 
             g2(τ) = offset + contrast · [(1−x)² e^{−q² J_r τ} + x² e^{−q² J_s τ}
-                                         + 2 x (1−x) e^{−½ q² (J_r + J_s) τ} cos(q cos(φ + φ0) v τ)].
+                      + 2 x (1−x) e^{−½ q² (J_r + J_s) τ} cos(q cos(φ + φ0) v τ)].
 
         The laws are evaluated at t = 1 s and t = 2 s; if they differ the model is not
         time-independent and an error is raised (also under `jax.jit`).
@@ -335,7 +339,9 @@ class HeterodyneModel(eqx.Module):
         offset = _per_angle("offset", offset, n_angles)[:, None]
         rates = self.rates(jnp.array([1.0, 2.0]))
         stacked = jnp.stack(list(rates.values()))
-        changing = jnp.any(jnp.abs(stacked[:, 1] - stacked[:, 0]) > 1e-12 * (1 + jnp.abs(stacked[:, 0])))
+        changing = jnp.any(
+            jnp.abs(stacked[:, 1] - stacked[:, 0]) > 1e-12 * (1 + jnp.abs(stacked[:, 0]))
+        )
         tau = eqx.error_if(
             tau,
             changing,
@@ -349,7 +355,10 @@ class HeterodyneModel(eqx.Module):
         normalised = (
             (1 - x) ** 2 * jnp.exp(-q2 * j_ref * tau)
             + x**2 * jnp.exp(-q2 * j_sample * tau)
-            + 2 * x * (1 - x) * jnp.exp(-0.5 * q2 * (j_ref + j_sample) * tau)
+            + 2
+            * x
+            * (1 - x)
+            * jnp.exp(-0.5 * q2 * (j_ref + j_sample) * tau)
             * jnp.cos(q * cosine * velocity * tau)
         )
         return offset + contrast * normalised

@@ -7,9 +7,10 @@ specs; the model and every fit then take it unchanged.
 """
 
 import abc
-from typing import Self
+from typing import ClassVar, TypeVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -38,10 +39,12 @@ class AbstractLaw(eqx.Module):
 
     def to_vector(self) -> Float[Array, " p"]:
         """The parameters stacked in the order of `parameter_specs`."""
-        return jnp.stack([jnp.asarray(getattr(self, name), float) for name in self.parameter_names()])
+        return jnp.stack(
+            [jnp.asarray(getattr(self, name), float) for name in self.parameter_names()]
+        )
 
-    def with_vector(self, vector: Float[ArrayLike, " p"]) -> Self:
-        """A copy of this law with its parameters replaced by `vector` (order of `parameter_specs`)."""
+    def with_vector(self: "_Law", vector: Float[ArrayLike, " p"]) -> "_Law":
+        """A copy of this law with its parameters replaced by `vector` (`parameter_specs` order)."""
         names = self.parameter_names()
         vector = jnp.asarray(vector)
         if vector.shape != (len(names),):
@@ -54,6 +57,11 @@ class AbstractLaw(eqx.Module):
             self,
             [vector[k] for k in range(len(names))],
         )
+
+
+# A TypeVar rather than typing.Self: beartype (the runtime checker used in the tests) rejects
+# Self outside classes it decorates itself.
+_Law = TypeVar("_Law", bound=AbstractLaw)
 
 
 class AbstractTransport(AbstractLaw):
@@ -84,7 +92,7 @@ class PowerLawTransport(AbstractTransport):
     rate); `alpha > 0` super-diffusive ageing, `alpha < 0` slowing down.
     """
 
-    parameter_specs = TRANSPORT_SPECS
+    parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = TRANSPORT_SPECS
     D0: Float[Array, ""] = _field(TRANSPORT_SPECS[0])
     alpha: Float[Array, ""] = _field(TRANSPORT_SPECS[1])
     D_offset: Float[Array, ""] = _field(TRANSPORT_SPECS[2])
@@ -99,7 +107,7 @@ class PowerLawVelocity(AbstractVelocity):
     v(t) = v0 · t^beta + v_offset,  with t^beta := 0 at t = 0; signed, never floored.
     """
 
-    parameter_specs = VELOCITY_SPECS
+    parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = VELOCITY_SPECS
     v0: Float[Array, ""] = _field(VELOCITY_SPECS[0])
     beta: Float[Array, ""] = _field(VELOCITY_SPECS[1])
     v_offset: Float[Array, ""] = _field(VELOCITY_SPECS[2])
@@ -108,9 +116,12 @@ class PowerLawVelocity(AbstractVelocity):
         return self.v0 * power_of_time(t, self.beta) + self.v_offset
 
 
-# exp(±100) keeps f0·exp(...) and its derivatives finite in float64; beyond it the fraction is
-# saturated at 0 or 1 anyway for any f0 > 1e-43.
+# exp(±100) keeps f0·exp(...) and its derivatives finite in float64 for f0 ≥ e^−99; below e^−100
+# the term is negligible beside f3 ∈ [0, 1]. Smaller amplitudes need a higher cap (see __call__),
+# computed as if f0 were at least e^−300 so that derivatives stay below e^301 (their squares in
+# JᵀJ stay finite); f_s is exact for f0 = 0 and every f0 ≥ e^−300 ≈ 5e−131.
 _MAX_EXPONENT = 100.0
+_MIN_LOG_AMPLITUDE = -300.0
 
 
 class ExponentialFraction(AbstractFraction):
@@ -119,12 +130,17 @@ class ExponentialFraction(AbstractFraction):
     f_s(t) = f0 · exp(f1 · (t − f2)) + f3,  clipped into [0, 1] by the model.
     """
 
-    parameter_specs = FRACTION_SPECS
+    parameter_specs: ClassVar[tuple[ParameterSpec, ...]] = FRACTION_SPECS
     f0: Float[Array, ""] = _field(FRACTION_SPECS[0])
     f1: Float[Array, ""] = _field(FRACTION_SPECS[1])
     f2: Float[Array, ""] = _field(FRACTION_SPECS[2])
     f3: Float[Array, ""] = _field(FRACTION_SPECS[3])
 
     def __call__(self, t: TimeGrid) -> Float[Array, " t"]:
-        exponent = jnp.clip(self.f1 * (t - self.f2), -_MAX_EXPONENT, _MAX_EXPONENT)
+        # Above the cap f0·exp(...) ≥ e ≥ 1, so the model's clip saturates f_s at exactly 1. A fixed
+        # cap of 100 would be wrong for small f0 (1e-50·e^200 saturates, 1e-50·e^100 does not).
+        # The cap is a numerical guard, hence stop_gradient: where it binds f_s is saturated.
+        log_amplitude = jnp.log(jnp.clip(self.f0, jnp.exp(_MIN_LOG_AMPLITUDE), 1.0))
+        cap = jax.lax.stop_gradient(jnp.maximum(_MAX_EXPONENT, 1.0 - log_amplitude))
+        exponent = jnp.clip(self.f1 * (t - self.f2), -_MAX_EXPONENT, cap)
         return self.f0 * jnp.exp(exponent) + self.f3

@@ -14,7 +14,9 @@ def as_parameter(value: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
     return array
 
 
-def power_of_time(t: Float[Array, "*shape"], exponent: Float[ArrayLike, ""]) -> Float[Array, "*shape"]:
+def power_of_time(
+    t: Float[Array, "*shape"], exponent: Float[ArrayLike, ""]
+) -> Float[Array, "*shape"]:
     """`t**exponent` for t ≥ 0, with t^a := 0 at t = 0 for every a (SPEC §2).
 
     The base is replaced by 1 where t = 0 *before* the power is taken, so neither the value nor

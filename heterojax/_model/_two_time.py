@@ -9,23 +9,35 @@ With cumulative integrals C_r, C_s, C_v of J_ref, J_sample, v on the grid and f_
 
 `pair_correlation` evaluates this literally at index pairs (the *direct* formula).
 
-`structured_correlation` evaluates whole maps at the cost of little more than writing them.
-C_n is non-decreasing (J ≥ 0), so for i in block I and j in a later block J the exponentials
-split at the end e_I of block I and the start s_J of block J,
+`structured_correlation` evaluates whole maps at little more than the cost of writing them.
+The grid is cut into blocks of b points. C_n is non-decreasing (J ≥ 0), so for i in block I and
+j in a later block J the exponentials split at the end e_I of block I and the start s_J of J,
 
-    exp(−a (C[j] − C[i])) = exp(−a (C[e_I] − C[i])) · exp(−a (C[s_J] − C[e_I])) · exp(−a (C[j] − C[s_J])),
+    exp(−a (C[j] − C[i]))
+        = exp(−a (C[e_I] − C[i])) · exp(−a (C[s_J] − C[e_I])) · exp(−a (C[j] − C[s_J])),
 
-every factor ≤ 1 (no overflow), and the phase splits the same way,
-cos(θ_j + δ_IJ − θ_i) = [cos θ_i, sin θ_i] · R(δ_IJ) · [cos θ_j, sin θ_j]ᵀ with θ measured from the
-pivots (no loss of precision at large phases). Off the diagonal blocks c2 is therefore a rank-4
-form per side (rank 8 for both sides of the diagonal, plus one for the offset) with a small
-block-to-block coupling: only O(N + (N/b)²) transcendental functions, and each row block of the
-output is one matrix product. The b × b diagonal blocks use the direct formula.
+every factor ≤ 1 (no overflow, and no cancellation), and the phase splits the same way,
+cos(θ_j + δ_IJ − θ_i) = [cos θ_i, sin θ_i] · R(δ_IJ) · [cos θ_j, sin θ_j]ᵀ with θ measured from
+the pivots (no loss of precision at large phases). Off the b × b diagonal squares, row i of the
+map is therefore offset + Σ_k row_k(i) · column_k(I, j) with four terms (ref, sample, cross·cos,
+cross·sin): the row factors are measured to the end of i's block for columns after it and from
+its start for columns before it, and column_k(I, ·) holds the other point's factors already
+multiplied by the 4 × 4 block coupling. Only O(N + N²/b) transcendental functions are evaluated;
+the N² map is one elementwise pass of four multiply-adds per value. The diagonal squares use the
+direct formula, with the phase difference taken by the angle-addition rule from per-point cos
+and sin (on XLA:CPU a float64 cosine costs as much as ten multiply-adds), and are written over
+the map by one scatter.
+
+Derivatives: forward mode (jvp, jacfwd) costs two to three forward evaluations. Reverse mode is
+correct but costs tens of forward evaluations (XLA:CPU materialises the N² products of the
+transposed broadcasts), though still less than reverse mode through the direct formula; with
+14 parameters, jacfwd is the cheaper way to a gradient through whole maps.
 """
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._custom_types import Scalar
@@ -47,23 +59,19 @@ class GridIntegrals(eqx.Module):
     sample_fraction: Float[Array, " t"]
 
 
-def pair_correlation(
-    grid: GridIntegrals,
-    i: Int[Array, "*pairs"],
-    j: Int[Array, "*pairs"],
-    q: Scalar,
-    cosine: Scalar,
-) -> Float[Array, "*pairs"]:
-    """num / f² at index pairs (i, j) (broadcastable), by the direct formula of the module doc.
+def _fields(grid: GridIntegrals) -> tuple[Float[Array, " t"], ...]:
+    return (grid.sample_fraction, grid.reference, grid.sample, grid.velocity)
 
-    Returns the normalised correlation without contrast and offset: c2 = offset + contrast · result.
-    """
-    fs_i, fs_j = grid.sample_fraction[i], grid.sample_fraction[j]
+
+def _pair_values(first, second, q, cosine):
+    """num / f² of the module doc from the `_fields` of the two times (broadcastable)."""
+    fs_i, ref_i, sample_i, velocity_i = first
+    fs_j, ref_j, sample_j, velocity_j = second
     fr_i, fr_j = 1 - fs_i, 1 - fs_j
     q2 = q * q
-    half_ref = jnp.exp(-0.5 * q2 * jnp.abs(grid.reference[j] - grid.reference[i]))
-    half_sample = jnp.exp(-0.5 * q2 * jnp.abs(grid.sample[j] - grid.sample[i]))
-    phase = q * cosine * (grid.velocity[j] - grid.velocity[i])
+    half_ref = jnp.exp(-0.5 * q2 * jnp.abs(ref_j - ref_i))
+    half_sample = jnp.exp(-0.5 * q2 * jnp.abs(sample_j - sample_i))
+    phase = q * cosine * (velocity_j - velocity_i)
     numerator = (
         (fr_i * fr_j * half_ref) ** 2
         + (fs_i * fs_j * half_sample) ** 2
@@ -73,97 +81,65 @@ def pair_correlation(
     return numerator / normalisation
 
 
+def pair_correlation(
+    grid: GridIntegrals,
+    i: Int[Array, "*#pairs"],
+    j: Int[Array, "*#pairs"],
+    q: Float[Array, "*#pairs"],
+    cosine: Float[Array, "*#pairs"],
+) -> Float[Array, "..."]:
+    """num / f² at index pairs (i, j), by the direct formula of the module doc.
+
+    `i`, `j`, `q` and `cosine` broadcast against each other (one q and cos(φ + φ0) per pair, or
+    scalars). Returns the normalised correlation without contrast and offset:
+    c2 = offset + contrast · result.
+    """
+    fields = _fields(grid)
+    return _pair_values([x[i] for x in fields], [x[j] for x in fields], q, cosine)
+
+
 def direct_correlation(grid: GridIntegrals, q: Scalar, cosine: Scalar) -> Float[Array, "t t"]:
     """The full normalised map num / f² by the direct formula (O(N²) transcendental functions)."""
-    index = jnp.arange(grid.sample_fraction.shape[0])
-    return pair_correlation(grid, index[:, None], index[None, :], q, cosine)
+    fields = _fields(grid)
+    return _pair_values([x[:, None] for x in fields], [x[None, :] for x in fields], q, cosine)
 
 
-def _point_factors(grid, ref_distance, sample_distance, phase, q):
-    """The four rank-1 factors (ref, sample, cross·cos, cross·sin) of each grid point."""
-    fs = grid.sample_fraction
-    fr = 1 - fs
-    weight = 1 / (fs**2 + fr**2)
-    q2 = q * q
-    cross = jnp.sqrt(2.0) * fr * fs * weight * jnp.exp(-0.5 * q2 * (ref_distance + sample_distance))
-    return jnp.stack(
-        [
-            fr**2 * weight * jnp.exp(-q2 * ref_distance),
-            fs**2 * weight * jnp.exp(-q2 * sample_distance),
-            cross * jnp.cos(phase),
-            cross * jnp.sin(phase),
-        ],
-        axis=-1,
-    )
+def _materialised(x: Float[Array, "k ..."]) -> Float[Array, "k ..."]:
+    """x, evaluated once into its own buffer.
 
-
-def _block_coupling(ref_gap, sample_gap, phase_gap, q):
-    """The 4 × 4 coupling between the factors of two blocks separated by the given gaps."""
-    q2 = q * q
-    zero = jnp.zeros_like(ref_gap)
-    cross = jnp.exp(-0.5 * q2 * (ref_gap + sample_gap))
-    cos, sin = cross * jnp.cos(phase_gap), cross * jnp.sin(phase_gap)
-    rows = [
-        [jnp.exp(-q2 * ref_gap), zero, zero, zero],
-        [zero, jnp.exp(-q2 * sample_gap), zero, zero],
-        [zero, zero, cos, -sin],
-        [zero, zero, sin, cos],
-    ]
-    return jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
-
-
-def _off_diagonal_strips(
-    grid: GridIntegrals, q: Scalar, cosine: Scalar, contrast: Scalar, offset: Scalar, block: int
-) -> Float[Array, "blocks block t"]:
-    """offset + contrast · num/f² for every pair outside the diagonal blocks (offset inside them).
-
-    The grid length must be a multiple of `block`; row block I of the map is strip I.
+    XLA:CPU counts cos, sin and products as cheap and fuses them into every consumer, so factors
+    that are broadcast over an N² map would be re-evaluated for each of its values. A contraction
+    with the identity along the (short) leading axis is never fused into its consumers; it costs
+    len(x) multiply-adds per value of x, which is far less.
     """
-    n = grid.sample_fraction.shape[0]
-    n_blocks = n // block
-    index = jnp.arange(n)
-    start = (index // block) * block
-    end = start + block - 1
-    wavevector_phase = q * cosine
-    ref, sample, velocity = grid.reference, grid.sample, grid.velocity
+    return jnp.einsum("kl,l...->k...", jnp.eye(x.shape[0], dtype=x.dtype), x)
 
-    # Factors of every point measured from its own block's start (to be used after the pivot)
-    # and towards its own block's end (before the pivot); distances are ≥ 0 by monotonicity.
-    after_start = _point_factors(
-        grid, ref - ref[start], sample - sample[start], wavevector_phase * (velocity - velocity[start]), q
-    ).reshape(n_blocks, block, 4)
-    before_end = _point_factors(
-        grid, ref[end] - ref, sample[end] - sample, wavevector_phase * (velocity - velocity[end]), q
-    ).reshape(n_blocks, block, 4)
 
-    block_start = jnp.arange(n_blocks) * block
-    block_end = block_start + block - 1
-    # coupling[I, J] links the end of block I to the start of block J (used for J > I).
-    coupling = _block_coupling(
-        jnp.maximum(ref[block_start][None, :] - ref[block_end][:, None], 0.0),
-        jnp.maximum(sample[block_start][None, :] - sample[block_end][:, None], 0.0),
-        wavevector_phase * (velocity[block_start][None, :] - velocity[block_end][:, None]),
-        q,
-    )
-    later = (jnp.arange(n_blocks)[None, :] > jnp.arange(n_blocks)[:, None])[:, :, None, None]
-    upper = jnp.where(later, coupling, 0.0)
-    # Below the diagonal c2[i, j] = c2[j, i]: the transposed coupling with the roles swapped.
-    lower = jnp.swapaxes(jnp.swapaxes(upper, 0, 1), -1, -2)
-    zero = jnp.zeros_like(upper)
-    coupling8 = jnp.concatenate(
-        [jnp.concatenate([upper, zero], -1), jnp.concatenate([zero, lower], -1)], -2
-    )
-    row_factors = contrast * jnp.concatenate([before_end, after_start], axis=-1)
-    column_factors = jnp.concatenate([after_start, before_end], axis=-1)
-    # column_factors seen from row block I, then one rank-9 product per row block.
-    coupled = jnp.einsum("IJkl,Jjl->IkJj", coupling8, column_factors).reshape(n_blocks, 8, n)
-    ones = jnp.ones((n_blocks, block, 1), row_factors.dtype)
-    offsets = jnp.broadcast_to(offset, (n_blocks, 1, n))
-    return jnp.einsum(
-        "Iik,IkN->IiN",
-        jnp.concatenate([row_factors, ones], axis=-1),
-        jnp.concatenate([coupled, offsets], axis=1),
-    )
+def _blocks(x: Float[Array, " t"], block: int) -> Float[Array, "blocks block"]:
+    """x cut into consecutive blocks of `block` points, the last one padded with its end value."""
+    n_blocks = -(-x.shape[0] // block)
+    return jnp.pad(x, (0, n_blocks * block - x.shape[0]), mode="edge").reshape(n_blocks, block)
+
+
+def _squares(x: Float[Array, " t"], block: int) -> Float[Array, "blocks block"]:
+    """x on the points of each diagonal square: the blocks, the last one shifted to end at t[-1]
+    (when it is shorter, its square is the trailing corner of the shifted one)."""
+    n_blocks = -(-x.shape[0] // block)
+    full = x[: (n_blocks - 1) * block].reshape(n_blocks - 1, block)
+    return jnp.concatenate([full, x[None, x.shape[0] - block :]])
+
+
+def _pivot_factors(ref_distance, sample_distance, phase, amplitudes, q2):
+    """The four per-point factors (ref, sample, cross·cos, cross·sin) at the given distances
+    (≥ 0) from a pivot and phase measured from it."""
+    ref_amplitude, sample_amplitude, cross_amplitude = amplitudes
+    cross = cross_amplitude * jnp.exp(-0.5 * q2 * (ref_distance + sample_distance))
+    return [
+        ref_amplitude * jnp.exp(-q2 * ref_distance),
+        sample_amplitude * jnp.exp(-q2 * sample_distance),
+        cross * jnp.cos(phase),
+        cross * jnp.sin(phase),
+    ]
 
 
 def structured_correlation(
@@ -178,31 +154,132 @@ def structured_correlation(
     """offset + contrast · num / f² for whole maps, equal to the direct formula (module doc).
 
     **Arguments:** the grid integrals, and per-angle `q`, `cosine` = cos(φ + φ0), `contrast`,
-    `offset`; `block` is the diagonal block size (the grid is padded to a multiple of it).
+    `offset`; `block` is the side of the diagonal squares (any grid length works; the last block
+    may be shorter).
 
     **Returns:** the maps, shape `(phi, t, t)`.
     """
     n = grid.sample_fraction.shape[0]
+    block = min(block, n)
     n_blocks = -(-n // block)
-    padded = n_blocks * block
-    grid = jax.tree.map(lambda x: jnp.pad(x, (0, padded - n), mode="edge"), grid)
-    strips = jax.vmap(_off_diagonal_strips, in_axes=(None, 0, 0, 0, 0, None))(
-        grid, q, cosine, contrast, offset, block
-    )
-    rows = jnp.arange(padded).reshape(n_blocks, block)
-    diagonal_blocks = jax.vmap(
-        lambda q_k, cosine_k, contrast_k, offset_k: offset_k
-        + contrast_k * pair_correlation(grid, rows[:, :, None], rows[:, None, :], q_k, cosine_k)
-    )(q, cosine, contrast, offset)
+    n_angles = q.shape[0]
+    dtype = grid.sample_fraction.dtype
+    fs = grid.sample_fraction
+    fr = 1 - fs
+    weight = 1 / (fs**2 + fr**2)
+    ref_weight, sample_weight = fr**2 * weight, fs**2 * weight
+    cross_weight = jnp.sqrt(2.0).astype(dtype) * fr * fs * weight
+    q2 = (q * q)[:, None, None]
+    wave = (q * cosine)[:, None, None]
 
-    def insert(k, maps):
-        return jax.lax.dynamic_update_slice(
-            maps, diagonal_blocks[:, k][:, None], (0, k, 0, k * block)
+    # Per-point factors towards the end of their block (rows 0-3) and from its start (4-7).
+    amplitudes = [_blocks(w, block) for w in (ref_weight, sample_weight, cross_weight)]
+    ref, sample, velocity = (_blocks(x, block) for x in _fields(grid)[1:])
+    to_end = (ref[:, -1:] - ref, sample[:, -1:] - sample, wave * (velocity - velocity[:, -1:]))
+    from_start = (ref - ref[:, :1], sample - sample[:, :1], wave * (velocity - velocity[:, :1]))
+    factors = _materialised(
+        jnp.stack(
+            _pivot_factors(*to_end, amplitudes, q2) + _pivot_factors(*from_start, amplitudes, q2)
         )
+    )  # (8, phi, blocks, block)
 
-    maps = jax.lax.fori_loop(0, n_blocks, insert, strips)
-    maps = maps.reshape(q.shape[0], padded, padded)
-    return maps if padded == n else maps[:, :n, :n]
+    # Coupling from the end of block I to the start of a later block J (zero unless J > I).
+    later = jnp.arange(n_blocks)[None, :] > jnp.arange(n_blocks)[:, None]
+    mask = later.astype(dtype)
+    ref_gap = jnp.where(later, ref[None, :, 0] - ref[:, None, -1], 0.0)
+    sample_gap = jnp.where(later, sample[None, :, 0] - sample[:, None, -1], 0.0)
+    phase_gap = wave * (velocity[None, :, 0] - velocity[:, None, -1])
+    cross_gap = mask * jnp.exp(-0.5 * q2 * (ref_gap + sample_gap))
+    coupling = _materialised(
+        jnp.stack(
+            [
+                mask * jnp.exp(-q2 * ref_gap),
+                mask * jnp.exp(-q2 * sample_gap),
+                cross_gap * jnp.cos(phase_gap),
+                cross_gap * jnp.sin(phase_gap),
+            ]
+        )
+    )[..., None]  # (4, phi, I, J, 1)
+    g_ref, g_sample, g_cos, g_sin = coupling
+    t_ref, t_sample, t_cos, t_sin = jnp.swapaxes(coupling, 2, 3)  # coupling[J, I]
+    scale = contrast[:, None, None, None]
+    before = [scale * x[:, None] for x in factors[:4]]  # (phi, 1, J, j)
+    after = [scale * x[:, None] for x in factors[4:]]
+    # Row block I sees the columns after it through g[I, J] and those before it through g[J, I];
+    # the two never overlap, so one set of four coupled column factors serves every row block.
+    columns = _materialised(
+        jnp.stack(
+            [
+                g_ref * after[0] + t_ref * before[0],
+                g_sample * after[1] + t_sample * before[1],
+                g_cos * after[2] - g_sin * after[3] + t_cos * before[2] + t_sin * before[3],
+                g_sin * after[2] + g_cos * after[3] + t_cos * before[3] - t_sin * before[2],
+            ]
+        ).reshape(4, n_angles, n_blocks, n_blocks * block)[..., :n]
+    )  # (4, phi, I, t)
+    rows = factors.reshape(8, n_angles, n_blocks * block)[..., :n]
+
+    def per_row(x):  # (phi, I, t) -> (phi·t, t): the entry of each row's block
+        spread = jnp.broadcast_to(x[:, :, None, :], (n_angles, n_blocks, block, n))
+        return spread.reshape(n_angles, n_blocks * block, n)[:, :n].reshape(n_angles * n, n)
+
+    # The maps are assembled as one (phi·t, t) array: XLA:CPU splits an elementwise loop across
+    # threads along its leading axis only, which would be uneven for a handful of angles.
+    first_after_block = np.tile((np.arange(n) // block + 1) * block, n_angles)
+    after_row_block = jnp.arange(n)[None, :] >= first_after_block[:, None]
+    maps = jnp.repeat(offset, n)[:, None] + sum(
+        jnp.where(after_row_block, rows[k].reshape(-1, 1), rows[k + 4].reshape(-1, 1))
+        * per_row(columns[k])
+        for k in range(4)
+    )
+
+    # The diagonal squares by the direct formula, cos Φ by the angle-addition rule.
+    fs_sq, ref_sq, sample_sq, velocity_sq = (_squares(x, block) for x in _fields(grid))
+    ref_w, sample_w, cross_w = (
+        _squares(w, block) for w in (ref_weight, sample_weight, cross_weight)
+    )
+    theta = wave * (velocity_sq - velocity_sq[:, :1])
+    trig = _materialised(jnp.stack([cross_w * jnp.cos(theta), cross_w * jnp.sin(theta)]))
+    cos_i, sin_i = trig[..., :, None]
+    cos_j, sin_j = trig[..., None, :]
+    half_ref = jnp.exp(-0.5 * q2[..., None] * jnp.abs(ref_sq[:, None, :] - ref_sq[:, :, None]))
+    half_sample = jnp.exp(
+        -0.5 * q2[..., None] * jnp.abs(sample_sq[:, None, :] - sample_sq[:, :, None])
+    )
+    normalised = (
+        ref_w[:, :, None] * ref_w[:, None, :] * half_ref**2
+        + sample_w[:, :, None] * sample_w[:, None, :] * half_sample**2
+        + half_ref * half_sample * (cos_i * cos_j + sin_i * sin_j)
+    )
+    squares = offset[:, None, None, None] + contrast[:, None, None, None] * normalised
+    # Written by one windowed scatter per square size (its transpose is a gather, where a loop of
+    # dynamic_update_slice would copy the whole cotangent once per square in reverse mode).
+    full_blocks, remainder = divmod(n, block)
+    corners = np.arange(full_blocks) * block
+    maps = _write_squares(maps, squares[:, :full_blocks], corners, n)
+    if remainder:
+        corner = np.array([n - remainder])
+        maps = _write_squares(maps, squares[:, -1:, -remainder:, -remainder:], corner, n)
+    return maps.reshape(n_angles, n, n)
+
+
+def _write_squares(maps, squares, corners, n):
+    """maps (phi·t, t) with squares[a, k] written at rows a·t + corners[k], columns corners[k]."""
+    n_angles, n_squares, size, _ = squares.shape
+    rows = (np.arange(n_angles)[:, None] * n + corners[None, :]).ravel()
+    columns = np.tile(corners, n_angles)
+    numbers = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=(1, 2), inserted_window_dims=(), scatter_dims_to_operand_dims=(0, 1)
+    )
+    return jax.lax.scatter(
+        maps,
+        jnp.asarray(np.stack([rows, columns], axis=1)),
+        squares.reshape(n_angles * n_squares, size, size),
+        numbers,
+        indices_are_sorted=True,
+        unique_indices=True,
+        mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+    )
 
 
 def block_size(n: int, preferred: int = 64) -> int:

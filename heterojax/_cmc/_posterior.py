@@ -1,0 +1,187 @@
+"""The target density of one shard, in unconstrained coordinates.
+
+Parameters are the free entries x of a `FitProblem` (free physics, then contrast and offset
+coefficients), sampled as θ with x = x(θ) the problem's `BoxTransform`. With shard k's entries
+S_k (a K-th of the data), the shard's target is (Scott et al. 2016)
+
+    log p_k(θ) = (1/K) · [log p(x(θ)) + log |dx/dθ|] + log L_k(x(θ)),
+
+    log L_k(x) = −½ Σ_{(a,i,j) ∈ S_k} (c2_a(t_i, t_j; x) − y_aij)² / σ_aij²   (+ const.),
+
+so that Π_k p_k(θ) ∝ p(θ | all data) exactly. The prior is tempered *in θ*, Jacobian included,
+because θ is the space in which the shard posteriors are multiplied (combined); tempering only
+p(x) would count the Jacobian K times.
+
+Priors p(x), independent per parameter and truncated to the box:
+
+- default: uniform on the box (log p(x) is constant; in θ only the log-Jacobian remains);
+- informed: Gaussian around the NLSQ values with sd = `width_factor` × NLSQ standard error
+  (a parameter without a finite standard error keeps the uniform prior).
+
+The model is evaluated only at the shard's pairs (as `HeterodyneModel.c2_pairs` does: cumulative
+integrals on the whole time grid, then a gather), tile by tile (see `_shards`), never on the
+N × N map.
+
+Sampling runs in a second, affine coordinate z with θ = θ̂ + L z (`AffinePreconditioner`), L a
+square root of the expected shard covariance in θ (from the NLSQ covariance, or a Gauss–Newton
+estimate at the start). An identity mass matrix in z is then the preconditioned metric in θ.
+The map has a constant Jacobian, so the density in z is the density in θ.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .._fit._problem import FitProblem
+from .._model._two_time import pair_correlation
+from ._shards import Shards
+
+
+class ShardData(eqx.Module):
+    """The data of one shard (or, with a leading axis, of all shards), tile by tile.
+
+    **Fields:**
+
+    - `angle_index`, `t1_start`, `t2_start`: map and first frames of every tile `(*shard, tile)`.
+    - `observed`: c2 at the tiles' entries, `(*shard, tile, b, b)`.
+    - `precision`: weight / σ² at the entries (0 for unused entries and padding).
+    """
+
+    angle_index: Int[Array, "*shard tile"]
+    t1_start: Int[Array, "*shard tile"]
+    t2_start: Int[Array, "*shard tile"]
+    observed: Float[Array, "*shard tile b b"]
+    precision: Float[Array, "*shard tile b b"]
+
+
+def _tile_frames(start: Int[Array, "*shard tile"], b: int, n_times: int):
+    """The frames of every tile, clipped into the grid (clipped ones have weight 0)."""
+    return jnp.minimum(start[..., None] + jnp.arange(b), n_times - 1)
+
+
+def gather_shard_data(
+    shards: Shards, c2: Float[np.ndarray, "phi t t"], sigma: Float[np.ndarray, "phi t t"]
+) -> ShardData:
+    """Picks the observed c2 and weight/σ² of every shard entry out of the full maps (once).
+
+    **Arguments:** `shards`; `c2` and `sigma` (σ per entry, positive), both `(phi, t, t)`.
+
+    **Returns:** a `ShardData` with a leading shard axis.
+    """
+    c2 = np.asarray(c2, float)
+    sigma = np.broadcast_to(np.asarray(sigma, float), c2.shape)
+    n_times, b = c2.shape[-1], shards.tile
+    angle = np.asarray(shards.angle_index)[..., None, None]
+    rows = np.asarray(_tile_frames(shards.t1_start, b, n_times))[..., :, None]
+    columns = np.asarray(_tile_frames(shards.t2_start, b, n_times))[..., None, :]
+    weight = np.asarray(shards.weight)
+    return ShardData(
+        angle_index=shards.angle_index,
+        t1_start=shards.t1_start,
+        t2_start=shards.t2_start,
+        observed=jnp.asarray(np.where(weight > 0, c2[angle, rows, columns], 0.0)),
+        precision=jnp.asarray(weight / sigma[angle, rows, columns] ** 2),
+    )
+
+
+class ShardPosterior(eqx.Module):
+    """log p_k(θ) of the module docstring, for any shard's `ShardData`.
+
+    **Fields:**
+
+    - `problem`: the `FitProblem` (model template, free parameters, bounds, scaling bases).
+    - `t`, `q`, `phi`: the time grid (s), and the wavevector (Å⁻¹) and angle (deg) of each map.
+    - `tempering`: 1/K, the power of the prior.
+    - `prior_mean`, `prior_precision`: the informed Gaussian prior in x per parameter; a
+        precision of 0 means the uniform prior on the box.
+    """
+
+    problem: FitProblem
+    t: Float[Array, " t"]
+    q: Float[Array, " phi"]
+    phi: Float[Array, " phi"]
+    tempering: Float[Array, ""]
+    prior_mean: Float[Array, " p"]
+    prior_precision: Float[Array, " p"]
+
+    def model_values(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, "tile b b"]:
+        """The model c2 at one shard's tiles for parameters θ.
+
+        The rates are integrated once on the whole grid (`HeterodyneModel.grid_integrals`); each
+        tile then gathers 2b grid values and evaluates its b² pairs by broadcasting
+        (`pair_correlation`, the direct formula of `HeterodyneModel.c2_pairs`).
+        """
+        model, contrast, offset = self.problem.unpack(self.problem.transform.to_bounded(theta))
+        n_times, b = self.t.shape[0], shard.observed.shape[-1]
+        rows = _tile_frames(shard.t1_start, b, n_times)
+        columns = _tile_frames(shard.t2_start, b, n_times)
+        angle = shard.angle_index
+        cosine = jnp.cos(jnp.deg2rad(self.phi + model.phi0))
+        normalised = pair_correlation(
+            model.grid_integrals(self.t),
+            rows[:, :, None],
+            columns[:, None, :],
+            self.q[angle][:, None, None],
+            cosine[angle][:, None, None],
+        )
+        return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
+
+    def log_likelihood(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
+        """log L_k(x(θ)) = −½ Σ precision · (model − observed)², dropping constants."""
+        residual = self.model_values(theta, shard) - shard.observed
+        return -0.5 * jnp.sum(shard.precision * residual**2)
+
+    def log_prior(self, theta: Float[Array, " p"]) -> Float[Array, ""]:
+        """log p(x(θ)) + log |dx/dθ|, the untempered prior density in θ (up to a constant)."""
+        transform = self.problem.transform
+        x = transform.to_bounded(theta)
+        gaussian = -0.5 * jnp.sum(self.prior_precision * (x - self.prior_mean) ** 2)
+        return gaussian + transform.log_abs_det_jacobian(theta)
+
+    def __call__(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
+        """log p_k(θ) = (1/K) log p(θ) + log L_k."""
+        value = self.tempering * self.log_prior(theta) + self.log_likelihood(theta, shard)
+        return jnp.where(jnp.isnan(value), -jnp.inf, value)
+
+
+class AffinePreconditioner(eqx.Module):
+    """θ = center + factor · z, the coordinates in which the sampler runs.
+
+    **Fields:** `center` θ̂ `(p,)`; `factor` L `(p, p)` (lower triangular or diagonal).
+    """
+
+    center: Float[Array, " p"]
+    factor: Float[Array, "p p"]
+
+    def to_theta(self, z: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
+        """θ of z (works on any leading batch shape)."""
+        return self.center + z @ self.factor.T
+
+
+class PreconditionedPosterior(eqx.Module):
+    """The shard density as a function of z: log p_k(center + L z)."""
+
+    posterior: ShardPosterior
+    preconditioner: AffinePreconditioner
+
+    def __call__(self, z: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
+        return self.posterior(self.preconditioner.to_theta(z), shard)
+
+
+def gauss_newton_information(
+    posterior: ShardPosterior, theta: Float[Array, " p"], shards: ShardData
+) -> Float[Array, "p p"]:
+    """Σ over all shards of Jᵀ P J at θ (J = ∂c2/∂θ at each entry, P the precisions).
+
+    The Fisher information of the full-data likelihood in θ; computed shard by shard
+    (`lax.map`), so memory is one shard's Jacobian (L × p).
+    """
+
+    def one(shard: ShardData) -> Float[Array, "p p"]:
+        jacobian = jax.jacfwd(posterior.model_values)(theta, shard)
+        jacobian = jacobian.reshape(-1, theta.shape[0])
+        return jacobian.T @ (shard.precision.reshape(-1)[:, None] * jacobian)
+
+    return jnp.sum(jax.lax.map(one, shards), axis=0)

@@ -1,0 +1,377 @@
+"""BlackJAX NUTS with Stan's window adaptation, run for every shard × chain in one program.
+
+Each chain runs NUTS (`blackjax.nuts`) on its shard's density. Warmup is Stan's windowed
+adaptation exactly as `blackjax.window_adaptation` does it, built from the same BlackJAX parts
+(`build_schedule`, dual averaging of the step size towards `target_accept`, Welford estimates of
+the inverse mass matrix in doubling slow windows): an initial fast window adapting the step size,
+slow windows adapting both (the step size restarts from the current average at each window end),
+a final fast window; draws then use the last window's average step size and metric. It is written
+out here, rather than calling `window_adaptation(...).run`, so that the loop over steps is
+outermost and the vmap over shards × chains sits inside it: one compiled step advances every
+chain, a progress report is emitted once per step for all of them (a callback inside a vmapped
+`run` fires once per chain), and warmup and draws share one NUTS kernel in one `lax.scan` (two
+scans would compile the NUTS tree builder and the model gradient twice).
+
+Chain execution (`chain_method`):
+
+- `"vectorized"` (default): `jax.vmap` over shards and chains inside `lax.scan` over steps. When
+  more than one local device exists, the shard axis (or else the chain axis) is split across the
+  devices with `jax.sharding` (a 1-D mesh), and XLA partitions the vmapped program.
+- `"sequential"`: `lax.map` over the chains, one full run (warmup and draws) each; memory is one
+  chain's working set, progress is reported per finished chain.
+
+Every chain draws its randomness from the key of its step and its (shard, chain) slot, so both
+methods use the same random numbers.
+"""
+
+import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import blackjax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.window_adaptation import build_schedule
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._posterior import ShardData
+
+
+CHAIN_METHODS = ("vectorized", "sequential")
+_INITIAL_STEP_SIZE = 1.0  # in the preconditioned coordinates z, where the scale is ~1
+_CLOCK = {"start": 0.0}
+
+
+class NUTSRun(eqx.Module):
+    """Draws and per-transition statistics of all chains (sampling phase only).
+
+    **Fields:**
+
+    - `position`: draws in the sampler's coordinates, `(shard, chain, draw, p)`.
+    - `divergent`, `energy`, `acceptance`, `n_steps`, `tree_depth`: per transition,
+        `(shard, chain, draw)`.
+    - `step_size`: the adapted step size of each chain, `(shard, chain)`.
+    - `inverse_mass_matrix`: the adapted metric of each chain, `(shard, chain, p)` (diagonal)
+        or `(shard, chain, p, p)` (dense).
+    - `warmup_divergences`: divergent transitions during warmup, `(shard, chain)`.
+    """
+
+    position: Float[Array, "shard chain draw p"]
+    divergent: Bool[Array, "shard chain draw"]
+    energy: Float[Array, "shard chain draw"]
+    acceptance: Float[Array, "shard chain draw"]
+    n_steps: Int[Array, "shard chain draw"]
+    tree_depth: Int[Array, "shard chain draw"]
+    step_size: Float[Array, "shard chain"]
+    inverse_mass_matrix: Float[Array, "shard chain p *p"]
+    warmup_divergences: Int[Array, "shard chain"]
+
+
+class _Adaptation(NamedTuple):
+    step_state: object
+    mass_state: object
+    step_size: Array
+    inverse_mass_matrix: Array
+
+
+def _report(phase: str, total: int, done) -> None:
+    elapsed = time.perf_counter() - _CLOCK["start"]
+    done = int(done)
+    print(
+        f"[heterojax.fit_cmc] {phase}: {done}/{total} ({100 * done / total:3.0f} %)  "
+        f"{elapsed:7.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class _Settings(NamedTuple):
+    warmup: int
+    samples: int
+    target_accept: float
+    max_tree_depth: int
+    dense_mass: bool
+    progress: bool
+
+
+def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: int):
+    """Single-chain `init` and `step` (warmup or draw, by step index), closed over the settings.
+
+    Warmup and draws share one NUTS kernel in one `lax.scan` (a second scan would compile the
+    whole NUTS tree builder and model gradient twice).
+    """
+    kernel = blackjax.nuts.build_kernel()
+    mass_init, mass_update, mass_final = mass_matrix_adaptation(
+        is_diagonal_matrix=not settings.dense_mass
+    )
+    step_init, step_update, step_final = dual_averaging_adaptation(settings.target_accept)
+
+    def density(shard: ShardData):
+        return lambda z: log_density(z, shard)
+
+    def init(position, shard: ShardData):
+        state = blackjax.nuts.init(position, density(shard))
+        mass_state = mass_init(n_parameters)
+        adaptation = _Adaptation(
+            step_init(_INITIAL_STEP_SIZE),
+            mass_state,
+            jnp.asarray(_INITIAL_STEP_SIZE, position.dtype),
+            mass_state.inverse_mass_matrix,
+        )
+        return state, adaptation
+
+    def window_end(adaptation: _Adaptation) -> _Adaptation:
+        mass_state = mass_final(adaptation.mass_state)
+        step_state = step_init(step_final(adaptation.step_state))
+        return _Adaptation(
+            step_state,
+            mass_state,
+            jnp.exp(step_state.log_step_size),
+            mass_state.inverse_mass_matrix,
+        )
+
+    def adapt(adaptation: _Adaptation, position, acceptance, stage, is_end) -> _Adaptation:
+        step_state = step_update(adaptation.step_state, acceptance)
+        mass_state = jax.lax.cond(
+            stage == 1,
+            lambda m: mass_update(m, position),
+            lambda m: m,
+            adaptation.mass_state,
+        )
+        adaptation = _Adaptation(
+            step_state,
+            mass_state,
+            jnp.exp(step_state.log_step_size),
+            adaptation.inverse_mass_matrix,
+        )
+        return jax.lax.cond(is_end, window_end, lambda a: a, adaptation)
+
+    def step(key, state, adaptation: _Adaptation, shard: ShardData, index, stage, is_end):
+        """One transition; during warmup (index < warmup) it also adapts."""
+        warming = index < settings.warmup
+        # After warmup: the average step size of the last window (Stan), the last metric.
+        step_size = jnp.where(warming, adaptation.step_size, step_final(adaptation.step_state))
+        state, info = kernel(
+            key,
+            state,
+            density(shard),
+            step_size,
+            adaptation.inverse_mass_matrix,
+            max_num_doublings=settings.max_tree_depth,
+        )
+        adaptation = jax.lax.cond(
+            warming,
+            lambda a: adapt(a, state.position, info.acceptance_rate, stage, is_end),
+            lambda a: a,
+            adaptation,
+        )
+        record = (
+            state.position,
+            info.is_divergent,
+            info.energy,
+            info.acceptance_rate,
+            info.num_integration_steps,
+            info.num_trajectory_expansions,
+        )
+        return state, adaptation, record
+
+    return init, step, step_final
+
+
+def _schedule(warmup: int, samples: int) -> tuple[Int[Array, " steps"], Bool[Array, " steps"]]:
+    """Stan's schedule (stage 0 fast / 1 slow, slow window ends) per step, zeros after warmup."""
+    stages = jnp.zeros(warmup + samples, jnp.int32)
+    ends = jnp.zeros(warmup + samples, bool)
+    if warmup > 0:
+        schedule = jnp.asarray(build_schedule(warmup))
+        stages = stages.at[:warmup].set(schedule[:, 0].astype(jnp.int32))
+        ends = ends.at[:warmup].set(schedule[:, 1].astype(bool))
+    return stages, ends
+
+
+def _over_chains(fn, n_shard_args: int = 1):
+    """vmap over shards (outer) and chains (inner); the last `n_shard_args` arguments are per
+    shard only, the others per shard and chain."""
+
+    def wrapped(*args):
+        n_args = len(args)
+        inner = (0,) * (n_args - n_shard_args) + (None,) * n_shard_args
+        return jax.vmap(jax.vmap(fn, in_axes=inner))(*args)
+
+    return wrapped
+
+
+def _progress(settings: _Settings, index) -> None:
+    """A line at every tenth of warmup and of sampling (one callback for all chains)."""
+    if settings.warmup:
+        _maybe_report(settings.progress, "warmup", settings.warmup, index + 1)
+    _maybe_report(settings.progress, "sampling", settings.samples, index + 1 - settings.warmup)
+
+
+def _maybe_report(progress: bool, phase: str, total: int, done) -> None:
+    if not progress or total == 0:
+        return
+    every = max(total // 10, 1)
+    due = (done >= 1) & (done <= total) & ((done % every == 0) | (done == total))
+    jax.lax.cond(
+        due,
+        lambda: jax.debug.callback(lambda d: _report(phase, total, d), done),
+        lambda: None,
+    )
+
+
+@eqx.filter_jit
+def _run_vectorized(log_density, shard_data: ShardData, positions, key, settings: _Settings):
+    n_shards, n_chains, n_parameters = positions.shape
+    init, step, _ = _chain_functions(log_density, settings, n_parameters)
+    n_steps = settings.warmup + settings.samples
+    stages, ends = _schedule(settings.warmup, settings.samples)
+    states, adaptations = _over_chains(init)(positions, shard_data)
+
+    def body(carry, xs):
+        states, adaptations = carry
+        index, step_key, stage, is_end = xs
+        keys = jr.split(step_key, (n_shards, n_chains))
+        batched = _over_chains(lambda k, s, a, d: step(k, s, a, d, index, stage, is_end))
+        states, adaptations, record = batched(keys, states, adaptations, shard_data)
+        _progress(settings, index)
+        return (states, adaptations), record
+
+    (_, adaptations), records = jax.lax.scan(
+        body,
+        (states, adaptations),
+        (jnp.arange(n_steps), jr.split(key, n_steps), stages, ends),
+    )
+    # (step, shard, chain, ...) → (shard, chain, step, ...)
+    records = jax.tree.map(lambda r: jnp.moveaxis(r, 0, 2), records)
+    return records, adaptations
+
+
+@eqx.filter_jit
+def _run_sequential(log_density, shard_data: ShardData, positions, key, settings: _Settings):
+    n_shards, n_chains, n_parameters = positions.shape
+    init, step, _ = _chain_functions(log_density, settings, n_parameters)
+    n_steps = settings.warmup + settings.samples
+    stages, ends = _schedule(settings.warmup, settings.samples)
+    step_keys = jr.split(key, n_steps)
+    total = n_shards * n_chains
+
+    def one_chain(slot):
+        shard_index, chain_index = slot // n_chains, slot % n_chains
+        shard = jax.tree.map(lambda a: a[shard_index], shard_data)
+        state, adaptation = init(positions[shard_index, chain_index], shard)
+
+        def body(carry, xs):
+            state, adaptation = carry
+            index, step_key, stage, is_end = xs
+            key = jr.split(step_key, (n_shards, n_chains))[shard_index, chain_index]
+            state, adaptation, record = step(key, state, adaptation, shard, index, stage, is_end)
+            return (state, adaptation), record
+
+        (_, adaptation), record = jax.lax.scan(
+            body, (state, adaptation), (jnp.arange(n_steps), step_keys, stages, ends)
+        )
+        _maybe_report(settings.progress, "chains finished", total, slot + 1)
+        return record, adaptation
+
+    records, adaptations = jax.lax.map(one_chain, jnp.arange(total))
+    reshape = lambda r: r.reshape((n_shards, n_chains) + r.shape[1:])  # noqa: E731
+    return jax.tree.map(reshape, records), jax.tree.map(reshape, adaptations)
+
+
+def _place_on_devices(shard_data: ShardData, positions):
+    """Splits the shard (or chain) axis across local devices when more than one exists."""
+    devices = jax.local_devices()
+    n_devices = len(devices)
+    n_shards, n_chains = positions.shape[:2]
+    if n_devices < 2:
+        return shard_data, positions, 1
+    mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
+    spec = jax.sharding.PartitionSpec
+    if n_shards % n_devices == 0:
+        shard_spec, position_spec = spec("devices"), spec("devices")
+    elif n_chains % n_devices == 0:
+        shard_spec, position_spec = spec(), spec(None, "devices")
+    else:
+        return shard_data, positions, 1
+    shard_data = jax.device_put(shard_data, jax.sharding.NamedSharding(mesh, shard_spec))
+    positions = jax.device_put(positions, jax.sharding.NamedSharding(mesh, position_spec))
+    return shard_data, positions, n_devices
+
+
+def run_nuts(
+    log_density: Callable[[Float[Array, " p"], ShardData], Float[Array, ""]],
+    shard_data: ShardData,
+    positions: Float[Array, "shard chain p"],
+    key: PRNGKeyArray,
+    *,
+    warmup: int,
+    samples: int,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    dense_mass: bool = False,
+    chain_method: str = "vectorized",
+    progress: bool = True,
+) -> tuple[NUTSRun, int]:
+    """Warmup and NUTS draws for every (shard, chain), all in one compiled program.
+
+    **Arguments:**
+
+    - `log_density`: `(z, shard) ↦ log p_k(z)`, a pytree (e.g. an `eqx.Module`) so that its
+        arrays are arguments of the compiled program, not constants.
+    - `shard_data`: the `ShardData` of all shards (leading shard axis).
+    - `positions`: starting points `(shard, chain, p)`.
+    - `key`: a `jax.random` key.
+    - `warmup`, `samples`: adaptation steps and kept draws per chain.
+    - `target_accept`: the acceptance rate the step size is tuned to.
+    - `max_tree_depth`: the NUTS trajectory doubling limit (≤ 2^depth − 1 leapfrog steps).
+    - `dense_mass`: adapt a dense (rather than diagonal) inverse mass matrix.
+    - `chain_method`: `"vectorized"` or `"sequential"` (module docstring).
+    - `progress`: print a line at every tenth of the warmup and of the sampling steps
+        (per finished chain for `"sequential"`).
+
+    **Returns:** `(run, n_devices)`: a `NUTSRun` and the number of devices used.
+    """
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}; got {chain_method!r}.")
+    settings = _Settings(
+        int(warmup),
+        int(samples),
+        float(target_accept),
+        int(max_tree_depth),
+        bool(dense_mass),
+        bool(progress),
+    )
+    _CLOCK["start"] = time.perf_counter()
+    n_devices = 1
+    if chain_method == "vectorized":
+        shard_data, positions, n_devices = _place_on_devices(shard_data, positions)
+        records, adaptations = _run_vectorized(log_density, shard_data, positions, key, settings)
+    else:
+        records, adaptations = _run_sequential(log_density, shard_data, positions, key, settings)
+    position, divergent, energy, acceptance, n_steps, depth = (np.asarray(r) for r in records)
+    step_size = jax.vmap(jax.vmap(_final_step_size(settings)))(adaptations)
+    warm, kept = slice(0, settings.warmup), slice(settings.warmup, None)
+    run = NUTSRun(
+        position=jnp.asarray(position[:, :, kept]),
+        divergent=jnp.asarray(divergent[:, :, kept]),
+        energy=jnp.asarray(energy[:, :, kept]),
+        acceptance=jnp.asarray(acceptance[:, :, kept]),
+        n_steps=jnp.asarray(n_steps[:, :, kept], jnp.int32),
+        tree_depth=jnp.asarray(depth[:, :, kept], jnp.int32),
+        step_size=step_size,
+        inverse_mass_matrix=adaptations.inverse_mass_matrix,
+        warmup_divergences=jnp.asarray(divergent[:, :, warm].sum(axis=2), jnp.int32),
+    )
+    return run, n_devices
+
+
+def _final_step_size(settings: _Settings):
+    _, _, step_final = dual_averaging_adaptation(settings.target_accept)
+    return lambda adaptation: step_final(adaptation.step_state)

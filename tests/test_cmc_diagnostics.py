@@ -1,0 +1,134 @@
+"""R̂, ESS and E-BFMI on cases with known answers, against ArviZ, and the verdict's advice."""
+
+import numpy as np
+import pytest
+
+from heterojax._cmc._diagnostics import bfmi, ess_bulk, ess_tail, rhat
+from heterojax._cmc._verdict import Thresholds, make_verdict
+
+
+def _ar1(rng, rho, shape):
+    x = np.empty(shape)
+    x[..., 0] = rng.normal(size=shape[:-1]) / np.sqrt(1 - rho**2)
+    for s in range(1, shape[-1]):
+        x[..., s] = rho * x[..., s - 1] + rng.normal(size=shape[:-1])
+    return x
+
+
+def test_iid_draws_have_unit_rhat_and_full_ess():
+    draws = np.random.default_rng(0).normal(size=(4, 1000))
+    assert abs(rhat(draws) - 1) < 0.01
+    # ESS of iid draws is n up to sampling error (~10 % for the tail indicators).
+    assert ess_bulk(draws) == pytest.approx(4000, rel=0.15)
+    assert ess_tail(draws) == pytest.approx(4000, rel=0.25)
+
+
+def test_chains_with_different_means_have_large_rhat():
+    draws = np.random.default_rng(1).normal(size=(4, 500)) + np.arange(4)[:, None]
+    assert rhat(draws) > 1.5
+    assert ess_bulk(draws) < 100
+
+
+def test_chains_with_different_scales_are_caught_by_the_folded_rhat():
+    rng = np.random.default_rng(2)
+    draws = rng.normal(size=(4, 1000)) * np.array([1.0, 1.0, 1.0, 4.0])[:, None]
+    assert rhat(draws) > 1.05
+
+
+def test_ess_of_an_ar1_process():
+    rho = 0.9
+    draws = _ar1(np.random.default_rng(3), rho, (4, 4000))
+    expected = draws.size * (1 - rho) / (1 + rho)
+    assert ess_bulk(draws) == pytest.approx(expected, rel=0.3)
+
+
+def test_constant_draws():
+    draws = np.ones((4, 100))
+    assert np.isnan(rhat(draws))
+    assert ess_bulk(draws) == 400
+
+
+def test_bfmi_of_iid_and_random_walk_energies():
+    rng = np.random.default_rng(4)
+    # iid energies: E[(ΔE)²] = 2 var(E).
+    assert np.allclose(bfmi(rng.normal(size=(3, 20_000))), 2.0, rtol=0.05)
+    assert np.all(bfmi(np.cumsum(rng.normal(size=(3, 2000)), axis=1)) < 0.05)
+
+
+@pytest.mark.parametrize("case", ["iid", "ar", "shifted", "cauchy", "short"])
+def test_agrees_with_arviz(case):
+    az = pytest.importorskip("arviz")
+    rng = np.random.default_rng(5)
+    draws = {
+        "iid": rng.normal(size=(4, 400)),
+        "ar": _ar1(rng, 0.7, (4, 400)),
+        "shifted": rng.normal(size=(4, 400)) + 0.2 * np.arange(4)[:, None],
+        "cauchy": rng.standard_cauchy(size=(4, 400)),
+        "short": rng.normal(size=(2, 37)),
+    }[case]
+    np.testing.assert_allclose(rhat(draws), az.rhat(draws), rtol=1e-10)
+    np.testing.assert_allclose(ess_bulk(draws), az.ess(draws, method="bulk"), rtol=1e-10)
+    np.testing.assert_allclose(ess_tail(draws), az.ess(draws, method="tail"), rtol=1e-10)
+    energy = np.cumsum(rng.normal(size=(4, 300)), axis=1) + rng.normal(size=(4, 300))
+    np.testing.assert_allclose(bfmi(energy), az.bfmi(energy), rtol=1e-10)
+
+
+def _diagnostics(n_shards=2, n_parameters=2):
+    return {
+        "r_hat": np.ones((n_shards, n_parameters)),
+        "ess_bulk": np.full((n_shards, n_parameters), 1000.0),
+        "ess_tail": np.full((n_shards, n_parameters), 1000.0),
+        "bfmi": np.ones((n_shards, 4)),
+        "divergences": np.zeros(n_shards, int),
+        "tree_depth_saturation": np.zeros(n_shards),
+    }
+
+
+def _verdict(diagnostics, agreement=None):
+    return make_verdict(
+        names=("v0", "f0"),
+        shard_diagnostics=diagnostics,
+        agreement=np.zeros((2, 2)) if agreement is None else agreement,
+        widest="f0",
+        thresholds=Thresholds(),
+        warmup=500,
+        samples=1000,
+        target_accept=0.8,
+        max_tree_depth=10,
+        n_shards=2,
+    )
+
+
+def test_verdict_passes_a_clean_run():
+    verdict = _verdict(_diagnostics())
+    assert verdict.passed and not verdict.failures
+    assert "PASSED" in str(verdict)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (("r_hat", (1, 0), 1.05), ["R̂ of v0", "shard 1", "warmup=1000", "fix v0"]),
+        (("ess_bulk", (0, 1), 120.0), ["Bulk ESS of f0", "samples="]),
+        (("ess_tail", (0, 1), 120.0), ["Tail ESS of f0", "interval"]),
+        (("bfmi", (1, 2), 0.1), ["E-BFMI", "shard 1, chain 2", "dense_mass"]),
+        (("divergences", (0,), 3), ["3 divergent", "target_accept=0.95", "fewer shards", "f0"]),
+        (("tree_depth_saturation", (1,), 0.2), ["maximum tree depth", "max_tree_depth=12"]),
+    ],
+)
+def test_verdict_gives_advice_per_failure(change, words):
+    diagnostics = _diagnostics()
+    key, index, value = change
+    diagnostics[key][index] = value
+    verdict = _verdict(diagnostics)
+    assert not verdict.passed
+    assert len(verdict.failures) == 1
+    for word in words:
+        assert word in verdict.failures[0]
+    assert "FAILED" in str(verdict)
+
+
+def test_verdict_flags_disagreeing_shards():
+    verdict = _verdict(_diagnostics(), agreement=np.array([[0.5, 6.0], [0.2, 0.1]]))
+    assert not verdict.passed
+    assert "f0" in verdict.failures[0] and "disagree" in verdict.failures[0]

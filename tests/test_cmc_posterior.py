@@ -1,0 +1,233 @@
+"""The shard log density against an independent path: full maps from `model.c2`, masked."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import heterojax as hj
+from heterojax._cmc._posterior import (
+    AffinePreconditioner,
+    PreconditionedPosterior,
+    ShardPosterior,
+    gather_shard_data,
+    gauss_newton_information,
+)
+from heterojax._cmc._shards import make_shards
+from heterojax._fit._problem import build_problem
+from heterojax._fit._scaling import resolve_scaling
+
+
+# Every law active (ageing transport, accelerating flow, changing fraction), no aliasing.
+TRUTH = hj.HeterodyneModel.from_dict(
+    {
+        "D0_ref": 300.0,
+        "alpha_ref": 0.4,
+        "D_offset_ref": 20.0,
+        "D0_sample": 2e3,
+        "alpha_sample": -0.3,
+        "D_offset_sample": 50.0,
+        "v0": 40.0,
+        "beta": 0.3,
+        "v_offset": -5.0,
+        "f0": 0.3,
+        "f1": 0.02,
+        "f2": 5.0,
+        "f3": 0.2,
+        "phi0": 8.0,
+    }
+)
+FREE = ("D0_sample", "alpha_sample", "v0", "f0", "phi0")
+
+
+def _setup(diagonal):
+    t = 0.4 * np.arange(1, 31)
+    data = hj.simulate(
+        TRUTH,
+        t,
+        q=[0.012, 0.015, 0.012],
+        phi=[0.0, 50.0, 120.0],
+        contrast=[0.3, 0.35, 0.4],
+        offset=1.0,
+        noise=0.02,
+        key=jr.key(4),
+        diagonal=diagonal,
+    )
+    fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
+    problem, x0, sigma = build_problem(
+        TRUTH.replace(D0_sample=1.5e3, v0=45.0),
+        data,
+        fixed=fixed,
+        bounds=None,
+        scaling=resolve_scaling("individual", np.asarray(data.phi)),
+        contrast=np.array([0.32, 0.33, 0.38]),
+        offset=np.array([1.01, 0.99, 1.0]),
+    )
+    return data, problem, x0, np.asarray(sigma)
+
+
+@pytest.fixture(scope="module", params=["none", "mask"])
+def both_diagonals(request):
+    return _setup(request.param)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _setup("mask")
+
+
+def _posterior(problem, data, k, prior_precision=None):
+    p = len(problem.names)
+    return ShardPosterior(
+        problem=problem,
+        t=jnp.asarray(data.t),
+        q=jnp.asarray(data.q),
+        phi=jnp.asarray(data.phi),
+        tempering=jnp.asarray(1.0 / k),
+        prior_mean=jnp.zeros(p),
+        prior_precision=jnp.zeros(p) if prior_precision is None else prior_precision,
+    )
+
+
+@eqx.filter_jit
+def _maps(problem, data, x):
+    model, contrast, offset = problem.unpack(x)
+    return model.c2(
+        data.t, q=data.q, phi=data.phi, contrast=contrast, offset=offset, method="direct"
+    )
+
+
+_log_likelihood = eqx.filter_jit(
+    lambda posterior, theta, shard: posterior.log_likelihood(theta, shard)
+)
+_log_density = eqx.filter_jit(lambda posterior, theta, shard: posterior(theta, shard))
+
+
+def _full_map_log_likelihood(problem, data, sigma, x, select):
+    """−½ Σ ((c2 − y)/σ)² over the selected entries, with c2 from full `model.c2` maps."""
+    maps = np.asarray(_maps(problem, data, x))
+    residual = (maps - np.asarray(data.c2)) / sigma
+    return -0.5 * np.sum(np.where(select, residual**2, 0.0))
+
+
+@pytest.mark.parametrize("strategy", ["random", "stratified"])
+def test_shard_likelihood_equals_the_masked_full_map_likelihood(both_diagonals, strategy):
+    data, problem, x0, sigma = both_diagonals
+    mask = np.asarray(data.mask)
+    shards = make_shards(mask, 3, strategy=strategy, seed=2)
+    shard_data = gather_shard_data(shards, np.asarray(data.c2), sigma)
+    posterior = _posterior(problem, data, 3)
+    theta = problem.transform.to_unconstrained(x0)
+    total = 0.0
+    for s in range(3):
+        one = jax.tree.map(lambda a: a[s], shard_data)
+        value = float(_log_likelihood(posterior, theta, one))
+        select = np.zeros_like(mask)
+        angle, t1, t2 = shards.entries(s)
+        select[angle, t1, t2] = True
+        expected = _full_map_log_likelihood(problem, data, sigma, x0, select)
+        np.testing.assert_allclose(value, expected, rtol=1e-10)
+        total += value
+    # The shards together are the whole likelihood over `data.mask` (each pair once).
+    expected_total = _full_map_log_likelihood(problem, data, sigma, x0, mask)
+    np.testing.assert_allclose(total, expected_total, rtol=1e-10)
+
+
+def test_product_of_shard_targets_is_the_full_posterior(setup):
+    data, problem, x0, sigma = setup
+    mask = np.asarray(data.mask)
+    k = 4
+    precision = jnp.asarray(np.linspace(0.0, 5.0, len(problem.names)))
+    sharded = _posterior(problem, data, k, precision)
+    full = _posterior(problem, data, 1, precision)
+    shard_data = gather_shard_data(make_shards(mask, k, seed=0), np.asarray(data.c2), sigma)
+    whole = gather_shard_data(make_shards(mask, 1, seed=0), np.asarray(data.c2), sigma)
+    theta = problem.transform.to_unconstrained(x0) + 0.01
+    product = sum(
+        float(_log_density(sharded, theta, jax.tree.map(lambda a: a[s], shard_data)))
+        for s in range(k)
+    )
+    whole_value = float(_log_density(full, theta, jax.tree.map(lambda a: a[0], whole)))
+    np.testing.assert_allclose(product, whole_value, rtol=1e-10)
+
+
+def test_priors_in_unconstrained_coordinates(setup):
+    data, problem, x0, _ = setup
+    theta = problem.transform.to_unconstrained(x0)
+    uniform = _posterior(problem, data, 2)
+    np.testing.assert_allclose(
+        uniform.log_prior(theta), problem.transform.log_abs_det_jacobian(theta), rtol=1e-12
+    )
+    precision = jnp.full(len(problem.names), 4.0)
+    informed = ShardPosterior(
+        problem=problem,
+        t=uniform.t,
+        q=uniform.q,
+        phi=uniform.phi,
+        tempering=uniform.tempering,
+        prior_mean=x0 + 0.5,
+        prior_precision=precision,
+    )
+    np.testing.assert_allclose(
+        informed.log_prior(theta) - uniform.log_prior(theta),
+        -0.5 * 4.0 * 0.25 * len(problem.names),
+        rtol=1e-10,
+    )
+
+
+def test_gradient_matches_finite_differences(setup):
+    data, problem, x0, sigma = setup
+    shard_data = gather_shard_data(
+        make_shards(np.asarray(data.mask), 2, seed=0), np.asarray(data.c2), sigma
+    )
+    one = jax.tree.map(lambda a: a[1], shard_data)
+    posterior = _posterior(problem, data, 2)
+    theta = problem.transform.to_unconstrained(x0)
+    value = eqx.filter_jit(lambda post, th, d: post(th, d))
+    gradient = np.asarray(
+        eqx.filter_jit(lambda post, th, d: jax.grad(post)(th, d))(posterior, theta, one)
+    )
+    step = 1e-5
+    shifts = step * jnp.eye(theta.shape[0])
+    forward = eqx.filter_jit(lambda post, ths, d: jax.vmap(post, in_axes=(0, None))(ths, d))
+    difference = np.asarray(
+        forward(posterior, theta + shifts, one) - forward(posterior, theta - shifts, one)
+    )
+    # Central differences: truncation O(h²) and rounding O(ε|f|/h) both ≲ 1e-5 relative.
+    np.testing.assert_allclose(
+        gradient,
+        difference / (2 * step),
+        rtol=1e-4,
+        atol=1e-6 * abs(float(value(posterior, theta, one))),
+    )
+
+
+def test_preconditioned_density_and_gauss_newton(setup):
+    data, problem, x0, sigma = setup
+    shard_data = gather_shard_data(
+        make_shards(np.asarray(data.mask), 2, seed=0), np.asarray(data.c2), sigma
+    )
+    posterior = _posterior(problem, data, 2)
+    theta = problem.transform.to_unconstrained(x0)
+    p = len(problem.names)
+    factor = jnp.asarray(np.tril(np.random.default_rng(0).normal(size=(p, p))) + 3 * np.eye(p))
+    preconditioned = PreconditionedPosterior(posterior, AffinePreconditioner(theta, factor))
+    z = jnp.asarray(np.random.default_rng(1).normal(size=p)) * 0.01
+    one = jax.tree.map(lambda a: a[0], shard_data)
+    np.testing.assert_allclose(
+        _log_density(preconditioned, z, one),
+        _log_density(posterior, theta + factor @ z, one),
+        rtol=1e-12,
+    )
+    information = np.asarray(gauss_newton_information(posterior, theta, shard_data))
+
+    # Independent path: the Jacobian of the full `model.c2` maps, restricted to `data.mask`.
+    def maps(theta):
+        return _maps(problem, data, problem.transform.to_bounded(theta))
+
+    jacobian = np.asarray(jax.jit(jax.jacfwd(maps))(theta)).reshape(-1, p)
+    weights = (np.asarray(data.mask) / sigma**2).reshape(-1)
+    expected = jacobian.T @ (weights[:, None] * jacobian)
+    np.testing.assert_allclose(information, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
