@@ -18,7 +18,7 @@ from ._cmc._combine import (
 )
 from ._cmc._fit import fit_cmc as fit_cmc
 from ._cmc._result import CMCResult as CMCResult
-from ._cmc._verdict import CMCVerdict as CMCVerdict, Thresholds as CMCThresholds
+from ._cmc._verdict import CMCVerdict as CMCVerdict
 from ._data._aps import load_aps as load_aps
 from ._data._flat import load as load
 from ._data._simulate import simulate as simulate
