@@ -2,10 +2,10 @@
 
 Prints one JSON object. One dataset is simulated with heterojax (3 angles φ = 0, 45, 90°; 500
 frames at dt = 0.1 s, t = dt·(1 … 500); q = 0.01 Å⁻¹; every law time-dependent; contrast 0.3,
-offset 1, Gaussian noise σ = 0.5 % of the contrast) and saved as `.npz`. Both packages then fit it
-from the same start (the truth with D0_ref +25 %, D0_sample −25 %, v0 +10 %, f0 ×1.3: a local
-fit), with the same free parameters (D_offset_ref, D_offset_sample, v_offset and f2 fixed), the
-same bounds, weights 1/σ² and a linear (not robust) loss.
+offset 1, Gaussian noise σ = 0.5 % of the contrast) in a child process and saved as `.npz`.
+Both packages then fit it from the same start (the truth with D0_ref +25 %, D0_sample −25 %,
+v0 +10 %, f0 ×1.3: a local fit), with the same free parameters (D_offset_ref, D_offset_sample,
+v_offset and f2 fixed), the same bounds, weights 1/σ² and a linear (not robust) loss.
 
 Each fit runs in a fresh interpreter, so every compilation is counted: "end to end" is the wall
 time from the data in memory (a NumPy array) to the result object, compile included; the imports
@@ -112,10 +112,12 @@ def _grid(n_frames: int) -> np.ndarray:
 # ------------------------------------------------------------------------------- data
 
 
-def _simulate(path: str, n_frames: int) -> None:
+def _simulate_worker(path: str, n_frames: int) -> None:
+    """Child process: simulates the dataset and saves it with heterojax's own start estimate."""
     import jax
 
     import heterojax as hj
+    from heterojax._fit._scaling import estimate_contrast_offset
 
     data = hj.simulate(
         hj.HeterodyneModel.from_dict(TRUTH),
@@ -127,15 +129,27 @@ def _simulate(path: str, n_frames: int) -> None:
         noise=NOISE,
         key=jax.random.key(SEED),
     )
+    c2 = np.asarray(data.c2)
+    mask = np.broadcast_to(np.triu(np.ones(c2.shape[1:], bool), 1), c2.shape)
+    contrast, offset = estimate_contrast_offset(c2, mask)
     np.savez(
         path,
-        c2=np.asarray(data.c2),
+        c2=c2,
+        start=np.array([np.mean(contrast), np.mean(offset)]),
         t=np.asarray(data.t),
         phi=np.asarray(data.phi),
         q=np.asarray(data.q),
         sigma=np.full(len(PHI), NOISE),
         dt=DT,
     )
+
+
+def _simulate(path: str, n_frames: int) -> None:
+    """Simulates in a child process, so that this process stays small: a child's ru_maxrss
+    starts from its parent's resident size at fork (Linux folds the old mm's high-water mark
+    into it at exec), which would inflate the fit processes' peak RSS."""
+    command = [sys.executable, __file__, "--simulate-worker", path, str(n_frames)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
 
 
 def _common_chi2(path: str, physics: dict, contrast, offset) -> dict:
@@ -189,6 +203,7 @@ def _heterojax_worker(path: str, scaling: str, contrast: float, offset: float, w
     import heterojax as hj
 
     imported = time.perf_counter()
+    rss_imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with np.load(path) as z:
         arrays = {k: z[k] for k in ("c2", "t", "phi", "q", "sigma")}
     load = _load()
@@ -227,6 +242,7 @@ def _heterojax_worker(path: str, scaling: str, contrast: float, offset: float, w
         "offset": np.asarray(result.offset, float).tolist(),
         "stderr": {n: float(np.asarray(result.stderr[n]).ravel()[0]) for n in FREE},
         "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_import_MiB": rss_imported,
         "load_average": [load, _load()],
         "persistent_cache_dir": jax.config.jax_compilation_cache_dir,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
@@ -434,6 +450,7 @@ def _summary(path: str, fit: dict) -> dict:
         "reduced_chi2_own",
         "n_residuals_own",
         "peak_rss_MiB",
+        "rss_after_import_MiB",
         "load_average_before",
         "load_average",
     )
@@ -465,8 +482,12 @@ def main() -> None:
     parser.add_argument("--no-warm", action="store_true", help="skip the warm refit of heterojax")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--heterojax-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--simulate-worker", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.simulate_worker:
+        _simulate_worker(args.simulate_worker[0], int(args.simulate_worker[1]))
+        return
     if args.heterojax_worker:
         path, scaling, contrast, offset = args.heterojax_worker
         _heterojax_worker(path, scaling, float(contrast), float(offset), args.warm)
@@ -515,12 +536,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, f"nlsq-3x{args.frames}.npz")
         _simulate(path, args.frames)
-        import heterojax as hj
-
-        report["environment"]["heterojax"] = hj.__version__
         # Start contrast/offset: heterodyne's own quantile estimate (heterojax's otherwise).
         with np.load(path) as z:
-            c2 = z["c2"]
+            estimate = z["start"]
         start_contrast, start_offset = 0.25, 1.0
         if predecessor:
             attempt = _run_heterodyne(path, "individual", start_contrast, start_offset)
@@ -556,12 +574,7 @@ def main() -> None:
                                 )
                             )
         else:
-            from heterojax._fit._scaling import estimate_contrast_offset
-
-            mask = np.broadcast_to(np.triu(np.ones(c2.shape[1:], bool), 1), c2.shape)
-            estimate = estimate_contrast_offset(c2, mask)
-            start_contrast = float(np.mean(estimate[0]))
-            start_offset = float(np.mean(estimate[1]))
+            start_contrast, start_offset = float(estimate[0]), float(estimate[1])
             for _ in range(args.rounds):
                 for scaling in ("constant", "individual"):
                     runs[f"heterojax_{scaling}"].append(
@@ -570,6 +583,9 @@ def main() -> None:
                         )
                     )
         report["start_contrast"], report["start_offset"] = start_contrast, start_offset
+        import heterojax as hj  # only now: the fit processes above are children of a small one
+
+        report["environment"]["heterojax"] = hj.__version__
 
         for name, fits in runs.items():
             if fits:

@@ -1,9 +1,10 @@
 """NLSQ at the size of a real dataset: 23 angles × 1000² points (23 M) within a 4 GiB peak RSS.
 
-Prints one JSON object. The parent simulates the maps with heterojax (23 angles spread over
-−90…90°, 1000 frames at dt = 0.1 s, q = 0.01 Å⁻¹, every law time-dependent, contrast varying
-smoothly with φ, Gaussian noise σ = 0.5 % of the contrast) a few angles at a time into a float64
-`.npy` file (184 MB), so that generating the data does not count against the fit. A child process
+Prints one JSON object. A first child process simulates the maps with heterojax (23 angles
+spread over −90…90°, 1000 frames at dt = 0.1 s, q = 0.01 Å⁻¹, every law time-dependent, contrast
+varying smoothly with φ, Gaussian noise σ = 0.5 % of the contrast) a few angles at a time into a
+float64 `.npy` file (184 MB), so that generating the data does not count against the fit, and the
+parent stays small (a child's ru_maxrss starts from its parent's RSS at fork). A second child
 then loads that file, fits it with `heterojax.fit_nlsq` (starts=1, from the truth perturbed by
 20–30 % in the transport prefactors, D_offset_ref, D_offset_sample, v_offset and f2 fixed, σ per
 map known and passed as `sigma`, `scaling="auto"`) and reports
@@ -88,7 +89,12 @@ def _layout(n_angles: int, n_frames: int) -> dict:
 
 
 def _simulate(path: str, layout: dict, group: int = 4) -> None:
-    """Writes the maps to a .npy file, `group` angles at a time (bounded parent memory)."""
+    """Writes the maps to a .npy file, `group` angles at a time (bounded memory).
+
+    Runs in its own child process (`--simulate`): the parent must stay small, because a child's
+    ru_maxrss starts from its parent's resident size at fork (Linux folds the old mm's
+    high-water mark into it at exec), which would inflate the fit's peak RSS.
+    """
     import jax
 
     import heterojax as hj
@@ -248,7 +254,11 @@ def main() -> None:
     parser.add_argument("--no-step-cost", action="store_true")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--simulate", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.simulate:
+        _simulate(args.simulate[0], json.loads(Path(args.simulate[1]).read_text()))
+        return
     if args.worker:
         _worker(*args.worker, max_steps=args.max_steps, step_cost=not args.no_step_cost)
         return
@@ -287,8 +297,10 @@ def main() -> None:
         layout_path = os.path.join(directory, "layout.json")
         Path(layout_path).write_text(json.dumps(layout))
         began = time.perf_counter()
-        _simulate(path, layout)
+        command = [sys.executable, __file__, "--simulate", path, layout_path]
+        subprocess.run(command, check=True, capture_output=True, text=True)
         report["simulate_s"] = time.perf_counter() - began
+        report["parent_rss_MiB"] = _rss_MiB()
         report["file_MB"] = os.path.getsize(path) / 1e6
         command = [sys.executable, __file__, "--worker", path, layout_path]
         command += ["--max-steps", str(args.max_steps)]

@@ -90,6 +90,7 @@ def test_arviz_export_round_trip(result, tmp_path):
     assert loaded.shard_posterior["v0"].shape == (4, 200, 2)
 
 
+@pytest.mark.slow
 def test_sequential_chains_reproduce_vectorized_draws(result, data, nlsq):
     sequential = hj.fit_cmc(
         TRUTH, data, nlsq=nlsq, key=jr.key(0), chain_method="sequential", **SETTINGS

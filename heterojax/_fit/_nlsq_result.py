@@ -108,7 +108,9 @@ class NLSQResult(eqx.Module):
         for name in self.names:
             if name in self.parameters():
                 continue
-            error = float(self.stderr[name])
+            # In "constant" mode the coefficient is named like the per-map entry ("contrast"),
+            # which holds one (equal) error per map.
+            error = float(np.max(np.atleast_1d(self.stderr[name])))
             flag = "at bound" if name in at_bounds else ""
             lines.append(f"{name:<22}{free[name]:>14.6g}{error:>14.3g}{'':>9}  {flag}")
         lines.append("")
