@@ -19,7 +19,15 @@ def test_examples_exist():
     assert EXAMPLES, "examples/ holds no scripts"
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=[path.name for path in EXAMPLES])
+# The CMC example samples for minutes even in small mode; it runs with the slow tests.
+_SLOW_EXAMPLES = {"cmc_fit.py"}
+_CASES = [
+    pytest.param(path, marks=pytest.mark.slow) if path.name in _SLOW_EXAMPLES else path
+    for path in EXAMPLES
+]
+
+
+@pytest.mark.parametrize("script", _CASES, ids=[path.name for path in EXAMPLES])
 def test_example_runs(script):
     environment = os.environ | {"HETEROJAX_EXAMPLE_SMALL": "1", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
