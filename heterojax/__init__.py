@@ -12,6 +12,7 @@ import jax as _jax
 if _os.environ.get("JAX_ENABLE_X64") is None:
     _jax.config.update("jax_enable_x64", True)
 
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._cmc._combine import (
     consensus_combine as consensus_combine,
     mixture_combine as mixture_combine,
@@ -32,6 +33,7 @@ from ._io._results import (
     load_result as load_result,
     save_result as save_result,
 )
+from ._model._bins import BinGeometry as BinGeometry
 from ._model._heterodyne import HeterodyneModel as HeterodyneModel
 from ._model._laws import (
     AbstractFraction as AbstractFraction,

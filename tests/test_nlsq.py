@@ -317,3 +317,62 @@ def test_global_search_runs_cma_es_and_keeps_its_start():
     assert len(searched.starts.chi2) == 2  # the CMA-ES optimum, then the user's start
     assert searched.chi2 <= local.chi2 * (1 + 1e-9)
     _assert_recovered(searched, TRUTH)
+
+
+def test_progress_reports_every_step_and_the_final_chi2():
+    """`progress=callable` sees increasing step counts and a χ² that ends at the fit's χ²."""
+    data = _simulate(TRUTH, n_frames=16)
+    fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "phi0")
+    seen: list[tuple[int, float]] = []
+    result = hj.fit_nlsq(
+        _perturbed(TRUTH, 1.2), data, fixed=fixed, progress=lambda s, c: seen.append((s, c))
+    )
+    steps = [s for s, _ in seen]
+    assert steps == sorted(steps) and steps[0] <= 1 and steps[-1] >= result.n_steps - 1
+    assert seen[-1][1] == pytest.approx(result.chi2, rel=1e-6)
+
+
+def test_start_on_a_bound_is_moved_inside_and_fitted():
+    """A free parameter started exactly on its bound (f3 = 0, where the logistic transform is
+    flat) is moved just inside, so the fit can still reach the truth (f3 = 0.1)."""
+    data = _simulate(TRUTH, n_frames=32)
+    fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "phi0")
+    result = hj.fit_nlsq(TRUTH.replace(f3=0.0, f0=0.15), data, fixed=fixed)
+    assert result.parameters()["f3"] == pytest.approx(0.1, abs=5 * result.stderr["f3"])
+
+
+@pytest.mark.slow
+def test_compilation_cache_is_filled_and_reused(tmp_path):
+    """`enable_compilation_cache` (in a child process: it changes JAX's process settings)
+    writes the fit's compiled programs; a second process loads them instead of compiling."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, jax, numpy as np, heterojax as hj\n"
+        "hits = []\n"
+        "jax.monitoring.register_event_listener(lambda e, **k: "
+        "hits.append(e) if e == '/jax/compilation_cache/cache_hits' else None)\n"
+        "hj.enable_compilation_cache(sys.argv[1])\n"
+        "t = 0.5 * np.arange(1, 17)\n"
+        "truth = hj.HeterodyneModel().replace(D0_ref=200.0, D0_sample=2000.0, v0=30.0, f0=0.3)\n"
+        "data = hj.simulate(truth, t, q=0.01, phi=[0.0, 60.0], contrast=0.3, offset=1.0,"
+        " noise=0.002, key=jax.random.key(0))\n"
+        "free = ('D0_sample', 'v0')\n"
+        "fixed = [n for n in hj.PARAMETER_NAMES if n not in free]\n"
+        "hj.fit_nlsq(truth.replace(v0=28.0), data, fixed=fixed)\n"
+        "print(len(hits))\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for _ in range(2)
+    ]
+    entries = list(tmp_path.iterdir())
+    assert entries, "no cache entries written"
+    first, second = (int(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert first == 0 and second >= 3  # evaluation, LM solve and solution terms at least

@@ -91,6 +91,12 @@ def _common() -> argparse.ArgumentParser:
     group.add_argument(
         "-q", "--quiet", action="store_true", help="errors only (no summaries, no progress)"
     )
+    parent.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs on disk (default: reuse them across runs, in "
+        "$HETEROJAX_CACHE_DIR or ~/.cache/heterojax/xla)",
+    )
     return parent
 
 
@@ -247,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = Logging(args.verbosity)
     log = logging.getLogger("heterojax.cli")
     try:
+        if not args.no_compile_cache and args.command in ("fit", "demo"):
+            from .._cache import enable_compilation_cache
+
+            log.debug(f"compilation cache: {enable_compilation_cache()}")
         return _dispatch(args, logs)
     except BAD_INPUT_ERRORS as error:
         message = str(error).strip() or type(error).__name__

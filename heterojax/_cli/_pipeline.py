@@ -26,7 +26,7 @@ from .._io._results import result_files, save_result
 from ._errors import EXIT_OK, EXIT_QUALITY, BadInput
 from ._logging import Logging, report
 from ._plots import plot_paths, write_cmc_plots, write_nlsq_plots
-from ._progress import elapsed, sampler_progress
+from ._progress import nlsq_progress, sampler_progress
 
 
 _LOG = logging.getLogger("heterojax.cli")
@@ -123,8 +123,9 @@ def run_fit(config: Config, options: RunOptions, logs: Logging) -> int:
     if "nlsq" in methods or config.cmc.warm_start:
         arguments = nlsq_arguments(config)
         label = f"NLSQ fit ({arguments['starts']} start{'s' if arguments['starts'] > 1 else ''})"
-        with elapsed(label, enabled=not quiet):
-            nlsq_result = _call(heterojax.fit_nlsq, model, data, **arguments)
+        budget = arguments.get("max_steps", 256)
+        with nlsq_progress(label, budget, enabled=not quiet) as progress:
+            nlsq_result = _call(heterojax.fit_nlsq, model, data, progress=progress, **arguments)
         report(nlsq_result.summary(), quiet=quiet or "nlsq" not in methods)
         if "nlsq" in methods:
             ok = bool(nlsq_result.success and nlsq_result.quality.ok)

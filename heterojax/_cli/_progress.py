@@ -1,10 +1,9 @@
-"""Progress display: an elapsed-time bar around NLSQ, a bar with ETA for CMC sampling."""
+"""Progress display: bars with ETA for the NLSQ steps and for CMC sampling."""
 
 import contextlib
 import logging
 import re
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -28,33 +27,45 @@ def _interactive(enabled: bool) -> bool:
 
 
 @contextlib.contextmanager
-def elapsed(description: str, *, enabled: bool) -> Iterator[None]:
-    """A ticking "description: 12 s" line while the block runs (a single compiled solve has
-    no intermediate progress to report, so this shows time, not a fraction)."""
+def nlsq_progress(description: str, max_steps: int, *, enabled: bool) -> Iterator[object]:
+    """Yields the `progress` argument for `fit_nlsq`: a callable `(step, chi2)` that drives a
+    bar of LM steps with the χ² reached and the time left at the current rate for the step
+    budget (an upper bound: LM usually stops well before `max_steps`). Not interactive: a log
+    line every 5 s. Disabled: `False` (the fit then keeps no host callback)."""
+    if not enabled:
+        yield False
+        return
     began = time.perf_counter()
     _LOG.info(f"{description} …")
     if not _interactive(enabled):
-        yield
+        last = [0.0]
+
+        def log_step(step: int, chi2: float) -> None:
+            now = time.perf_counter() - began
+            if now - last[0] >= 5.0:
+                last[0] = now
+                _LOG.info(f"{description}: step {step}, χ² = {chi2:.6g}, {now:.0f} s")
+
+        yield log_step
         _LOG.info(f"{description}: done in {time.perf_counter() - began:.1f} s")
         return
     tqdm = _tqdm()
     assert tqdm is not None
     bar = tqdm(
-        total=None, desc=description, bar_format="{desc}: {elapsed}", file=sys.stderr, leave=False
+        total=max_steps,
+        desc=description,
+        bar_format="{desc}: step {n_fmt} {postfix}  {elapsed} (≤ {remaining} left)",
+        file=sys.stderr,
+        leave=False,
     )
-    stop = threading.Event()
 
-    def tick() -> None:
-        while not stop.wait(0.5):
-            bar.refresh()
+    def show_step(step: int, chi2: float) -> None:
+        bar.update(max(step - bar.n, 0))
+        bar.set_postfix_str(f"χ² = {chi2:.6g}", refresh=True)
 
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
     try:
-        yield
+        yield show_step
     finally:
-        stop.set()
-        thread.join()
         bar.close()
     _LOG.info(f"{description}: done in {time.perf_counter() - began:.1f} s")
 

@@ -51,6 +51,7 @@ def load_aps(
     diagonal: str = "interpolate",
     q_tolerance: float | int | None = None,
     phi_tolerance: float | int | None = None,
+    bins: bool = True,
 ) -> XPCSData:
     """Reads two-time correlation maps from an APS 8-ID-I result file.
 
@@ -76,6 +77,12 @@ def load_aps(
 
     Maps are returned in file order, i.e. ordered by (q, φ) bin.
 
+    Bin geometry (`XPCSData.bins`, used by the ROI model): in NeXus files with a q map
+    (`dynamic_roi_map` and the detector geometry `beam_center_x/y`, `pixel_size`,
+    `detector_distance`, `energy` or the incident energy), the quadrature rule of each selected
+    bin's pixels (`_qmap`); in legacy files with `dqspan`/`dphispan` bin edges, the boxes they
+    span; otherwise `None` (bin centres only).
+
     **Arguments:**
 
     - `path`: the result file.
@@ -93,6 +100,7 @@ def load_aps(
     - `q_tolerance`: keep every map with |q_map − q| ≤ this (Å⁻¹) instead of the nearest bin.
     - `phi_tolerance`: the largest angular distance (degrees) accepted for a requested angle;
         default half the spacing of the file's φ partition.
+    - `bins`: read the bin geometry when the file has one (`False` skips it).
 
     **Returns:**
 
@@ -129,4 +137,5 @@ def load_aps(
             diagonal=diagonal,
             q_tolerance=q_tolerance,
             phi_tolerance=phi_tolerance,
+            bins=bins,
         )

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._catalog import MapCatalog, check_square_maps, first_frame_number
 from ._hdf5 import numbered_members, read_array, read_scalar, read_strings
+from ._qmap import legacy_bin_reader
 
 
 DQLIST = "/xpcs/dqlist"
@@ -71,6 +72,11 @@ def _positive_integer(h5: h5py.File, key: str, filename: str, default: float = 1
     if not (value >= 1 and float(value).is_integer()):
         raise ValueError(f"{key!r} in {filename!r} should be a positive integer; got {value}.")
     return int(value)
+
+
+def _bin_count(h5: h5py.File, key: str) -> int | None:
+    value = read_scalar(h5, key)
+    return int(value) if value is not None and value >= 1 and float(value).is_integer() else None
 
 
 def read_legacy_catalog(h5: h5py.File) -> MapCatalog:
@@ -143,4 +149,5 @@ def read_legacy_catalog(h5: h5py.File) -> MapCatalog:
             "pairing": pairing,
             "frame_period_key": EXPOSURE_PERIOD,
         },
+        bins=legacy_bin_reader(h5, labels, _bin_count(h5, "/xpcs/dnophi")),
     )

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._catalog import MapCatalog, check_square_maps, first_frame_number
 from ._hdf5 import numbered_members, read_array, read_scalar, read_strings
+from ._qmap import nexus_bin_reader
 
 
 MAPS_GROUP = "/xpcs/twotime/correlation_map"
@@ -165,4 +166,5 @@ def read_nexus_catalog(h5: h5py.File) -> MapCatalog:
             "index_mapping": index_source,
             "frame_period_key": FRAME_TIME,
         },
+        bins=nexus_bin_reader(h5, processed, phi_values[phi_index]),
     )

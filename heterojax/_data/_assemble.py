@@ -134,6 +134,7 @@ def load_catalog(
     phi_tolerance: Any = None,
     times: Float[np.ndarray, " t"] | None = None,
     read_sigma: BlockReader | None = None,
+    bins: bool = True,
 ) -> XPCSData:
     """Selects maps and frames from `catalog`, reads them, and returns the `XPCSData`.
 
@@ -152,6 +153,7 @@ def load_catalog(
     - `diagonal`: `"interpolate"`, `"mask"` or `"none"`.
     - `times`: explicit times of the stored rows, or `None`.
     - `read_sigma`: reads the window of one stored σ map, or `None`.
+    - `bins`: read the selected maps' bin geometry when the catalog describes one.
 
     **Returns:**
 
@@ -189,6 +191,7 @@ def load_catalog(
         row_start, row_stop, first, last = frame_window(
             frames, first_frame=catalog.first_frame, n_frames=catalog.n_frames
         )
+    geometry = catalog.bins(indices) if bins and catalog.bins is not None else None
     c2, triangles = assemble_maps(read_block, indices, catalog.keys, row_start, row_stop)
     apply_diagonal_mode(c2, diagonal)
     sigma = None
@@ -225,6 +228,7 @@ def load_catalog(
         dt_source=dt_source,
         triangles=triangles,
         diagonal=diagonal,
+        bin_geometry=None if geometry is None else geometry.source,
     )
     return XPCSData(
         adopt(c2),
@@ -235,4 +239,5 @@ def load_catalog(
         sigma=sigma,
         diagonal=diagonal,  # pyright: ignore[reportArgumentType]
         metadata=plain(metadata),
+        bins=geometry,
     )

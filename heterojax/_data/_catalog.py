@@ -2,7 +2,7 @@
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,8 @@ class MapCatalog:
     - `first_frame`: the 1-based frame number of map row 0 (SPEC §2: frame k at t = k·dt), or
         `None` for explicit times that are not on a grid t = k·dt (then `frames=` is refused).
     - `metadata`: plain values describing the file, copied into `XPCSData.metadata`.
+    - `bins`: a reader of the `BinGeometry` of the maps at given indices (from the file's q map
+        or bin spans), or `None` when the file describes no bin extent.
     """
 
     layout: str
@@ -43,6 +45,7 @@ class MapCatalog:
     frame_period: float | None
     first_frame: int | None
     metadata: dict[str, Any]
+    bins: Callable[[Int[np.ndarray, " selected"]], Any] | None = None
 
 
 def first_frame_number(raw_begin: int, binning: int, *, source: str) -> int:

@@ -8,6 +8,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._model._bins import BinGeometry, evaluation_bins
 from .._model._heterodyne import HeterodyneModel
 from ._assemble import adopt, aligned_empty, plain
 from ._diagonal import apply_diagonal_mode, check_diagonal_mode
@@ -84,6 +85,9 @@ def simulate(
     dt: float | int | None = None,
     diagonal: str = "none",
     method: Literal["auto", "structured", "direct"] = "auto",
+    bins: BinGeometry | None = None,
+    q_width: ArrayLike | Sequence[float] | None = None,
+    phi_width: ArrayLike | Sequence[float] | None = None,
 ) -> XPCSData:
     """Synthetic two-time maps from a model, as an `XPCSData` ready to fit or to `save_aps`.
 
@@ -92,6 +96,10 @@ def simulate(
     included) and mirrored, because measured c2 maps are symmetric; the clean maps are made
     exactly symmetric the same way. With noise the returned data carry `sigma` = σ (so that fits
     can weight by it); without noise `sigma` is `None`.
+
+    With a bin geometry (`bins`, or `q_width`/`phi_width`), every map is the average over its
+    detector bin (the ROI model of `HeterodyneModel.c2`), with the node count chosen for this
+    model to 1e-4 in c2 (`BinGeometry.for_model`); the data carry the geometry, so fits use it.
 
     Use absolute times (SPEC §2): for frames first..last, `t = dt * arange(first, last + 1)`;
     the frame window is then recorded in the metadata and the data can be saved as an APS file.
@@ -110,6 +118,9 @@ def simulate(
     - `diagonal`: how the returned data treat the diagonal (`"none"`: as simulated, since a
         simulation has no shot-noise excess there; see `load_aps`).
     - `method`: passed to `HeterodyneModel.c2`.
+    - `bins`: a `BinGeometry` with one bin per angle.
+    - `q_width`, `phi_width`: instead of `bins`, full bin widths (Å⁻¹, degrees; scalars or one
+        per angle) around `q` and `phi` (`BinGeometry.from_widths`; a missing one is 0).
 
     **Returns:**
 
@@ -134,6 +145,20 @@ def simulate(
     sigma = _noise_levels(noise, shape)
     if sigma is not None and key is None:
         raise ValueError("`key` is required when `noise` > 0; pass key=jax.random.key(seed).")
+    if q_width is not None or phi_width is not None:
+        if bins is not None:
+            raise ValueError("Pass either `bins` or `q_width`/`phi_width`, not both.")
+        bins = BinGeometry.from_widths(
+            q_values,
+            phi_values,
+            0.0 if q_width is None else q_width,
+            0.0 if phi_width is None else phi_width,
+        )
+    if bins is not None and not isinstance(bins, BinGeometry):
+        raise TypeError(f"`bins` must be a heterojax.BinGeometry; got {type(bins).__name__}.")
+    if bins is not None and bins.n_maps != n_angles:
+        raise ValueError(f"`bins` describes {bins.n_maps} bins for {n_angles} angles.")
+    used_bins = evaluation_bins(bins, model, times)
     clean = model.c2(
         times,
         q=q_values,
@@ -141,6 +166,7 @@ def simulate(
         contrast=contrast_values,
         offset=offset_values,
         method=method,
+        bins=used_bins,
     )
     maps = _mirror_upper(clean)
     if sigma is not None:
@@ -160,6 +186,9 @@ def simulate(
         "noise": noise_levels if noise_levels.ndim < 2 else "array",
         "frames": _frame_window(times, dt_value) if dt_value > 0 else None,
         "diagonal": diagonal,
+        "roi": None
+        if used_bins is None
+        else {"source": used_bins.source, "nodes": used_bins.grid or used_bins.n_nodes},
     }
     return XPCSData(
         adopt(c2),
@@ -170,4 +199,5 @@ def simulate(
         sigma=sigma,
         diagonal=diagonal,  # pyright: ignore[reportArgumentType]
         metadata=plain(metadata),
+        bins=bins,
     )

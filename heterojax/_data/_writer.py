@@ -16,7 +16,9 @@ import h5py
 import numpy as np
 from jaxtyping import Float, Int, UInt
 
+from .._model._bins import BinGeometry
 from .._version import __version__
+from ._qmap import INCIDENT_ENERGY, synthetic_detector
 from ._xpcs_data import XPCSData
 
 
@@ -116,6 +118,7 @@ def write_result_file(
     phi_grid: Any = None,
     compression: str | None = None,
     overwrite: bool = False,
+    bins: BinGeometry | None = None,
 ) -> None:
     """Writes maps supplied one at a time as an APS result file (the engine of `save_aps`).
 
@@ -129,6 +132,7 @@ def write_result_file(
     - `n_frames`: rows per map.
     - `dt`: the frame period in seconds (written with stride = average = 1).
     - `first_frame`: the 1-based frame number of row 0.
+    - `bins`: the maps' bin geometry, drawn on a synthetic detector (NeXus layout), or `None`.
     - the rest as in `save_aps`.
     """
     if layout not in _LAYOUTS:
@@ -180,7 +184,15 @@ def write_result_file(
         detector["frame_time"] = np.float64(dt)
         detector["count_time"] = np.float64(dt)
         qmap = h5.require_group("/xpcs/qmap")
-        qmap["dynamic_roi_map"] = _roi_map(n_q, n_phi, labels_by_bin)
+        detector_image = None
+        if bins is not None:
+            detector_image = synthetic_detector(bins, labels_by_bin[natural])
+        if detector_image is None:
+            qmap["dynamic_roi_map"] = _roi_map(n_q, n_phi, labels_by_bin)
+        else:
+            for name, value in detector_image.items():
+                qmap[name] = value
+            h5[INCIDENT_ENERGY] = np.float64(detector_image["energy"])
         qmap["dynamic_index_mapping"] = natural[order].astype(np.int64)
         qmap["dynamic_num_pts"] = np.array([n_q, n_phi], np.int64)
         qmap["dynamic_v_list_dim0"] = q_centres
@@ -258,7 +270,12 @@ def save_aps(
     returns. With the default float64 storage `load_aps(path, diagonal="none")` returns exactly
     `data.c2`, `t`, `q`, `phi` and `dt` (reordered by bin); float32 is what the beamline writes.
     `sigma` and `metadata` are not stored (the layout has no place for them). The detector image
-    (`dynamic_roi_map`) is a synthetic block pattern, one square per bin.
+    (`dynamic_roi_map`) is a synthetic block pattern, one square per bin, unless the data carry
+    a bin geometry (`data.bins`): then, in the NeXus layout, each bin's (q, φ) box is drawn on a
+    synthetic detector (10 keV, 0.075 mm pixels, the distance chosen so that the narrowest bin
+    spans about 24 pixels) whose geometry (`beam_center_x/y`, `pixel_size`,
+    `detector_distance`, `energy`) is written too, so `load_aps` rebuilds the geometry from the
+    pixels.
 
     The file is written to a temporary name in the same folder and renamed when complete.
 
@@ -317,5 +334,6 @@ def save_aps(
         phi_grid=phi_grid,
         compression=compression,
         overwrite=overwrite,
+        bins=data.bins if layout == "nexus" else None,
     )
     return path

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from .._model._bins import BinGeometry
 from .._model._numerics import as_parameter
 
 
@@ -38,6 +39,9 @@ class XPCSData(eqx.Module):
         when `diagonal == "none"`.
     - `metadata`: a dict of plain values describing where the data came from (file, selection,
         frame window); carried along, never used in computation.
+    - `bins`: the detector bin of every map as a `BinGeometry` (quadrature nodes in (q, φ)), or
+        `None` when only the bin centres are known. With it, fits, `simulate` and plots use the
+        bin-averaged (ROI) model by default. `load_aps` builds it from the file's q map.
     """
 
     c2: Float[Array, "phi t t"]
@@ -48,6 +52,7 @@ class XPCSData(eqx.Module):
     sigma: Float[Array, "phi t t"] | None
     diagonal: str = eqx.field(static=True)
     metadata: dict[str, Any]
+    bins: BinGeometry | None
 
     def __init__(
         self,
@@ -56,10 +61,11 @@ class XPCSData(eqx.Module):
         *,
         q: Float[ArrayLike, "*phi"],
         phi: Float[ArrayLike, "*phi"],
-        dt: float | None = None,
+        dt: float | Float[ArrayLike, ""] | None = None,
         sigma: Float[ArrayLike, "*phi t t"] | None = None,
         diagonal: DiagonalMode = "none",
         metadata: dict[str, Any] | None = None,
+        bins: BinGeometry | None = None,
     ):
         """**Arguments:** as the fields; a single `(t, t)` map and scalar `q`/`phi` are promoted to
         one angle, and `dt` defaults to the first spacing of `t`."""
@@ -85,6 +91,7 @@ class XPCSData(eqx.Module):
         self.sigma = None if sigma is None else jnp.broadcast_to(as_parameter(sigma), c2.shape)
         self.diagonal = diagonal
         self.metadata = dict(metadata or {})
+        self.bins = bins
 
     def __check_init__(self):
         if self.diagonal not in DIAGONAL_MODES:
@@ -104,6 +111,17 @@ class XPCSData(eqx.Module):
                     f"`{name}` must have one value per map ({n_angles}); "
                     f"got shape {getattr(self, name).shape}."
                 )
+        if self.bins is not None:
+            if not isinstance(self.bins, BinGeometry):
+                raise TypeError(
+                    f"`bins` must be a heterojax.BinGeometry or None; got "
+                    f"{type(self.bins).__name__}."
+                )
+            if self.bins.weights.shape[0] != n_angles:
+                raise ValueError(
+                    f"`bins` describes {self.bins.weights.shape[0]} bins for {n_angles} maps; "
+                    "give one bin per map, in the order of the maps."
+                )
         if not all(_is_concrete(x) for x in (self.c2, self.t, self.q, self.dt)):
             return
         if n_times > 1 and not np.all(np.diff(np.asarray(self.t)) > 0):
@@ -122,6 +140,24 @@ class XPCSData(eqx.Module):
             sigma = np.asarray(self.sigma)
             if not np.all(np.isfinite(sigma)) or not np.all(sigma > 0):
                 raise ValueError("`sigma` must be finite and positive everywhere.")
+
+    def with_bins(self, bins: BinGeometry | None) -> "XPCSData":
+        """A copy of these data with the bin geometry replaced (`None` removes it).
+
+        E.g. `data.with_bins(hj.BinGeometry.from_widths(data.q, data.phi, q_width=0.2 * data.q,
+        phi_width=45.0))` for ±10 % rings cut into 45° sectors.
+        """
+        return XPCSData(
+            self.c2,
+            self.t,
+            q=self.q,
+            phi=self.phi,
+            dt=self.dt,
+            sigma=self.sigma,
+            diagonal=self.diagonal,  # pyright: ignore[reportArgumentType]
+            metadata=self.metadata,
+            bins=bins,
+        )
 
     @property
     def n_angles(self) -> int:

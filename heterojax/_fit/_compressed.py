@@ -18,7 +18,8 @@ successive ρ are comparable component by component, as the solver's convergence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
 from ._problem import FitProblem
 from ._transforms import BoxTransform
@@ -75,13 +76,12 @@ def _compressed_residual_jvp(primals, tangents):
     return residual, jnp.concatenate([factor @ z_tangent, jnp.zeros((1,), residual.dtype)])
 
 
-def coordinate_scale(
-    problem: FitProblem, transform: BoxTransform, theta: Float[Array, " p"]
-) -> Float[Array, " p"]:
-    """min(1, 1 / √diag(J_θᵀ J_θ)) at θ: θ = z ⊙ scale gives unit curvature, except that a unit
-    step in z never moves θ by more than 1 (a parameter starting where the transform is flat,
-    e.g. at a bound, would otherwise be thrown across its whole box by the first step)."""
-    gram, _, _ = problem.normal_equations(transform.to_bounded(theta))
-    derivative = transform.derivative(theta)
-    curvature = derivative**2 * jnp.diagonal(gram)
-    return jnp.minimum(1 / jnp.sqrt(jnp.where(curvature > 0, curvature, 1.0)), 1.0)
+def coordinate_scale(gram: ArrayLike, derivative: ArrayLike) -> np.ndarray:
+    """min(1, 1 / √diag(J_θᵀ J_θ)), with J_θ = J_x · diag(dx/dθ), from G = J_xᵀJ_x and dx/dθ.
+
+    θ = z ⊙ scale gives unit curvature, except that a unit step in z never moves θ by more than
+    1 (a parameter starting where the transform is flat, e.g. at a bound, would otherwise be
+    thrown across its whole box by the first step). NumPy, on the host.
+    """
+    curvature = np.asarray(derivative) ** 2 * np.diagonal(np.asarray(gram))
+    return np.minimum(1 / np.sqrt(np.where(curvature > 0, curvature, 1.0)), 1.0)

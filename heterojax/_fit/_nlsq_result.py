@@ -6,6 +6,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
 from ._quality import QualityReport
 
@@ -77,6 +78,8 @@ class NLSQResult(eqx.Module):
     starts: StartsSummary
     bounds: dict[str, tuple[float, float]]
     metadata: dict[str, Any]
+    bins: BinGeometry | None = None
+    model_description: str = "model = bin centre"
 
     def parameters(self) -> dict[str, float]:
         """Name → value of every physics parameter of the fitted model (fixed ones included)."""
@@ -123,6 +126,7 @@ class NLSQResult(eqx.Module):
             f"starts = {len(self.starts.chi2)}   steps = {self.n_steps}   "
             f"success = {self.success}   time = {self.wall_time:.2f} s"
         )
+        lines.append(self.model_description)
         if self.message:
             lines.append(f"solver: {self.message}")
         for warning in self.quality.warnings:

@@ -11,13 +11,16 @@ G = Σ_a J_aᵀ J_a and b = Σ_a J_aᵀ r_a map by map, so memory is one map's J
 (n_physics × N²) whatever the number of maps.
 """
 
+from typing import Any, NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._data._xpcs_data import XPCSData
+from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
 from .._parameters import ParameterSpec
 from ._scaling import Scaling
@@ -44,6 +47,7 @@ class FitProblem(eqx.Module):
     free_physics: tuple[int, ...] = eqx.field(static=True)
     names: tuple[str, ...] = eqx.field(static=True)
     scaling_mode: str = eqx.field(static=True)
+    bins: BinGeometry | None = None  # evaluate bin averages (ROI model) when given
 
     @property
     def n_free_physics(self) -> int:
@@ -81,45 +85,13 @@ class FitProblem(eqx.Module):
     def model_maps(self, x: Float[Array, " p"]) -> Float[Array, "phi t t"]:
         """The model c2 maps for every angle at the fit vector x."""
         model, contrast, offset = self.unpack(x)
-        return model.c2(self.t, q=self.q, phi=self.phi, contrast=contrast, offset=offset)
+        return model.c2(
+            self.t, q=self.q, phi=self.phi, contrast=contrast, offset=offset, bins=self.bins
+        )
 
     def residual_maps(self, x: Float[Array, " p"]) -> Float[Array, "phi t t"]:
         """Weighted residuals w ⊙ (model − data), zero on unused entries."""
         return self.weights * (self.model_maps(x) - self.data)
-
-    def best_scaling(self, physics_free: Float[Array, " k"]) -> Float[Array, " m"]:
-        """The scaling coefficients that minimise χ² for given physics (linear least squares).
-
-        c2 is linear in the coefficients: with g_a = num/f² of the physics, the residual is
-        A·[a; b] − y with columns w ⊙ g_a B_c[a, k] and w ⊙ B_o[a, k]. The normal equations
-        AᵀA [a; b] = Aᵀy are assembled from per-map sums (no N² × m matrix) and solved by
-        least squares; the result is clipped into the coefficient bounds. Used to start every
-        local fit from the best contrast/offset for its physics.
-        """
-        model = self.model_at(physics_free)
-        g = model.c2(self.t, q=self.q, phi=self.phi, contrast=1.0, offset=0.0)
-        w2 = self.weights**2
-        target = (
-            self.data - self.fixed_offset[:, None, None] - self.fixed_contrast[:, None, None] * g
-        )
-        sums = {
-            "gg": jnp.sum(w2 * g * g, axis=(1, 2)),
-            "g1": jnp.sum(w2 * g, axis=(1, 2)),
-            "11": jnp.sum(w2, axis=(1, 2)),
-            "gy": jnp.sum(w2 * g * target, axis=(1, 2)),
-            "1y": jnp.sum(w2 * target, axis=(1, 2)),
-        }
-        bc, bo = self.contrast_basis, self.offset_basis
-        normal = jnp.block(
-            [
-                [bc.T @ (sums["gg"][:, None] * bc), bc.T @ (sums["g1"][:, None] * bo)],
-                [bo.T @ (sums["g1"][:, None] * bc), bo.T @ (sums["11"][:, None] * bo)],
-            ]
-        )
-        right = jnp.concatenate([bc.T @ sums["gy"], bo.T @ sums["1y"]])
-        coefficients = jnp.linalg.lstsq(normal, right)[0]
-        n_phys = self.n_free_physics
-        return jnp.clip(coefficients, self.transform.lower[n_phys:], self.transform.upper[n_phys:])
 
     def saturation_penalty(self, physics_free: Float[Array, " k"]) -> Float[Array, " t"]:
         """Residuals that vanish while the unclipped sample fraction stays in [0, 1].
@@ -135,44 +107,57 @@ class FitProblem(eqx.Module):
         weight = jnp.sqrt(jnp.count_nonzero(self.weights) / self.t.shape[0])
         return weight * (jnp.maximum(raw - 1, 0.0) + jnp.maximum(-raw, 0.0))
 
-    def normal_equations(self, x: Float[Array, " p"], *, penalty: bool = True):
-        """G = JᵀJ, b = Jᵀr and Σr² at x (J with respect to x), accumulated map by map.
+    def evaluate(self, x: Float[Array, " p"], *, penalty: bool = True, maps: bool = False):
+        """Everything a fit needs at x, in one pass over the maps (accumulated map by map).
 
-        With `penalty`, the `saturation_penalty` residuals are included.
+        - G = JᵀJ and b = Jᵀr (J with respect to x) and ‖r‖²;
+        - per map, the sums that fix the best scaling for these physics (`best_scaling`):
+          S_a = Σ w² [g², g, 1, g·y, y] with g = num/f² and y = c2 − fixed offset − fixed
+          contrast · g;
+        - with `maps`, the model maps offset + contrast · g (otherwise `None`).
 
-        **Returns:** `(G, b, ssr)` with shapes `(p, p)`, `(p,)`, `()`.
+        With `penalty`, the `saturation_penalty` residuals are included in G, b and ‖r‖².
+
+        **Returns:** an `Evaluation`.
         """
         physics, contrast_coefficients, offset_coefficients = self.split(x)
+        n_phys = physics.shape[0]
 
-        def normalised(physics_free, q, phi):
+        def normalised(physics_free, q, phi, bins):
             model = self.model_at(physics_free)
-            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0)[0]
+            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0, bins=bins)[0]
             return c2, c2
 
         def one_map(carry, inputs):
             gram, gradient, ssr = carry
-            q, phi, data, weight, contrast_row, offset_row, contrast0, offset0 = inputs
-            physics_jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics, q, phi)
+            q, phi, data, weight, contrast_row, offset_row, contrast0, offset0, bins = inputs
+            physics_jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics, q, phi, bins)
             physics_jacobian = jnp.moveaxis(physics_jacobian, -1, 0)
             contrast = contrast0 + contrast_row @ contrast_coefficients
             offset = offset0 + offset_row @ offset_coefficients
-            residual = weight * (offset + contrast * g - data)
+            fitted = offset + contrast * g
+            residual = weight * (fitted - data)
             # Columns of this map's Jacobian: physics, d/dcontrast, d/doffset (per-map values).
             physics_columns = (contrast * weight)[None] * physics_jacobian
             contrast_column = weight * g
             columns = jnp.concatenate(
                 [physics_columns, contrast_column[None], weight[None]], axis=0
-            ).reshape(physics.shape[0] + 2, -1)
+            ).reshape(n_phys + 2, -1)
             local_gram = columns @ columns.T
             local_gradient = columns @ residual.reshape(-1)
             # Map per-map contrast/offset onto the coefficients through the bases.
-            n_phys = physics.shape[0]
             expand = jax.scipy.linalg.block_diag(
                 jnp.eye(n_phys), contrast_row[None, :], offset_row[None, :]
             )
             gram = gram + expand.T @ local_gram @ expand
             gradient = gradient + expand.T @ local_gradient
-            return (gram, gradient, ssr + jnp.sum(residual**2)), None
+            w2 = weight**2
+            target = data - offset0 - contrast0 * g
+            sums = jnp.stack(
+                [jnp.sum(w2 * v) for v in (g * g, g, jnp.ones_like(g), g * target, target)]
+            )
+            outputs = (sums, fitted) if maps else (sums, None)
+            return (gram, gradient, ssr + jnp.sum(residual**2)), outputs
 
         p = x.shape[0]
         zero = (jnp.zeros((p, p), x.dtype), jnp.zeros((p,), x.dtype), jnp.zeros((), x.dtype))
@@ -185,16 +170,67 @@ class FitProblem(eqx.Module):
             self.offset_basis,
             self.fixed_contrast,
             self.fixed_offset,
+            self.bins,
         )
-        (gram, gradient, ssr), _ = jax.lax.scan(one_map, zero, inputs)
+        (gram, gradient, ssr), (sums, fitted) = jax.lax.scan(one_map, zero, inputs)
         if penalty and self.free_physics:
             excess = self.saturation_penalty(physics)
             excess_jacobian = jax.jacfwd(self.saturation_penalty)(physics)
-            n_phys = physics.shape[0]
             gram = gram.at[:n_phys, :n_phys].add(excess_jacobian.T @ excess_jacobian)
             gradient = gradient.at[:n_phys].add(excess_jacobian.T @ excess)
             ssr = ssr + jnp.sum(excess**2)
-        return gram, gradient, ssr
+        return Evaluation(gram, gradient, ssr, sums, fitted)
+
+    def normal_equations(self, x: Float[Array, " p"], *, penalty: bool = True):
+        """G = JᵀJ, b = Jᵀr and Σr² at x (see `evaluate`).
+
+        **Returns:** `(G, b, ssr)` with shapes `(p, p)`, `(p,)`, `()`.
+        """
+        evaluation = self.evaluate(x, penalty=penalty)
+        return evaluation.gram, evaluation.gradient, evaluation.ssr
+
+
+class Evaluation(NamedTuple):
+    """What `FitProblem.evaluate` returns (NumPy or JAX arrays).
+
+    **Fields:** `gram` (p, p), `gradient` (p,), `ssr` (), `scaling_sums` (phi, 5) — per map
+    Σw²·[g², g, 1, g·y, y] — and `maps` (phi, t, t) or `None`.
+    """
+
+    gram: Any
+    gradient: Any
+    ssr: Any
+    scaling_sums: Any
+    maps: Any
+
+
+def best_scaling(problem: FitProblem, scaling_sums: Float[ArrayLike, "phi 5"]) -> np.ndarray:
+    """The scaling coefficients that minimise χ² for given physics (linear least squares).
+
+    c2 is linear in the coefficients: with g_a = num/f² of the physics, the residual is
+    A·[a; b] − y with columns w ⊙ g_a B_c[a, k] and w ⊙ B_o[a, k]. The normal equations
+
+        [B_cᵀ diag(Σw²g²) B_c   B_cᵀ diag(Σw²g) B_o] [a]   [B_cᵀ Σw²g·y]
+        [B_oᵀ diag(Σw²g) B_c    B_oᵀ diag(Σw²) B_o ] [b] = [B_oᵀ Σw²y  ]
+
+    are assembled from the per-map sums of `FitProblem.evaluate` (no N² × m matrix) and solved
+    by least squares on the host; the result is clipped into the coefficient bounds. Used to
+    start every local fit from the best contrast/offset for its physics.
+    """
+    gg, g1, ones, gy, y1 = np.asarray(scaling_sums, float).T
+    bc, bo = np.asarray(problem.contrast_basis), np.asarray(problem.offset_basis)
+    normal = np.block(
+        [
+            [bc.T @ (gg[:, None] * bc), bc.T @ (g1[:, None] * bo)],
+            [bo.T @ (g1[:, None] * bc), bo.T @ (ones[:, None] * bo)],
+        ]
+    )
+    right = np.concatenate([bc.T @ gy, bo.T @ y1])
+    coefficients = np.linalg.lstsq(normal, right, rcond=None)[0]
+    n_phys = problem.n_free_physics
+    lower = np.asarray(problem.transform.lower)[n_phys:]
+    upper = np.asarray(problem.transform.upper)[n_phys:]
+    return np.clip(coefficients, lower, upper)
 
 
 def estimate_noise(c2: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -242,6 +278,7 @@ def build_problem(
     contrast: np.ndarray,
     offset: np.ndarray,
     sigma: np.ndarray | None = None,
+    bins: BinGeometry | None = None,
 ) -> tuple[FitProblem, Float[Array, " p"], np.ndarray]:
     """Assembles a `FitProblem` and its start vector, validating the user's choices.
 
@@ -256,6 +293,7 @@ def build_problem(
     - `scaling`: the resolved `Scaling`.
     - `contrast`, `offset`: start values per map.
     - `sigma`: σ broadcastable to the data; `None` means `data.sigma`, else a noise estimate.
+    - `bins`: the bin geometry to evaluate with (ROI model; see `_roi.fit_bins`), or `None`.
 
     **Returns:** `(problem, x0, sigma_per_entry)`.
     """
@@ -350,5 +388,6 @@ def build_problem(
         free_physics=free_physics,
         names=tuple(s.name for s in specs),
         scaling_mode=scaling.mode,
+        bins=bins,
     )
     return problem, jnp.asarray(np.array(start, float)), sigma

@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+from ._roi import are_wide
+
 
 # Reduced χ² bands (with σ known or estimated, a good fit gives ≈ 1).
 GOOD_REDUCED_CHI2 = 1.5
@@ -32,6 +34,8 @@ class QualityReport:
     - `distinct_minima`: `(start index, Δχ², largest parameter shift in standard errors)` for
       other starts that ended at a different solution with a similar χ².
     - `warnings`: the readable sentences for all of the above.
+    - `roi_suggested`: whether χ² is not good, the bins are wide and the fit used the bin
+      centres: the bin-averaged (ROI) model should be tried.
     """
 
     band: str
@@ -42,6 +46,7 @@ class QualityReport:
     aliasing: tuple[tuple[float, float], ...]
     distinct_minima: tuple[tuple[int, float, float], ...]
     warnings: tuple[str, ...]
+    roi_suggested: bool = False
 
     @property
     def ok(self) -> bool:
@@ -73,14 +78,35 @@ def build_quality_report(
     start_values: np.ndarray,
     best_index: int,
     n_physics: int,
+    roi: bool | None = None,
+    bin_widths: tuple[float, float] | None = None,
 ) -> QualityReport:
-    """Runs every check; see `QualityReport` for what each one means."""
+    """Runs every check; see `QualityReport` for what each one means.
+
+    `roi` (whether the fit used the bin-averaged model; `None`: not said) and `bin_widths`
+    (the largest Δq/q and Δφ in degrees of the data's bins, e.g. `_roi.bin_widths(data.bins)`)
+    let the report suggest the ROI model when χ² is high and the bins are wide.
+    """
     warnings = []
     band = chi2_band(reduced_chi2)
+    roi_suggested = band != "good" and roi is False and are_wide(bin_widths)
     if band != "good":
+        cause = {
+            None: "wrong law, wide bins — try the ROI-aware model — or an underestimated σ",
+            True: "wrong law or an underestimated σ; the bin-averaged model is in use",
+            False: "wrong law, bins too wide for the bin-centre model, or an underestimated σ",
+        }[roi]
         warnings.append(
             f"Reduced χ² = {reduced_chi2:.3g} is {band}: the model misses structure in the data "
-            "(wrong law, wide bins — try the ROI-aware model — or an underestimated σ)."
+            f"({cause})."
+        )
+    if roi_suggested:
+        assert bin_widths is not None
+        warnings.append(
+            f"The bins are wide (Δq/q up to {bin_widths[0]:.2g}, Δφ up to {bin_widths[1]:.3g}°) "
+            "and the fit used the bin centres: the heterodyne fringes dephase across a bin, "
+            "which a bin-centre fit absorbs into a wrong transport coefficient. Refit with the "
+            "ROI-aware model (roi=True)."
         )
     bounded = tuple(n for n, b in zip(names, at_bound) if b)
     if bounded:
@@ -149,4 +175,5 @@ def build_quality_report(
         aliasing=aliased,
         distinct_minima=tuple(distinct),
         warnings=tuple(warnings),
+        roi_suggested=bool(roi_suggested),
     )

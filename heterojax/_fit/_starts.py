@@ -50,6 +50,29 @@ def _sampling_rule(name: str, start: float, lower: float, upper: float):
     return "keep", start, start
 
 
+# Free parameters starting on (or within this fraction of the range from) a two-sided bound are
+# moved this far inside: the logistic transform is flat at a bound, so a parameter started there
+# never moves. D0 and v0 span decades (their transform is logarithmic near the lower bound) and
+# get a smaller margin.
+_BOUND_MARGIN = 1e-2
+_BOUND_MARGIN_LOG = 1e-4
+
+
+def pulled_inside(
+    names: tuple[str, ...], x: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
+    """Rows of start vectors with every free parameter moved off its bounds (see
+    `_BOUND_MARGIN`): x ← clip(x, l + m·(u − l), u − m·(u − l)) for two-sided boxes."""
+    x = np.array(x, float)
+    width = upper - lower
+    for k, name in enumerate(names):
+        if not np.isfinite(width[k]) or width[k] <= 0:
+            continue
+        margin = (_BOUND_MARGIN_LOG if name.startswith(("D0", "v0")) else _BOUND_MARGIN) * width[k]
+        x[..., k] = np.clip(x[..., k], lower[k] + margin, upper[k] - margin)
+    return x
+
+
 def latin_hypercube(n: int, dimension: int, rng: np.random.Generator) -> np.ndarray:
     """n points in (0, 1)^dimension, one per stratum along each axis."""
     strata = np.stack([rng.permutation(n) for _ in range(dimension)], axis=1)

@@ -63,6 +63,19 @@ def _common(data: XPCSData, config: Any, seed: int | None, method: str) -> dict[
     }
 
 
+def _bins_record(bins: Any) -> dict[str, Any] | None:
+    """The bin geometry a fit used (ROI model), or None (bin centres)."""
+    if bins is None:
+        return None
+    return {
+        "q_centre": np.asarray(bins.q_centre),
+        "q_width": np.asarray(bins.q_width),
+        "phi_centre": np.asarray(bins.phi_centre),
+        "phi_width": np.asarray(bins.phi_width),
+        "nodes_per_map": int(np.asarray(bins.weights).shape[-1]),
+    }
+
+
 def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
     quality = result.quality
     physics = result.parameters()
@@ -95,6 +108,8 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
         "scaling": result.scaling,
         "diagonal": result.diagonal,
         "singular": result.singular,
+        "model": result.model_description,
+        "bins": _bins_record(result.bins),
         "quality": {"ok": quality.ok, **dataclasses.asdict(quality)},
         "starts": {
             "chi2": np.asarray(result.starts.chi2),

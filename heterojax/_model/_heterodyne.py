@@ -6,11 +6,13 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._custom_types import CorrelationMaps, PairValues, TimeGrid
 from .._parameters import PARAMETER_NAMES, PHI0_SPEC, ParameterSpec
+from ._bins import BinGeometry
 from ._laws import (
     AbstractFraction,
     AbstractLaw,
@@ -28,10 +30,18 @@ from ._two_time import (
     pair_correlation,
     structured_correlation,
 )
+from ._two_time_roi import (
+    direct_bin_correlation,
+    pair_bin_correlation,
+    structured_bin_correlation,
+)
 
 
 _COMPONENTS = ("reference", "sample", "velocity", "fraction")
 _STRUCTURED_BLOCK = 64
+# The largest diagonal square of the ROI kernel: its squares cost ∝ nodes · N · block, while
+# the off-diagonal products do not depend on it.
+_ROI_BLOCK = 32
 
 
 def _suffix(component: str) -> str:
@@ -59,6 +69,22 @@ def _angles(phi) -> Float[Array, " phi"]:
             f"`phi` must be a scalar or a 1-D array of angles (deg); got shape {phi.shape}."
         )
     return jnp.atleast_1d(phi)
+
+
+def _bin_geometry(bins: BinGeometry, n_angles: int) -> BinGeometry:
+    """`bins` with a leading map axis, checked against the number of angles."""
+    if not isinstance(bins, BinGeometry):
+        raise TypeError(
+            f"`bins` must be a heterojax.BinGeometry or None; got {type(bins).__name__}."
+        )
+    if bins.weights.ndim == 1:  # one map's rule, e.g. sliced by lax.scan or vmap
+        bins = jtu.tree_map(lambda x: x[None], bins)
+    if bins.weights.shape[0] != n_angles:
+        raise ValueError(
+            f"`bins` describes {bins.weights.shape[0]} bins but there are {n_angles} angles; "
+            "give one bin per map (BinGeometry.take selects maps)."
+        )
+    return bins
 
 
 def _time_grid(t) -> TimeGrid:
@@ -236,8 +262,18 @@ class HeterodyneModel(eqx.Module):
         contrast: Float[ArrayLike, "*#phi"] = 0.5,
         offset: Float[ArrayLike, "*#phi"] = 1.0,
         method: Literal["auto", "structured", "direct"] = "auto",
+        bins: BinGeometry | None = None,
     ) -> CorrelationMaps:
         """The two-time correlation maps c2(φ, t1, t2), one per angle.
+
+        With `bins`, each map is the average over its detector bin (the ROI model),
+
+            c2_bin = offset + contrast · Σ_k w_k num(q_k, φ_k) / f²,
+
+        with the nodes and weights of the `BinGeometry` as they are (see
+        `BinGeometry.for_model` for a rule that meets a stated accuracy); `q` and `phi` then
+        only count the maps. The structured evaluation adds rank per node, so the cost grows
+        linearly with the number of nodes.
 
         **Arguments:**
 
@@ -247,6 +283,7 @@ class HeterodyneModel(eqx.Module):
         - `contrast`, `offset`: scalars or one value per angle.
         - `method`: `"structured"` (rank-8 block evaluation, fast for large grids), `"direct"`
             (the formula element by element), or `"auto"` (structured from 128 points on).
+        - `bins`: a `BinGeometry` with one bin per angle, or `None` for the bin centres.
 
         **Returns:**
 
@@ -263,6 +300,22 @@ class HeterodyneModel(eqx.Module):
         if method == "auto":
             method = "structured" if t.shape[0] >= 2 * _STRUCTURED_BLOCK else "direct"
         grid = self.grid_integrals(t)
+        if bins is not None:
+            bins = _bin_geometry(bins, n_angles)
+            if method == "structured":
+                q_nodes, phi_nodes, weights = bins.tensor_nodes()
+                return structured_bin_correlation(
+                    grid,
+                    q_nodes,
+                    jnp.cos(jnp.deg2rad(phi_nodes + self.phi0)),
+                    weights,
+                    contrast,
+                    offset,
+                    block=_ROI_BLOCK,
+                )
+            cosine = jnp.cos(jnp.deg2rad(bins.phi_nodes + self.phi0))
+            normalised = direct_bin_correlation(grid, bins.q_nodes, cosine, bins.weights)
+            return offset[:, None, None] + contrast[:, None, None] * normalised
         cosine = _angle_cosine(phi, self.phi0)
         if method == "structured":
             block = block_size(t.shape[0], _STRUCTURED_BLOCK)
@@ -281,14 +334,16 @@ class HeterodyneModel(eqx.Module):
         phi: Float[ArrayLike, "*#phi"],
         contrast: Float[ArrayLike, "*#phi"] = 0.5,
         offset: Float[ArrayLike, "*#phi"] = 1.0,
+        bins: BinGeometry | None = None,
     ) -> PairValues:
         """c2 at arbitrary (t1, t2, angle) index triples, without forming any N×N map.
 
         Integrals are cumulative on the whole grid `t` (O(N)); each pair is then a gather, so the
         cost is O(N + n_pairs). Used by sharded likelihoods.
 
-        **Arguments:** `t`, `q`, `phi`, `contrast`, `offset` as in `c2`; `t1_index`, `t2_index`
-        index into `t`; `angle_index` into `phi`.
+        **Arguments:** `t`, `q`, `phi`, `contrast`, `offset`, `bins` as in `c2`; `t1_index`,
+        `t2_index` index into `t`; `angle_index` into `phi`. With `bins` the cost is
+        O(N + n_pairs · nodes).
 
         **Returns:** an array with one c2 value per triple.
         """
@@ -300,6 +355,18 @@ class HeterodyneModel(eqx.Module):
         offset = _per_angle("offset", offset, n_angles)
         angle_index = jnp.asarray(angle_index)
         grid = self.grid_integrals(t)
+        if bins is not None:
+            bins = _bin_geometry(bins, n_angles)
+            cosine = jnp.cos(jnp.deg2rad(bins.phi_nodes + self.phi0))
+            normalised = pair_bin_correlation(
+                grid,
+                jnp.asarray(t1_index),
+                jnp.asarray(t2_index),
+                bins.q_nodes[angle_index],
+                cosine[angle_index],
+                bins.weights[angle_index],
+            )
+            return offset[angle_index] + contrast[angle_index] * normalised
         cosine = _angle_cosine(phi, self.phi0)
         normalised = pair_correlation(
             grid,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._data._xpcs_data import XPCSData
+from .._model._bins import evaluation_bins
 from ._view import FitView, angle_title, fit_view, new_figure, off_diagonal, save, time_extent
 
 
@@ -187,6 +188,7 @@ def plot_model(
     path: str | os.PathLike | None = None,
     dpi: int = 110,
     overwrite: bool = True,
+    roi: bool = True,
 ) -> "Figure":
     """A model (e.g. a fit's start values) against the data, as in `plot_maps`.
 
@@ -196,11 +198,16 @@ def plot_model(
     - `data`: an `XPCSData`.
     - `contrast`, `offset`: scalars or one per map.
     - `angles`, `path`, `dpi`, `overwrite`: as in `plot_maps`.
+    - `roi`: with a bin geometry on the data (`data.bins`), draw the bin-averaged model
+        (default) or, with `False`, the model at the bin centres.
 
     **Returns:** the matplotlib `Figure`.
     """
     view = fit_view(None, data)
-    maps = np.asarray(model.c2(data.t, q=data.q, phi=data.phi, contrast=contrast, offset=offset))
+    bins = evaluation_bins(data.bins, model, data.t, roi=roi)
+    maps = np.asarray(
+        model.c2(data.t, q=data.q, phi=data.phi, contrast=contrast, offset=offset, bins=bins)
+    )
     sigma = None
     if data.sigma is not None:
         sigma = np.sqrt(np.mean(np.asarray(data.sigma) ** 2, axis=(1, 2)))
