@@ -35,28 +35,11 @@ from heterojax._data._qmap import pixel_q_phi
 
 
 # The ageing model of bench_c2 (every law active): q·∫v reaches ~60 rad over 100 s at
-# q = 0.005 Å⁻¹, so bins dephase the fringes strongly.
-PARAMETERS = {
-    "D0_ref": 300.0,
-    "alpha_ref": 0.7,
-    "D_offset_ref": 20.0,
-    "D0_sample": 2e3,
-    "alpha_sample": -0.4,
-    "D_offset_sample": 50.0,
-    "v0": 40.0,
-    "beta": 0.3,
-    "v_offset": -15.0,
-    "f0": 0.2,
-    "f1": 0.004,
-    "f2": 50.0,
-    "f3": 0.3,
-    "phi0": 17.0,
-}
-Q = 0.005  # Å⁻¹
-DT = 0.1  # s
-PHI = (0.0, 45.0, 90.0)  # deg, bin centres
-CONTRAST = (0.3, 0.4, 0.5)
-OFFSET = (1.0, 1.02, 0.98)
+# q = 0.005 Å⁻¹, so bins dephase the fringes strongly. PHI are the bin centres.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_c2 import CONTRAST, DT, OFFSET, PARAMETERS, PHI, Q  # noqa: E402
+
+
 BIN_SHAPES = {  # name: (full relative q width, full φ width in degrees)
     "45deg_q15pct": (0.30, 45.0),
     "10deg_q10pct": (0.20, 10.0),
