@@ -81,6 +81,8 @@ def _diagnostics(n_shards=2, n_parameters=2):
         "bfmi": np.ones((n_shards, 4)),
         "divergences": np.zeros(n_shards, int),
         "tree_depth_saturation": np.zeros(n_shards),
+        "width_ratio": np.ones((n_shards, n_parameters)),
+        "skewness": np.zeros((n_shards, n_parameters)),
     }
 
 
@@ -114,6 +116,8 @@ def test_verdict_passes_a_clean_run():
         (("bfmi", (1, 2), 0.1), ["E-BFMI", "shard 1, chain 2", "dense_mass"]),
         (("divergences", (0,), 3), ["3 divergent", "target_accept=0.95", "fewer shards", "f0"]),
         (("tree_depth_saturation", (1,), 0.2), ["maximum tree depth", "max_tree_depth=12"]),
+        (("width_ratio", (1, 1), 2.4), ["f0 are not Gaussian", "shard 1", "2.4×", "fewer shards"]),
+        (("skewness", (0, 0), -0.8), ["v0 are not Gaussian", "skewness in shard 0 is 0.80"]),
     ],
 )
 def test_verdict_gives_advice_per_failure(change, words):
@@ -132,3 +136,25 @@ def test_verdict_flags_disagreeing_shards():
     verdict = _verdict(_diagnostics(), agreement=np.array([[0.5, 6.0], [0.2, 0.1]]))
     assert not verdict.passed
     assert "f0" in verdict.failures[0] and "disagree" in verdict.failures[0]
+
+
+def test_gaussian_shard_checks_ignore_narrow_shards_and_single_shards():
+    diagnostics = _diagnostics()
+    # Narrower than the Laplace approximation (an informed prior does that): no failure.
+    diagnostics["width_ratio"][0, 0] = 0.4
+    assert _verdict(diagnostics).passed
+    diagnostics["width_ratio"][0, 0] = 3.0
+    single = make_verdict(
+        names=("v0", "f0"),
+        shard_diagnostics={k: v[:1] for k, v in diagnostics.items()},
+        agreement=np.zeros((1, 2)),
+        widest="f0",
+        thresholds=Thresholds(),
+        warmup=500,
+        samples=1000,
+        target_accept=0.8,
+        max_tree_depth=10,
+        n_shards=1,
+    )
+    # One shard is the full posterior: nothing is combined, so Gaussianity is not needed.
+    assert single.passed

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from heterojax._cmc._posterior import ShardData
-from heterojax._cmc._sampler import run_nuts
+from heterojax._cmc._sampler import resolve_chain_method, run_nuts
 
 
 class _Gaussian(eqx.Module):
@@ -97,6 +97,36 @@ def test_progress_is_reported_per_tenth(capfd):
     assert sum("warmup" in line for line in lines) == 10
     assert sum("sampling" in line for line in lines) == 10
     assert "30/30 (100 %)" in lines[-1]
+
+
+def test_sequential_progress_is_reported_per_tenth_of_all_steps(capfd):
+    run_nuts(
+        _Gaussian(SCALE),
+        _shards([0.0, 1.0]),
+        jnp.zeros((2, 2, 3)),
+        jr.key(1),
+        warmup=20,
+        samples=30,
+        chain_method="sequential",
+        progress=True,
+    )
+    jax.effects_barrier()
+    lines = [line for line in capfd.readouterr().err.splitlines() if "fit_cmc" in line]
+    # 4 chains × 50 steps: a line every 20 steps, naming the chain and its phase.
+    assert len(lines) == 10
+    assert "chain 1/4, warmup 20/20" in lines[0]
+    assert "100 %" in lines[-1] and "chain 4/4, sampling 30/30" in lines[-1]
+
+
+def test_auto_chain_method():
+    small = _shards([0.0])
+    assert resolve_chain_method("auto", small) == "vectorized"
+    index = jnp.zeros((1, 64), jnp.int32)
+    big = ShardData(index, index, index, jnp.zeros((1, 64, 8, 8)), jnp.ones((1, 64, 8, 8)))
+    single_cpu = jax.local_device_count() == 1 and jax.default_backend() == "cpu"
+    expected = "sequential" if single_cpu else "vectorized"
+    assert resolve_chain_method("auto", big) == expected
+    assert resolve_chain_method("vectorized", big) == "vectorized"
 
 
 def test_bad_chain_method():

@@ -44,11 +44,17 @@ def test_shards_have_fixed_shapes_and_zero_weight_padding():
         assert field.shape == (7, n_tiles)
     assert shards.weight.shape == (7, n_tiles, TILE, TILE)
     tile_counts = np.asarray(shards.weight).sum(axis=(2, 3))
-    # Real tiles have weight; padding tiles (a shard's surplus slots) have none.
-    n_real = (tile_counts > 0).sum(axis=1)
-    assert np.all(n_real.max() - n_real <= 1)
-    for s in range(7):
-        assert np.all(tile_counts[s, n_real[s] :] == 0)
+    # Diagonal tiles first, then tiles wholly above the diagonal; in each group the real tiles
+    # (with weight) come first and padding (a shard's surplus slots) has none.
+    split = shards.n_diagonal
+    t1, t2 = np.asarray(shards.t1_start), np.asarray(shards.t2_start)
+    assert np.all(t1[:, :split] == t2[:, :split])
+    assert np.all(t2[:, split:] >= t1[:, split:] + TILE)
+    for group in (tile_counts[:, :split], tile_counts[:, split:]):
+        n_real = (group > 0).sum(axis=1)
+        assert np.all(n_real.max() - n_real <= 1)
+        for s in range(7):
+            assert np.all(group[s, n_real[s] :] == 0)
     # Sizes are balanced to within one tile of points.
     counts = shards.counts()
     assert counts.max() - counts.min() <= TILE * TILE
@@ -102,6 +108,12 @@ def test_auto_on_small_data_is_one_shard():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_shards(_mask(1, 20, False), **kwargs)
+
+
+def test_entries_below_the_diagonal_are_an_error():
+    mask = np.ones((1, 10, 10), bool)
+    with pytest.raises(ValueError, match="below the diagonal"):
+        make_shards(mask, 1)
 
 
 def test_empty_mask_is_an_error():

@@ -15,7 +15,10 @@ FREE = ("D0_sample", "alpha_sample", "v0", "f0")
 
 @pytest.mark.slow
 def test_consensus_matches_full_data_nuts():
-    t = 0.25 * np.arange(1, 49)
+    # 2 angles × 120 frames, K = 4 (≈ 3 600 points per shard): each shard posterior is close to
+    # Gaussian, where the consensus product is exact (with 60 frames the f0/contrast/offset
+    # ridge is not: see benchmarks/bench_cmc_consensus.py).
+    t = 0.25 * np.arange(1, 121)
     data = hj.simulate(
         TRUTH,
         t,
@@ -32,6 +35,7 @@ def test_consensus_matches_full_data_nuts():
     full = hj.fit_cmc(nlsq.model, data, shards=1, key=jr.key(1), **settings)
     consensus = hj.fit_cmc(nlsq.model, data, shards=4, key=jr.key(2), **settings)
     assert full.verdict.passed, str(full.verdict)
+    assert consensus.verdict.passed, str(consensus.verdict)
     for name in full.names:
         a, b = full.table()[name], consensus.table()[name]
         # Issue #5: means within 0.3 full-data sd, sds within 25 % (Monte Carlo error of the

@@ -151,6 +151,7 @@ ALTERNATIVES = {
     "data.dt": 0.1,
     "data.diagonal": "mask",
     "data.sigma": 0.003,
+    "data.roi": False,
     "scaling.mode": "constant",
     "scaling.fourier_order": 1,
     "scaling.contrast.value": 0.2,

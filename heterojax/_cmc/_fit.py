@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import PRNGKeyArray
+from scipy import stats
 
 from .._data._xpcs_data import XPCSData
 from .._fit._nlsq_result import NLSQResult
 from .._fit._problem import FitProblem, build_problem
+from .._fit._roi import describe_model, fit_bins
 from .._fit._scaling import estimate_contrast_offset, resolve_scaling
 from .._model._heterodyne import HeterodyneModel
 from ._combine import consensus_combine, consensus_gaussian, mixture_combine, shard_moments
@@ -25,7 +27,7 @@ from ._posterior import (
     gauss_newton_information,
 )
 from ._result import CMCResult
-from ._sampler import CHAIN_METHODS, run_nuts
+from ._sampler import CHAIN_METHODS, resolve_chain_method, run_nuts
 from ._shards import SHARD_STRATEGIES, make_shards
 from ._verdict import Thresholds, make_verdict
 
@@ -176,9 +178,10 @@ def fit_cmc(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     init_jitter: float = 0.5,
-    chain_method: str = "vectorized",
+    chain_method: str = "auto",
     progress: bool = True,
     thresholds: Thresholds | None = None,
+    roi: bool | None = None,
 ) -> CMCResult:
     """Posterior of `model` given `data` by consensus Monte Carlo (Scott et al. 2016).
 
@@ -224,11 +227,18 @@ def fit_cmc(
         values with sd = `prior_width` × NLSQ standard error; needs `nlsq`).
     - `target_accept`, `max_tree_depth`, `dense_mass`: NUTS settings.
     - `init_jitter`: spread of the starting points in shard-posterior sds.
-    - `chain_method`: `"vectorized"` (vmap; split across devices when several exist) or
-        `"sequential"` (one chain after another, low memory).
-    - `progress`: print progress at every tenth of warmup and of sampling.
+    - `chain_method`: `"vectorized"` (vmap over shards × chains; split across devices when
+        several exist), `"sequential"` (one chain after another, low memory), or `"auto"`:
+        sequential on a single CPU device when every shard holds ≥ 2048
+        entries (there, lock-step vmapped NUTS waits for each step's longest trajectory, which
+        costs more than batching gains), vectorized otherwise. The result records the one used.
+    - `progress`: print progress to stderr at every tenth of warmup and of sampling
+        (vectorized), or at every tenth of all chains' steps (sequential).
     - `thresholds`: the `Thresholds` of the verdict (default: R̂ ≤ 1.01, ESS ≥ 400, E-BFMI ≥ 0.3,
         no divergences).
+    - `roi`: the model of each map's detector bin, as in `fit_nlsq`: `None` (default) follows
+        the NLSQ result when one is given, else the bin average (ROI) when `data.bins` is
+        present; `False`: bin centres; `True`: the ROI model (needs `data.bins`).
 
     **Returns:** a `CMCResult`.
     """
@@ -302,6 +312,7 @@ def fit_cmc(
         contrast=start_contrast,
         offset=start_offset,
         sigma=sigma,
+        bins=nlsq.bins if nlsq is not None and roi is None else fit_bins(template, data, roi=roi),
     )
     names = problem.names
     if not names:
@@ -339,9 +350,11 @@ def fit_cmc(
     )
     center = problem.transform.to_unconstrained(jnp.asarray(center_x))
     covariance, _ = _theta_covariance(problem, posterior, center, shard_data, nlsq, n_shards)
+    expected_sd = np.sqrt(np.clip(np.diagonal(covariance), 0.0, None))
     preconditioner = _preconditioner(center, covariance)
     log_density = PreconditionedPosterior(posterior, preconditioner)
     start = float(init_jitter) * jr.normal(init_key, (n_shards, chains, n_parameters))
+    chain_method = resolve_chain_method(chain_method, shard_data)
 
     # ---------------------------------------------------------------- sampling
     sampling_began = time.perf_counter()
@@ -384,8 +397,12 @@ def fit_cmc(
     energy = np.asarray(run.energy)
     divergent = np.asarray(run.divergent)
     depth = np.asarray(run.tree_depth)
+    theta_flat = np.asarray(theta_shards).reshape(n_shards, -1, n_parameters)
     shard_diagnostics = {
         **per_shard,
+        # The Gaussian-shard checks of the consensus product, in the sampler's coordinates θ.
+        "width_ratio": theta_flat.std(axis=1) / np.where(expected_sd > 0, expected_sd, np.inf),
+        "skewness": np.asarray(stats.skew(theta_flat, axis=1)),
         "bfmi": np.stack([bfmi(energy[k]) for k in range(n_shards)]),
         "divergences": divergent.sum(axis=(1, 2)),
         "warmup_divergences": np.asarray(run.warmup_divergences).sum(axis=1),
@@ -460,4 +477,5 @@ def fit_cmc(
         wall_time=time.perf_counter() - began,
         sampling_time=sampling_time,
         metadata=dict(data.metadata),
+        model_description=describe_model(problem.bins),
     )

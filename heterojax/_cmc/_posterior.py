@@ -20,7 +20,20 @@ Priors p(x), independent per parameter and truncated to the box:
 
 The model is evaluated only at the shard's pairs (as `HeterodyneModel.c2_pairs` does: cumulative
 integrals on the whole time grid, then a gather), tile by tile (see `_shards`), never on the
-N × N map.
+N × N map. A tile above the diagonal (rows i before columns j) is split at the first frame p of
+its columns. The transport integrals are non-decreasing (J ≥ 0), so with d_n(i) = C_n[p] − C_n[i]
+and d_n(j) = C_n[j] − C_n[p], both ≥ 0, and θ(i) = q cos(φ + φ0) (C_v[p] − C_v[i]),
+θ(j) = q cos(φ + φ0) (C_v[j] − C_v[p]),
+
+    num / f² = R_i R_j + S_i S_j + 2 (X_i cos θ_i · X_j cos θ_j − X_i sin θ_i · X_j sin θ_j),
+
+    R_k = f_r,k² e^{−q² d_r(k)} / n_k,   S_k = f_s,k² e^{−q² d_s(k)} / n_k,
+    X_k = f_r,k f_s,k e^{−½ q² (d_r(k) + d_s(k))} / n_k,   n_k = f_s,k² + f_r,k²,
+
+exactly the formula of `_model._two_time` (h_n² = e^{−q² (d_n(i) + d_n(j))}, Φ = θ_i + θ_j), with
+every exponential ≤ 1 and phases measured from a nearby pivot. A b × b tile then costs 2b sets of
+transcendental functions and b² multiply-adds instead of b² sets (about 3× faster, gradients
+included). Diagonal tiles use the pair-by-pair formula (`pair_correlation`).
 
 Sampling runs in a second, affine coordinate z with θ = θ̂ + L z (`AffinePreconditioner`), L a
 square root of the expected shard covariance in θ (from the NLSQ covariance, or a Gauss–Newton
@@ -35,7 +48,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._fit._problem import FitProblem
-from .._model._two_time import pair_correlation
+from .._model._two_time import GridIntegrals, pair_correlation
 from ._shards import Shards
 
 
@@ -47,6 +60,8 @@ class ShardData(eqx.Module):
     - `angle_index`, `t1_start`, `t2_start`: map and first frames of every tile `(*shard, tile)`.
     - `observed`: c2 at the tiles' entries, `(*shard, tile, b, b)`.
     - `precision`: weight / σ² at the entries (0 for unused entries and padding).
+    - `n_diagonal`: tiles `[:n_diagonal]` may touch the diagonal, the others lie above it
+        (`Shards.n_diagonal`); None: any tile may touch it (every tile pair by pair).
     """
 
     angle_index: Int[Array, "*shard tile"]
@@ -54,6 +69,7 @@ class ShardData(eqx.Module):
     t2_start: Int[Array, "*shard tile"]
     observed: Float[Array, "*shard tile b b"]
     precision: Float[Array, "*shard tile b b"]
+    n_diagonal: int | None = eqx.field(static=True, default=None)
 
 
 def _tile_frames(start: Int[Array, "*shard tile"], b: int, n_times: int):
@@ -83,6 +99,54 @@ def gather_shard_data(
         t2_start=shards.t2_start,
         observed=jnp.asarray(np.where(weight > 0, c2[angle, rows, columns], 0.0)),
         precision=jnp.asarray(weight / sigma[angle, rows, columns] ** 2),
+        n_diagonal=shards.n_diagonal,
+    )
+
+
+def _split_correlation(
+    grid: GridIntegrals,
+    rows: Int[Array, "tile b"],
+    columns: Int[Array, "tile b"],
+    pivot: Int[Array, " tile"],
+    q: Float[Array, " tile"],
+    cosine: Float[Array, " tile"],
+) -> Float[Array, "tile b b"]:
+    """num / f² on tiles above the diagonal by the pivot split of the module docstring.
+
+    Every row frame must precede the pivot and every column frame follow it (or equal it).
+    """
+    q2 = (q * q)[:, None]
+    wavenumber = (q * cosine)[:, None]
+    pivot = pivot[:, None]
+
+    def factors(frames, sign):
+        # sign = −1 for rows (distance back to the pivot), +1 for columns (forward from it).
+        reference = sign * (grid.reference[frames] - grid.reference[pivot])
+        sample = sign * (grid.sample[frames] - grid.sample[pivot])
+        phase = sign * wavenumber * (grid.velocity[frames] - grid.velocity[pivot])
+        sample_fraction = grid.sample_fraction[frames]
+        reference_fraction = 1 - sample_fraction
+        norm = sample_fraction**2 + reference_fraction**2
+        half_reference = jnp.exp(-0.5 * q2 * reference)
+        half_sample = jnp.exp(-0.5 * q2 * sample)
+        cross = reference_fraction * sample_fraction * half_reference * half_sample / norm
+        return (
+            (reference_fraction * half_reference) ** 2 / norm,
+            (sample_fraction * half_sample) ** 2 / norm,
+            cross * jnp.cos(phase),
+            cross * jnp.sin(phase),
+        )
+
+    ref_i, sample_i, cos_i, sin_i = factors(rows, -1.0)
+    ref_j, sample_j, cos_j, sin_j = factors(columns, 1.0)
+
+    def outer(a, b):
+        return a[:, :, None] * b[:, None, :]
+
+    return (
+        outer(ref_i, ref_j)
+        + outer(sample_i, sample_j)
+        + 2 * (outer(cos_i, cos_j) - outer(sin_i, sin_j))
     )
 
 
@@ -110,22 +174,58 @@ class ShardPosterior(eqx.Module):
         """The model c2 at one shard's tiles for parameters θ.
 
         The rates are integrated once on the whole grid (`HeterodyneModel.grid_integrals`); each
-        tile then gathers 2b grid values and evaluates its b² pairs by broadcasting
-        (`pair_correlation`, the direct formula of `HeterodyneModel.c2_pairs`).
+        tile then gathers 2b grid values. Diagonal tiles evaluate their b² pairs by the direct
+        formula (`pair_correlation`), tiles above the diagonal by the pivot split of the module
+        docstring.
         """
         model, contrast, offset = self.problem.unpack(self.problem.transform.to_bounded(theta))
         n_times, b = self.t.shape[0], shard.observed.shape[-1]
+        n_tiles = shard.observed.shape[-3]
+        split = n_tiles if shard.n_diagonal is None else shard.n_diagonal
+        grid = model.grid_integrals(self.t)
+        cosine = jnp.cos(jnp.deg2rad(self.phi + model.phi0))
+        angle = shard.angle_index
         rows = _tile_frames(shard.t1_start, b, n_times)
         columns = _tile_frames(shard.t2_start, b, n_times)
-        angle = shard.angle_index
-        cosine = jnp.cos(jnp.deg2rad(self.phi + model.phi0))
-        normalised = pair_correlation(
-            model.grid_integrals(self.t),
-            rows[:, :, None],
-            columns[:, None, :],
-            self.q[angle][:, None, None],
-            cosine[angle][:, None, None],
-        )
+        bins = self.problem.bins
+        if bins is not None:
+            # ROI model: Σ_k w_k num/f² over the nodes of each tile's bin, pair by pair (cost
+            # linear in the nodes).
+            node_cosine = jnp.cos(jnp.deg2rad(bins.phi_nodes[angle] + model.phi0))
+            values = pair_correlation(
+                grid,
+                rows[:, :, None, None],
+                columns[:, None, :, None],
+                bins.q_nodes[angle][:, None, None, :],
+                node_cosine[:, None, None, :],
+            )
+            normalised = jnp.sum(bins.weights[angle][:, None, None, :] * values, axis=-1)
+            return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
+        parts = []
+        if split > 0:
+            near = slice(0, split)
+            parts.append(
+                pair_correlation(
+                    grid,
+                    rows[near][:, :, None],
+                    columns[near][:, None, :],
+                    self.q[angle[near]][:, None, None],
+                    cosine[angle[near]][:, None, None],
+                )
+            )
+        if split < n_tiles:
+            far = slice(split, n_tiles)
+            parts.append(
+                _split_correlation(
+                    grid,
+                    rows[far],
+                    columns[far],
+                    shard.t2_start[far],
+                    self.q[angle[far]],
+                    cosine[angle[far]],
+                )
+            )
+        normalised = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
         return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
 
     def log_likelihood(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:

@@ -35,7 +35,10 @@ class CMCResult(eqx.Module):
         transitions, not parameters).
     - `shard_diagnostics`: every diagnostic per shard: `"r_hat"`, `"ess_bulk"`, `"ess_tail"`
         `(shard, p)`, `"bfmi"` `(shard, chain)`, `"divergences"`, `"warmup_divergences"`,
-        `"tree_depth_saturation"`, `"acceptance"` `(shard,)`, `"step_size"` `(shard, chain)`.
+        `"tree_depth_saturation"`, `"acceptance"` `(shard,)`, `"step_size"` `(shard, chain)`,
+        and the Gaussian-shard checks `"width_ratio"` (shard sd over the sd of its Laplace
+        approximation) and `"skewness"`, both `(shard, p)` in the sampler's unconstrained
+        coordinates (see `Thresholds`).
     - `combined_diagnostics`: `"r_hat"`, `"ess_bulk"`, `"ess_tail"` → {name: value} of the
         combined draws (chains of the combination are formed from the shards' chains).
     - `verdict`: a `CMCVerdict` (pass/fail and advice).
@@ -81,6 +84,7 @@ class CMCResult(eqx.Module):
     wall_time: float
     sampling_time: float
     metadata: dict[str, Any]
+    model_description: str = "model = bin centre"
 
     # ----------------------------------------------------------------- summaries
 
@@ -132,6 +136,7 @@ class CMCResult(eqx.Module):
             f"min E-BFMI = {float(np.min(self.diagnostics['bfmi'])):.2f}   "
             f"time = {self.wall_time:.1f} s"
         )
+        lines.append(self.model_description)
         lines.append(str(self.verdict))
         return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """Data shards for consensus Monte Carlo: the used (angle, t1, t2) entries split into K parts.
 
 Every likelihood uses the entries of `XPCSData.mask` — the pairs t1 < t2 of every map, plus the
-diagonal only when the data keep it (`diagonal == "none"`). Sharding splits exactly those entries
+diagonal only when the data keep it (`diagonal == "none"`); entries below the diagonal (t1 > t2)
+are the same pairs again and are not accepted. Sharding splits exactly those entries
 into K disjoint groups: each used entry lands in exactly one shard, so no pair counts twice.
 
 **Tiles.** Entries are grouped into b × b tiles of neighbouring frames, rows
@@ -12,15 +13,23 @@ values one by one, for the same set of pairs. Each tile carries a weight per ent
 entry, 0 for the lower triangle of a diagonal tile, for entries past the last frame and for
 padding tiles. Tiles without any used entry are dropped.
 
+**Diagonal and off-diagonal tiles.** A tile with I < J lies wholly above the diagonal: every row
+frame precedes every column frame, so the likelihood can split its pairs at one pivot frame and
+evaluate b² pairs from 2b per-frame factors (`_posterior`). A diagonal tile (I = J) mixes orders and
+uses the pair-by-pair formula. Every shard therefore stores its diagonal tiles first, then its
+off-diagonal ones; both groups are padded to one common length over the shards (`n_diagonal` is
+the length of the first group), so the split is a static slice.
+
 **Shards** are sets of whole tiles, padded with zero-weight tiles to one common count, so that all
 shards have the same shape and one compiled program serves them all (vmapped over shards).
-Strategies:
+The diagonal tiles are dealt to the shards in rounds of one tile per shard, then the off-diagonal
+tiles (so that each group's tile counts differ by at most one). Order within each group:
 
-- `"random"`: tiles in random order, dealt to the shards in turn (fullest tiles first, so that
-  shard sizes differ by at most one tile's points).
-- `"stratified"`: tiles ordered by block lag J − I (ties in random order) and dealt to the shards
-  in turn, so that in any range of lags the shards' tile counts differ by at most one: every shard
-  sees the short lags (fast decays, fringes) and the long ones (baseline) alike.
+- `"random"`: random order, fullest tiles first, each round of K tiles dealt fullest tile to
+  emptiest shard (so that shard sizes differ by about one tile's points).
+- `"stratified"`: by block lag J − I (ties in random order), so that in any range of lags the
+  shards' tile counts differ by at most one: every shard sees the short lags (fast decays,
+  fringes) and the long ones (baseline) alike.
 
 `shards="auto"` picks
 
@@ -64,6 +73,8 @@ class Shards(eqx.Module):
         (r, c) of a tile is the pair (t1_start + r, t2_start + c).
     - `n_times`: the number of frames N (tile frames past N − 1 have weight 0).
     - `strategy`: `"random"` or `"stratified"`.
+    - `n_diagonal`: tiles `[:n_diagonal]` of every shard are diagonal tiles (t1_start =
+        t2_start) or padding; the others lie above the diagonal (t2_start ≥ t1_start + b).
     """
 
     angle_index: Int[Array, "shard tile"]
@@ -72,6 +83,7 @@ class Shards(eqx.Module):
     weight: Float[Array, "shard tile b b"]
     n_times: int = eqx.field(static=True)
     strategy: str = eqx.field(static=True)
+    n_diagonal: int = eqx.field(static=True)
 
     @property
     def n_shards(self) -> int:
@@ -137,6 +149,11 @@ def make_shards(
     mask = np.asarray(mask, bool)
     if mask.ndim != 3 or mask.shape[1] != mask.shape[2]:
         raise ValueError(f"`mask` must have shape (phi, t, t); got {mask.shape}.")
+    if np.any(np.tril(mask, -1)):
+        raise ValueError(
+            "`mask` has entries below the diagonal (t1 > t2); a likelihood counts every pair "
+            "once, so use the upper triangle (as `XPCSData.mask` does)."
+        )
     if strategy not in SHARD_STRATEGIES:
         raise ValueError(f"`strategy` must be one of {SHARD_STRATEGIES}; got {strategy!r}.")
     if int(tile) < 1:
@@ -155,23 +172,42 @@ def make_shards(
     k = _check_count(n_shards, n_tiles, n_points)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_tiles)
+    points = tiles.sum(axis=(3, 4))[angle, row_block, column_block]
     if strategy == "random":
-        # Dealt in turn from the fullest tiles down (ties in random order), so that shard sizes
-        # differ by at most one tile's points although diagonal and edge tiles are partial.
-        count = tiles.sum(axis=(3, 4))[angle, row_block, column_block]
-        by_count = order[np.argsort(-count[order], kind="stable")]
-        groups = [by_count[s::k] for s in range(k)]
+        # Fullest first (ties in random order): diagonal and edge tiles are partial.
+        ordered = order[np.argsort(-points[order], kind="stable")]
     else:
         lag = column_block - row_block
-        by_lag = order[np.argsort(np.abs(lag)[order], kind="stable")]
-        groups = [by_lag[s::k] for s in range(k)]
-    length = max(g.shape[0] for g in groups)
-    chosen = np.empty((k, length), dtype=np.int64)
-    valid = np.zeros((k, length), bool)
-    for s, group in enumerate(groups):
-        chosen[s, : group.shape[0]] = group
-        chosen[s, group.shape[0] :] = group[0]
-        valid[s, : group.shape[0]] = True
+        ordered = order[np.argsort(lag[order], kind="stable")]
+    diagonal = row_block[ordered] == column_block[ordered]
+    sections = []
+    first_shard = 0
+    held = np.zeros(k, dtype=np.int64)
+    for group in (ordered[diagonal], ordered[~diagonal]):
+        if strategy == "random":
+            # Round by round, the fullest tiles of the round go to the emptiest shards.
+            dealt = [[] for _ in range(k)]
+            for start in range(0, group.shape[0], k):
+                batch = group[start : start + k]
+                for tile_index, s in zip(batch, np.argsort(held, kind="stable")):
+                    dealt[s].append(tile_index)
+                    held[s] += points[tile_index]
+            dealt = [np.asarray(d, dtype=np.int64) for d in dealt]
+        else:
+            # In turn, continuing from the shard after the previous group's last one, so that
+            # any range of lags is dealt evenly.
+            dealt = [group[(s - first_shard) % k :: k] for s in range(k)]
+            first_shard = (first_shard + group.shape[0]) % k
+        length = max(g.shape[0] for g in dealt)
+        chosen = np.zeros((k, length), dtype=np.int64)
+        valid = np.zeros((k, length), bool)
+        for s, part in enumerate(dealt):
+            chosen[s, : part.shape[0]] = part
+            chosen[s, part.shape[0] :] = group[0] if group.shape[0] else 0
+            valid[s, : part.shape[0]] = True
+        sections.append((chosen, valid))
+    chosen = np.concatenate([c for c, _ in sections], axis=1)
+    valid = np.concatenate([v for _, v in sections], axis=1)
     weight = tiles[angle[chosen], row_block[chosen], column_block[chosen]] & valid[..., None, None]
     return Shards(
         angle_index=jnp.asarray(angle[chosen], dtype=jnp.int32),
@@ -180,4 +216,5 @@ def make_shards(
         weight=jnp.asarray(weight, dtype=float),
         n_times=n_times,
         strategy=strategy,
+        n_diagonal=sections[0][0].shape[1],
     )

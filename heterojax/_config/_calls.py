@@ -81,6 +81,7 @@ def _problem_arguments(config: Config) -> dict[str, Any]:
         "contrast": _scale_value(config.scaling.contrast.value),
         "offset": _scale_value(config.scaling.offset.value),
         "sigma": _sigma(config),
+        "roi": config.data.roi,
     }
 
 

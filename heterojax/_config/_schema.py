@@ -69,6 +69,11 @@ class DataSection(Section):
         description="σ of every c2 entry (one value, or one per map); null = from the "
         "file, else estimated.",
     )
+    roi: bool | None = Field(
+        default=None,
+        description="Model each map as the average over its detector bin (ROI model): null = "
+        "when the file has the bins' geometry (a q map), true = required, false = bin centres.",
+    )
 
     @pydantic.field_validator("q", "sigma", mode="before")
     @classmethod
@@ -265,8 +270,10 @@ class CMCSection(Section):
     init_jitter: Annotated[float, Field(ge=0)] = Field(
         default=0.5, description="Spread of chain starts in shard-posterior sds."
     )
-    chain_method: Literal["vectorized", "sequential"] = Field(
-        default="vectorized", description="vectorized (vmap) or sequential (low memory)."
+    chain_method: Literal["auto", "vectorized", "sequential"] = Field(
+        default="auto",
+        description="vectorized (vmap), sequential (low memory), or auto (sequential for large "
+        "shards on one CPU, else vectorized).",
     )
     seed: int = Field(default=0, description="Seed of the sampler's random key.")
     thresholds: ThresholdsSection = Field(

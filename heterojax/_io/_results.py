@@ -143,6 +143,7 @@ def _cmc_record(result: Any) -> dict[str, Any]:
         "combined_diagnostics": result.combined_diagnostics,
         "settings": {
             "combine": result.combine,
+            "model": getattr(result, "model_description", "model = bin centre"),
             "n_shards": int(result.n_shards),
             "shard_sizes": np.asarray(result.shard_sizes),
             "shard_strategy": result.shard_strategy,
