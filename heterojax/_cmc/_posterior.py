@@ -49,6 +49,7 @@ from jaxtyping import Array, Float, Int
 
 from .._fit._problem import FitProblem
 from .._model._two_time import GridIntegrals, pair_correlation
+from .._model._two_time_roi import pair_bin_correlation
 from ._shards import Shards
 
 
@@ -191,15 +192,22 @@ class ShardPosterior(eqx.Module):
         if bins is not None:
             # ROI model: Σ_k w_k num/f² over the nodes of each tile's bin, pair by pair (cost
             # linear in the nodes).
-            node_cosine = jnp.cos(jnp.deg2rad(bins.phi_nodes[angle] + model.phi0))
-            values = pair_correlation(
+            shape = (n_tiles, b, b)
+            k = bins.weights.shape[-1]
+            per_pair = [
+                jnp.broadcast_to(x[:, None, None, :], (*shape, k)).reshape(-1, k)
+                for x in (
+                    bins.q_nodes[angle],
+                    jnp.cos(jnp.deg2rad(bins.phi_nodes[angle] + model.phi0)),
+                    bins.weights[angle],
+                )
+            ]
+            normalised = pair_bin_correlation(
                 grid,
-                rows[:, :, None, None],
-                columns[:, None, :, None],
-                bins.q_nodes[angle][:, None, None, :],
-                node_cosine[:, None, None, :],
-            )
-            normalised = jnp.sum(bins.weights[angle][:, None, None, :] * values, axis=-1)
+                jnp.broadcast_to(rows[:, :, None], shape).reshape(-1),
+                jnp.broadcast_to(columns[:, None, :], shape).reshape(-1),
+                *per_pair,
+            ).reshape(shape)
             return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
         parts = []
         if split > 0:

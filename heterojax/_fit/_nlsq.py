@@ -240,13 +240,12 @@ def _multi_start(problem, thetas, rtol, atol, max_steps, screening_steps, progre
     for up to `max_steps` more. Returns per-start (θ, result code, steps, objective).
     """
     thetas = np.asarray(thetas)
+    scales = _coordinate_scales(problem, thetas)
     if thetas.shape[0] <= survivors:
-        scales = _coordinate_scales(problem, thetas)
         solved = _solve_starts(
             problem, jnp.asarray(thetas), jnp.asarray(scales), rtol, atol, max_steps, progress
         )
         return tuple(np.array(a) for a in solved)
-    scales = _coordinate_scales(problem, thetas)
     screened = _solve_starts(
         problem, jnp.asarray(thetas), jnp.asarray(scales), rtol, atol, screening_steps, progress
     )
