@@ -10,7 +10,7 @@ with the tangent map δ ↦ [R δ; 0] has ‖ρ‖² = ‖r‖² and reproduces 
 damping ε‖S⁻¹δ‖², ε = 1e-10, which only matters along directions the data do not determine).
 `optimistix.LevenbergMarquardt` run on ρ therefore takes the steps it would take on the full
 residual, while the solver only ever sees a (p + 1) × p Jacobian; G and b are accumulated map
-by map (`FitProblem.normal_equations`). The Cholesky factor is unique and continuous in θ, so
+by map (`FitProblem.evaluate`). The Cholesky factor is unique and continuous in θ, so
 successive ρ are comparable component by component, as the solver's convergence test needs
 (near the minimum b → 0 and ρ → [0; √χ²_min]).
 """
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._problem import FitProblem
+from ._problem import FitProblem, evaluate_at
 from ._transforms import BoxTransform
 
 
@@ -47,7 +47,7 @@ def square_root_factor(gram: Float[Array, "p p"], gradient: Float[Array, " p"], 
 def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale):
     theta = z * z_scale
     x = transform.to_bounded(theta)
-    gram, gradient, ssr = problem.normal_equations(x)
+    gram, gradient, ssr = evaluate_at(problem, x).penalised()
     derivative = transform.derivative(theta) * z_scale
     gram = derivative[:, None] * gram * derivative[None, :]
     gradient = derivative * gradient

@@ -17,7 +17,7 @@ from .._data._xpcs_data import XPCSData
 from .._model._heterodyne import HeterodyneModel
 from ._compressed import NULL_EIGENVALUE_FRACTION, compressed_residual, coordinate_scale
 from ._nlsq_result import NLSQResult, StartsSummary
-from ._problem import FitProblem, best_scaling, build_problem
+from ._problem import FitProblem, best_scaling, build_problem, evaluate_at
 from ._quality import build_quality_report
 from ._roi import bin_widths, describe_model, fit_bins
 from ._scaling import estimate_contrast_offset, estimate_velocity, resolve_scaling
@@ -32,13 +32,6 @@ from ._transforms import BoxTransform
 # without losing any recovery case of the test suite.
 _INITIAL_STEP = 10.0
 _WIDENING = 10.0
-
-
-@eqx.filter_jit
-def _evaluate(problem: FitProblem, x):
-    """`FitProblem.evaluate` at x without the penalty, with the model maps: one compiled pass
-    over the data serves the start scaling, the coordinate scales, χ² and the covariance."""
-    return problem.evaluate(x, penalty=False, maps=True)
 
 
 @eqx.filter_jit
@@ -140,6 +133,8 @@ def _solve_starts(
             objective,
         )
 
+    if thetas.shape[0] == 1:  # one start: no batch axis (a smaller program, compiled faster)
+        return tuple(a[None] for a in one(thetas[0], z_scales[0]))
     return jax.vmap(one)(thetas, z_scales)
 
 
@@ -158,7 +153,7 @@ def _population_chi2(problem: FitProblem, thetas):
 
 @eqx.filter_jit
 def _solution_terms(problem: FitProblem, x, gram):
-    """Everything the result needs at the solution x besides `_evaluate`, in one program.
+    """Everything the result needs at the solution x besides `evaluate_at`, in one program.
 
     The covariance terms: with the Jacobi scaling S = diag(G)^{−1/2}, the pseudo-inverse of
     S G S (lineax SVD solves, singular values below `NULL_EIGENVALUE_FRACTION` of the largest
@@ -191,12 +186,14 @@ def _solution_terms(problem: FitProblem, x, gram):
 
 
 def _coordinate_scales(problem: FitProblem, thetas: np.ndarray) -> np.ndarray:
-    """`coordinate_scale` at every row of θ (one `_evaluate` call each)."""
-    scales = []
-    for theta in np.atleast_2d(thetas):
-        x, derivative = _to_bounded(problem.transform, jnp.asarray(theta))
-        scales.append(_INITIAL_STEP * coordinate_scale(_evaluate(problem, x).gram, derivative))
-    return np.array(scales)
+    """`coordinate_scale` at every row of θ (one `evaluate_at` call each)."""
+    xs, derivatives = _to_bounded(problem.transform, jnp.asarray(np.atleast_2d(thetas)))
+    return np.array(
+        [
+            _INITIAL_STEP * coordinate_scale(evaluate_at(problem, x).gram, derivative)
+            for x, derivative in zip(xs, derivatives)
+        ]
+    )
 
 
 def _message(code: int) -> str:
@@ -406,7 +403,7 @@ def fit_nlsq(
         design = np.array(
             [
                 np.concatenate(
-                    [row[:n_phys], best_scaling(problem, _evaluate(problem, row).scaling_sums)]
+                    [row[:n_phys], best_scaling(problem, evaluate_at(problem, row).scaling_sums)]
                 )
                 for row in design
             ]
@@ -431,7 +428,7 @@ def fit_nlsq(
     if throw and not success:
         raise RuntimeError(f"fit_nlsq failed: {message}")
 
-    evaluation = _evaluate(problem, x)
+    evaluation = evaluate_at(problem, x)
     terms = _solution_terms(problem, x, evaluation.gram)
     inverse, scale = np.asarray(terms["inverse"]), np.asarray(terms["scale"])
     eigenvalues, vectors = np.asarray(terms["eigenvalues"]), np.asarray(terms["vectors"])

@@ -107,16 +107,20 @@ class FitProblem(eqx.Module):
         weight = jnp.sqrt(jnp.count_nonzero(self.weights) / self.t.shape[0])
         return weight * (jnp.maximum(raw - 1, 0.0) + jnp.maximum(-raw, 0.0))
 
-    def evaluate(self, x: Float[Array, " p"], *, penalty: bool = True, maps: bool = False):
+    def evaluate(self, x: Float[Array, " p"]) -> "Evaluation":
         """Everything a fit needs at x, in one pass over the maps (accumulated map by map).
 
-        - G = JᵀJ and b = Jᵀr (J with respect to x) and ‖r‖²;
+        - G = JᵀJ and b = Jᵀr (J with respect to x) and ‖r‖² of the data residuals;
         - per map, the sums that fix the best scaling for these physics (`best_scaling`):
           S_a = Σ w² [g², g, 1, g·y, y] with g = num/f² and y = c2 − fixed offset − fixed
           contrast · g;
-        - with `maps`, the model maps offset + contrast · g (otherwise `None`).
+        - the model maps offset + contrast · g;
+        - the same G, b and ‖e‖² for the `saturation_penalty` residuals e, kept apart
+          (`Evaluation.penalised` adds them).
 
-        With `penalty`, the `saturation_penalty` residuals are included in G, b and ‖r‖².
+        Callers that need only some of these let XLA drop the rest (e.g. the maps inside the
+        solver's program), so one traced function serves the solver, the start scaling and the
+        covariance.
 
         **Returns:** an `Evaluation`.
         """
@@ -156,8 +160,7 @@ class FitProblem(eqx.Module):
             sums = jnp.stack(
                 [jnp.sum(w2 * v) for v in (g * g, g, jnp.ones_like(g), g * target, target)]
             )
-            outputs = (sums, fitted) if maps else (sums, None)
-            return (gram, gradient, ssr + jnp.sum(residual**2)), outputs
+            return (gram, gradient, ssr + jnp.sum(residual**2)), (sums, fitted)
 
         p = x.shape[0]
         zero = (jnp.zeros((p, p), x.dtype), jnp.zeros((p,), x.dtype), jnp.zeros((), x.dtype))
@@ -173,28 +176,34 @@ class FitProblem(eqx.Module):
             self.bins,
         )
         (gram, gradient, ssr), (sums, fitted) = jax.lax.scan(one_map, zero, inputs)
-        if penalty and self.free_physics:
+        penalty = (jnp.zeros_like(gram), jnp.zeros_like(gradient), jnp.zeros_like(ssr))
+        if self.free_physics:
             excess = self.saturation_penalty(physics)
             excess_jacobian = jax.jacfwd(self.saturation_penalty)(physics)
-            gram = gram.at[:n_phys, :n_phys].add(excess_jacobian.T @ excess_jacobian)
-            gradient = gradient.at[:n_phys].add(excess_jacobian.T @ excess)
-            ssr = ssr + jnp.sum(excess**2)
-        return Evaluation(gram, gradient, ssr, sums, fitted)
+            penalty = (
+                penalty[0].at[:n_phys, :n_phys].set(excess_jacobian.T @ excess_jacobian),
+                penalty[1].at[:n_phys].set(excess_jacobian.T @ excess),
+                jnp.sum(excess**2),
+            )
+        return Evaluation(gram, gradient, ssr, sums, fitted, penalty)
 
     def normal_equations(self, x: Float[Array, " p"], *, penalty: bool = True):
-        """G = JᵀJ, b = Jᵀr and Σr² at x (see `evaluate`).
+        """G = JᵀJ, b = Jᵀr and Σr² at x (see `evaluate`), with or without the penalty.
 
         **Returns:** `(G, b, ssr)` with shapes `(p, p)`, `(p,)`, `()`.
         """
-        evaluation = self.evaluate(x, penalty=penalty)
+        evaluation = self.evaluate(x)
+        if penalty:
+            return evaluation.penalised()
         return evaluation.gram, evaluation.gradient, evaluation.ssr
 
 
 class Evaluation(NamedTuple):
     """What `FitProblem.evaluate` returns (NumPy or JAX arrays).
 
-    **Fields:** `gram` (p, p), `gradient` (p,), `ssr` (), `scaling_sums` (phi, 5) — per map
-    Σw²·[g², g, 1, g·y, y] — and `maps` (phi, t, t) or `None`.
+    **Fields:** `gram` (p, p), `gradient` (p,), `ssr` () of the data residuals;
+    `scaling_sums` (phi, 5) — per map Σw²·[g², g, 1, g·y, y]; `maps` (phi, t, t), the model;
+    `penalty` — (G, b, ‖e‖²) of the saturation penalty (zeros without free physics).
     """
 
     gram: Any
@@ -202,6 +211,18 @@ class Evaluation(NamedTuple):
     ssr: Any
     scaling_sums: Any
     maps: Any
+    penalty: Any
+
+    def penalised(self):
+        """(G, b, ‖r‖²) of the data and the penalty together: what the solver minimises."""
+        return tuple(a + b for a, b in zip((self.gram, self.gradient, self.ssr), self.penalty))
+
+
+# One traced and compiled function for every caller of `FitProblem.evaluate`: inside the
+# solver's program a call to it is traced once and reused (its jaxpr is cached on the argument
+# types), so the model's Jacobian is not traced again for the primal and the JVP of the solver's
+# residual, nor again for the start scaling and the covariance.
+evaluate_at = eqx.filter_jit(FitProblem.evaluate)
 
 
 def best_scaling(problem: FitProblem, scaling_sums: Float[ArrayLike, "phi 5"]) -> np.ndarray:
