@@ -81,3 +81,19 @@ def test_fit_bins_choice(data):
     simulated = data.bins.for_model(model, data.t).grid
     assert simulated is not None
     assert used.grid[0] >= simulated[0] and used.grid[1] > simulated[1]
+
+
+def test_aliasing_ratio_uses_the_outermost_node_of_each_bin(data):
+    """With the ROI model the aliasing check takes the bin's largest q·|cos(φ + φ0)|: at φ = 90°
+    the bin centre has no flow phase at all, but the sector's edges do."""
+    from heterojax._fit._nlsq import _aliasing_ratio
+
+    centre = _aliasing_ratio(1000.0, 0.0, data)
+    bins = fit_bins(hj.HeterodyneModel.from_dict(TRUTH), data, roi=True)
+    assert bins is not None
+    binned = _aliasing_ratio(1000.0, 0.0, data, bins)
+    q, phi, w = (np.asarray(a) for a in (bins.q_nodes, bins.phi_nodes, bins.weights))
+    outermost = np.max(np.where(w != 0, q * np.abs(np.cos(np.deg2rad(phi))), 0.0), axis=1)
+    np.testing.assert_allclose(binned, outermost * 1000.0 * float(data.dt) / np.pi)
+    assert np.all(binned >= centre * (1 - 1e-12))
+    assert centre[2] < 1e-12 < binned[2]

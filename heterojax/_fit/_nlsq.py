@@ -14,6 +14,7 @@ import numpy as np
 import optimistix as optx
 
 from .._data._xpcs_data import XPCSData
+from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
 from ._compressed import NULL_EIGENVALUE_FRACTION, compressed_residual, coordinate_scale
 from ._nlsq_result import NLSQResult, StartsSummary
@@ -223,10 +224,22 @@ def _global_search(problem: FitProblem, theta0: np.ndarray, evaluations: int, se
     return np.asarray(strategy.result.xbest)
 
 
-def _aliasing_ratio(speed: float, phi0: float, data: XPCSData) -> np.ndarray:
-    """q·|cos(φ + φ0)|·max|v|·dt / π per map (> 1: the phase advances by more than π a frame)."""
-    cosine = np.abs(np.cos(np.deg2rad(np.asarray(data.phi) + phi0)))
-    return np.asarray(data.q) * cosine * speed * float(data.dt) / np.pi
+def _aliasing_ratio(
+    speed: float, phi0: float, data: XPCSData, bins: BinGeometry | None = None
+) -> np.ndarray:
+    """q·|cos(φ + φ0)|·max|v|·dt / π per map (> 1: the phase advances by more than π a frame).
+
+    With the ROI model (`bins`), q·|cos(φ + φ0)| is the largest over the bin's nodes: the
+    fringes of the bin's outer pixels alias first.
+    """
+    if bins is None:
+        wave = np.asarray(data.q) * np.abs(np.cos(np.deg2rad(np.asarray(data.phi) + phi0)))
+    else:
+        node_wave = np.asarray(bins.q_nodes) * np.abs(
+            np.cos(np.deg2rad(np.asarray(bins.phi_nodes) + phi0))
+        )
+        wave = np.where(np.asarray(bins.weights) != 0, node_wave, 0.0).max(axis=1)
+    return wave * speed * float(data.dt) / np.pi
 
 
 def _multi_start(problem, thetas, rtol, atol, max_steps, screening_steps, progress, survivors=4):
@@ -478,7 +491,9 @@ def fit_nlsq(
         at_bound=at_bound,
         reduced_chi2=reduced,
         singular=singular,
-        aliasing_ratio=_aliasing_ratio(float(terms["speed"]), float(fitted_model.phi0), data),
+        aliasing_ratio=_aliasing_ratio(
+            float(terms["speed"]), float(fitted_model.phi0), data, problem.bins
+        ),
         phi=phi,
         start_chi2=chi2,
         start_values=solution_values,
