@@ -6,8 +6,9 @@ from pathlib import Path
 import jax
 
 
-# Programs that compile faster than this are not worth a disk entry.
-_MIN_COMPILE_SECONDS = 0.2
+# Programs that compile faster than this are not worth a disk entry (reading one back costs a
+# few milliseconds; the small programs of a fit compile in 30–300 ms each).
+_MIN_COMPILE_SECONDS = 0.05
 
 
 def default_cache_directory() -> Path:
