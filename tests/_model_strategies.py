@@ -19,6 +19,25 @@ from hypothesis import assume
 import heterojax as hj
 
 
+# An ageing state with every law time-dependent, flow reversal (v_offset < 0) and a phase
+# offset: the demanding fixed case of the kernel tests.
+AGEING = dict(
+    D0_ref=50.0,
+    alpha_ref=0.5,
+    D_offset_ref=5.0,
+    D0_sample=2e3,
+    alpha_sample=-0.5,
+    v0=300.0,
+    beta=0.4,
+    v_offset=-100.0,
+    f0=0.3,
+    f1=0.5,
+    f2=0.5,
+    f3=0.05,
+    phi0=20.0,
+)
+
+
 EPS = float(np.finfo(np.float64).eps)
 GRID_SIZES = (1, 2, 16)
 # Grid size of the gradient tests (finite differences, robustness): two blocks of the structured

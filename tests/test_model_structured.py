@@ -12,7 +12,7 @@ that both methods are finite and inside [offset, offset + contrast].
 
 import numpy as np
 import pytest
-from _model_strategies import EPS, c2, cases, rounding_allowance
+from _model_strategies import AGEING, EPS, c2, cases, rounding_allowance
 from hypothesis import given
 
 import heterojax as hj
@@ -27,21 +27,7 @@ def _vector(**values):
 PARAMETER_CASES = {
     "defaults": (_vector(), 0.01),
     "ageing": (
-        _vector(
-            D0_ref=50.0,
-            alpha_ref=0.5,
-            D_offset_ref=5.0,
-            D0_sample=2e3,
-            alpha_sample=-0.5,
-            v0=300.0,
-            beta=0.4,
-            v_offset=-100.0,
-            f0=0.3,
-            f1=0.5,
-            f2=0.5,
-            f3=0.05,
-            phi0=20.0,
-        ),
+        _vector(**AGEING),
         0.02,
     ),
     "fast diffusion at q = 0.1": (_vector(D0_ref=1e6, D0_sample=1e6), 0.1),

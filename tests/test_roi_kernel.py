@@ -11,25 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _model_strategies import AGEING
 
 import heterojax as hj
 
 
-PARAMETERS = dict(
-    D0_ref=50.0,
-    alpha_ref=0.5,
-    D_offset_ref=5.0,
-    D0_sample=2e3,
-    alpha_sample=-0.5,
-    v0=300.0,
-    beta=0.4,
-    v_offset=-100.0,
-    f0=0.3,
-    f1=0.5,
-    f2=0.5,
-    f3=0.05,
-    phi0=20.0,
-)
+PARAMETERS = AGEING
 MODEL = hj.HeterodyneModel.from_dict(PARAMETERS)
 Q = np.array([0.02, 0.02, 0.03])
 PHI = np.array([0.0, 60.0, 100.0])
