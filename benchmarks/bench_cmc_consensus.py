@@ -62,7 +62,7 @@ def compare(n_times: int, shards: int, warmup: int, samples: int, seed: int) -> 
         key=jr.key(seed),
     )
     fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
-    nlsq = hj.fit_nlsq(truth.replace(D0_sample=1.8e3, v0=62.0), data, fixed=fixed)
+    nlsq = hj.fit_nlsq(truth.replace(D0_sample=1.8e3, v0=62.0), data, fixed=fixed, starts=1)
     settings = dict(nlsq=nlsq, warmup=warmup, samples=samples, progress=False)
     full = hj.fit_cmc(nlsq.model, data, shards=1, key=jr.key(seed + 101), **settings)
     consensus = hj.fit_cmc(nlsq.model, data, shards=shards, key=jr.key(seed + 202), **settings)

@@ -79,7 +79,7 @@ def main() -> None:
         )
         # A start within ~10 % of the truth, as a preceding NLSQ would find it.
         start = truth_model.replace(**{n: truth[n] * (1 + 0.1 * rng.uniform(-1, 1)) for n in FREE})
-        nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="individual")
+        nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="individual", starts=1)
         fit = hj.fit_cmc(
             nlsq.model,
             data,

@@ -40,7 +40,7 @@ def main() -> None:
 
     free = ("D0_sample", "alpha_sample", "v0", "f0")
     fixed = [name for name in hj.PARAMETER_NAMES if name not in free]
-    nlsq = hj.fit_nlsq(truth.replace(D0_sample=1.5e3, v0=65.0), data, fixed=fixed)
+    nlsq = hj.fit_nlsq(truth.replace(D0_sample=1.5e3, v0=65.0), data, fixed=fixed, starts=1)
 
     # Two shards of the used pairs; fixed/bounds/scaling come from the NLSQ fit.
     run = dict(warmup=150, samples=200, progress=False) if SMALL else {}

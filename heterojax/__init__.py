@@ -25,9 +25,16 @@ from ._data._flat import load as load
 from ._data._simulate import simulate as simulate
 from ._data._writer import save_aps as save_aps
 from ._data._xpcs_data import XPCSData as XPCSData
+from ._fit._estimate import estimate_start as estimate_start
 from ._fit._nlsq import fit_nlsq as fit_nlsq
 from ._fit._nlsq_result import NLSQResult as NLSQResult
 from ._fit._quality import QualityReport as QualityReport
+from ._fit._strategies import (
+    AbstractStarts as AbstractStarts,
+    AutoStarts as AutoStarts,
+    LocalStart as LocalStart,
+    MultiStart as MultiStart,
+)
 from ._io._results import (
     SavedResult as SavedResult,
     load_result as load_result,

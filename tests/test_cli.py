@@ -141,6 +141,170 @@ def test_config_new_check_round_trip(tmp_path, capsys):
     assert main(["config", "new", "--data", str(tmp_path / "none.h5")]) == 2
 
 
+def test_config_new_with_data_writes_estimated_starts(tmp_path, capsys):
+    from heterojax._config._degeneracy import DEFAULT_FIXED
+    from heterojax._config._template import estimated_start
+
+    data_path = os.path.join(tiny_demo(), "demo_data.h5")
+    config_path = tmp_path / "fit.yaml"
+    assert main(["config", "new", "--data", data_path, "-o", str(config_path)]) == 0
+    assert "start values estimated from 2 map(s) × 24 frames" in capsys.readouterr().err
+    text = config_path.read_text()
+    parameters = yaml.safe_load(text)["parameters"]
+    expected = estimated_start(heterojax.estimate_start(heterojax.load(data_path)).to_dict())
+    assert {"D0_ref", "D0_sample", "v0", "f0"} <= set(expected)  # the data inform these
+    for name in heterojax.PARAMETER_NAMES:
+        entry = parameters[name]
+        line = next(x for x in text.splitlines() if x.startswith(f"  {name}:"))
+        if name in expected:
+            assert entry["value"] == expected[name] and not entry["fixed"], name
+            assert "estimated from the data" in line
+            assert float(f"{entry['value']:.4g}") == entry["value"]  # 4 significant digits
+        else:
+            assert entry["value"] == heterojax.PARAMETERS[name].default, name
+        assert entry["fixed"] == (name in DEFAULT_FIXED), name
+    for name in ("D_offset_ref", "D_offset_sample", "v_offset", "f2"):
+        assert parameters[name] == {
+            "value": 0.0,
+            "lower": heterojax.PARAMETERS[name].lower,
+            "upper": heterojax.PARAMETERS[name].upper,
+            "fixed": True,
+        }
+    assert yaml.safe_load(text)["nlsq"]["starts"] == "auto"
+    assert main(["config", "check", str(config_path)]) == 0
+    assert "warning:" not in capsys.readouterr().err
+
+
+def test_config_new_with_unreadable_data_exits_2(tmp_path, capsys):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_text("not a data file\n")
+    damaged = tmp_path / "damaged.h5"  # an HDF5 file cut short: h5py raises OSError
+    source = os.path.join(tiny_demo(), "demo_data.h5")
+    damaged.write_bytes(open(source, "rb").read()[:3000])
+    for path in (garbage, damaged):
+        out = tmp_path / "fit.yaml"
+        assert main(["config", "new", "--data", str(path), "-o", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"heterojax: error: --data {str(path)!r} cannot be read")
+        assert "Traceback" not in error and not out.exists()
+
+
+def test_config_new_falls_back_to_defaults_when_estimation_fails(tmp_path, monkeypatch, capsys):
+    def broken(data, model=None):
+        raise RuntimeError("no cuts")
+
+    monkeypatch.setattr(heterojax, "estimate_start", broken)
+    data_path = os.path.join(tiny_demo(), "demo_data.h5")
+    out = tmp_path / "fit.yaml"
+    assert main(["config", "new", "--data", data_path, "-o", str(out)]) == 0
+    error = capsys.readouterr().err
+    assert "warning: could not estimate start values" in error and "no cuts" in error
+    parameters = yaml.safe_load(out.read_text())["parameters"]
+    for name in heterojax.PARAMETER_NAMES:
+        assert parameters[name]["value"] == heterojax.PARAMETERS[name].default
+    assert parameters["v_offset"]["fixed"] and not parameters["v0"]["fixed"]
+
+
+@pytest.mark.parametrize(
+    "parameters, named",
+    [
+        ({"D_offset_ref": {"fixed": False}}, ("D_offset_ref", "D0_ref", "fix D_offset_ref")),
+        (
+            {"D_offset_sample": {"fixed": False}, "alpha_sample": {"value": 0, "fixed": True}},
+            ("D_offset_sample", "D0_sample", "fix D_offset_sample"),
+        ),
+        ({"v_offset": {"fixed": False}}, ("v_offset", "v0", "fix v_offset")),
+        ({"f2": {"fixed": False}}, ("f2", "f0", "fix f2")),
+        (
+            {"f2": {"fixed": False}, "f1": {"value": 0, "fixed": True}},
+            ("f2 is free but has no effect", "fix it"),
+        ),
+        (
+            {"f3": {"fixed": False}, "f1": {"value": 0, "fixed": True}},
+            ("f3", "f0", "fix f3"),
+        ),
+    ],
+)
+def test_config_check_warns_on_exact_degeneracies(tmp_path, capsys, parameters, named):
+    config = tmp_path / "fit.yaml"
+    assert main(["config", "new", "-o", str(config)]) == 0
+    raw = yaml.safe_load(config.read_text())
+    for name, change in parameters.items():
+        raw["parameters"][name].update(change)
+    config.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["config", "check", str(config), "--no-data"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, captured.err
+    assert all(fragment in warnings[0] for fragment in named), warnings[0]
+    assert "warning:" not in captured.out
+    # the same config with nothing degenerate left free: no warning
+    assert main(["config", "new", "-o", str(config), "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", str(config), "--no-data"]) == 0
+    assert "warning:" not in capsys.readouterr().err
+
+
+def _simulated_file(path, *, frames: int, dt: float, phi):
+    """An APS file of the demo's truth (an ageing, accelerating sample) at this size."""
+    import jax.random as jr
+
+    from heterojax._cli._demo import CONTRAST, NOISE, TRUTH, Q
+
+    data = heterojax.simulate(
+        heterojax.HeterodyneModel.from_dict(TRUTH),
+        dt * np.arange(1, frames + 1),
+        q=Q,
+        phi=phi,
+        contrast=list(CONTRAST[: len(phi)]),
+        offset=1.0,
+        noise=NOISE,
+        key=jr.key(7),
+    )
+    heterojax.save_aps(path, data)
+    return path
+
+
+def _new_then_fit(tmp_path, data_path):
+    config = tmp_path / "fit.yaml"
+    assert main(["config", "new", "--data", str(data_path), "-o", str(config), "-q"]) == 0
+    out = tmp_path / "results"
+    code = main(["fit", str(config), "--output", str(out), "--no-plots", "-q"])
+    saved = load_result(out)
+    return code, saved
+
+
+def test_config_new_then_fit_succeeds(tmp_path):
+    """The CLI's first fit: `config new --data` → `fit` with nothing edited exits 0 with a good
+    fit, on a small file (3 angles — two leave (v0, φ0) with two exact solutions — × 40
+    frames)."""
+    data_path = _simulated_file(tmp_path / "run.h5", frames=40, dt=0.15, phi=[0.0, 40.0, 80.0])
+    code, saved = _new_then_fit(tmp_path, data_path)
+    info = saved.info
+    assert code == 0, f"exit {code}: quality {info['quality']}"
+    assert info["success"] and 0.8 < info["reduced_chi2"] < 1.2
+    from heterojax._cli._demo import TRUTH
+
+    for name, value in TRUTH.items():  # the canonical labelling: the slower is the reference
+        assert abs(saved.parameters[name] - value) < 5 * saved.errors[name], name
+
+
+@pytest.mark.slow
+def test_config_new_then_fit_on_the_demo_file(tmp_path):
+    """Issue 12 §5: on the demo's data file (3 angles × 120 frames), `config new` → `fit`
+    succeeds with exit 0 and recovers the truth."""
+    demo = tmp_path / "demo"
+    assert main(["demo", "--output", str(demo), "--no-cmc", "-q"]) == 0
+    code, saved = _new_then_fit(tmp_path, demo / "demo_data.h5")
+    assert code == 0, f"exit {code}: quality {saved.info['quality']}"
+    assert 0.9 < saved.info["reduced_chi2"] < 1.1
+    from heterojax._cli._demo import TRUTH
+
+    for name, value in TRUTH.items():  # the canonical labelling: the slower is the reference
+        assert abs(saved.parameters[name] - value) < 5 * saved.errors[name], name
+
+
 def test_config_check_relative_paths_from_elsewhere(tmp_path, monkeypatch, capsys):
     config = _copy_demo(tmp_path)
     monkeypatch.chdir("/")

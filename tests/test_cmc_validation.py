@@ -30,7 +30,7 @@ def test_consensus_matches_full_data_nuts():
         key=jr.key(0),
     )
     fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
-    nlsq = hj.fit_nlsq(TRUTH.replace(D0_sample=1.8e3, v0=62.0), data, fixed=fixed)
+    nlsq = hj.fit_nlsq(TRUTH.replace(D0_sample=1.8e3, v0=62.0), data, fixed=fixed, starts=1)
     settings = dict(nlsq=nlsq, warmup=400, samples=1500, progress=False)
     full = hj.fit_cmc(nlsq.model, data, shards=1, key=jr.key(1), **settings)
     consensus = hj.fit_cmc(nlsq.model, data, shards=4, key=jr.key(2), **settings)

@@ -16,10 +16,11 @@ from heterojax._config._calls import (
     output_settings,
     simulate_arguments,
 )
+from heterojax._config._degeneracy import DEFAULT_FIXED, config_degeneracies, degeneracies
 from heterojax._config._errors import ConfigError
 from heterojax._config._load import load_config, validate_config
-from heterojax._config._schema import Config
-from heterojax._config._template import template
+from heterojax._config._schema import Config, NLSQSection
+from heterojax._config._template import estimated_start, template
 
 
 BASE = {"data": {"file": "data.h5"}}
@@ -136,6 +137,15 @@ def test_template_holds_every_key_with_a_comment_and_validates():
         for n in heterojax.PARAMETER_NAMES
     }
     assert config.model_dump(exclude={"parameters"}) == default.model_dump(exclude={"parameters"})
+    # the degenerate offsets are held at 0, and nothing degenerate is left free
+    assert sorted(nlsq_arguments(config)["fixed"]) == sorted(DEFAULT_FIXED)
+    assert set(DEFAULT_FIXED) >= {"D_offset_ref", "D_offset_sample", "v_offset", "f2"}
+    for name in DEFAULT_FIXED:
+        assert getattr(config.parameters, name).value == 0.0
+        line = next(x for x in text.splitlines() if x.startswith(f"  {name}:"))
+        assert "fixed: true" in line and DEFAULT_FIXED[name] in line
+    assert config_degeneracies(config) == []
+    assert "estimated from the data" not in text  # no data, no estimate
 
 
 # Every leaf key of the schema with a valid non-default value. A new key without an entry here
@@ -263,6 +273,8 @@ def test_every_key_changes_an_api_argument():
     for path, value in ALTERNATIVES.items():
         # simulate.* keys need a simulation-ready config; data.* keys start from null
         base = _simulation_base() if not path.startswith("data.") else {"data": {"file": "d"}}
+        if path == "nlsq.screening_steps":  # applies only to an integer starts > 1
+            _set(base, "nlsq.starts", 8)
         if path == "scaling.fourier_order":
             _set(base, "scaling.mode", "fourier")
         if path.startswith("scaling.") and path.endswith(".fixed"):
@@ -280,6 +292,12 @@ def test_schema_defaults_equal_the_api_defaults():
     signature = inspect.signature(heterojax.fit_nlsq).parameters
     config = validate_config({"data": {"file": "x"}})
     for key, value in config.nlsq.model_dump().items():
+        if key == "screening_steps":  # null = MultiStart's own default, which it documents
+            assert value is None and "null = 30" in NLSQSection.model_fields[key].description
+            multi = inspect.signature(heterojax.MultiStart).parameters
+            assert multi["screening_steps"].default == 30
+            assert "screening_steps" not in signature
+            continue
         assert signature[key].default == value, key
     load = inspect.signature(heterojax.load).parameters
     assert load["diagonal"].default == config.data.diagonal
@@ -323,6 +341,148 @@ def test_arguments_of_a_typical_config():
     assert float(model.to_dict()["D0_ref"]) == 0.0 and float(model.to_dict()["v0"]) == 500.0
     warm = cmc_arguments(config, warm_start=True)
     assert "contrast" not in warm and warm["fixed"] == ["D0_ref", "offset"]
+
+
+@pytest.mark.parametrize(
+    "nlsq, starts",
+    [
+        ({}, "auto"),
+        ({"starts": "auto"}, "auto"),
+        ({"starts": 1}, 1),
+        ({"starts": 8}, 8),
+        ({"starts": 8, "screening_steps": 10}, heterojax.MultiStart(8, screening_steps=10)),
+    ],
+)
+def test_starts_reach_fit_nlsq(nlsq, starts):
+    arguments = nlsq_arguments(validate_config({**BASE, "nlsq": nlsq}))
+    assert arguments["starts"] == starts
+    assert "screening_steps" not in arguments  # fit_nlsq takes it only inside MultiStart
+    inspect.signature(heterojax.fit_nlsq).bind(None, None, **arguments)
+
+
+@pytest.mark.parametrize(
+    "nlsq, fragment",
+    [
+        ({"starts": 0}, "'nlsq.starts': must be \"auto\" or an integer ≥ 1"),
+        ({"starts": "Auto"}, "'nlsq.starts': must be \"auto\""),
+        ({"starts": True}, "'nlsq.starts'"),
+        ({"starts": 2.5}, "'nlsq.starts'"),
+        ({"screening_steps": 10}, "screening_steps applies only to an integer starts > 1"),
+        ({"starts": 1, "screening_steps": 10}, "(got starts: 1)"),
+        ({"starts": 8, "screening_steps": 0}, "'nlsq.screening_steps'"),
+    ],
+)
+def test_bad_starts_name_the_key(nlsq, fragment):
+    with pytest.raises(ConfigError) as caught:
+        validate_config({**BASE, "nlsq": nlsq})
+    assert fragment in str(caught.value)
+
+
+# (parameter changes, expected [parameter to fix, ...]) from a config where every parameter is
+# free at its default (alpha, beta, f1 start at 0): each rule, and what switches it off.
+_ALL_FREE = {name: {"fixed": False} for name in heterojax.PARAMETER_NAMES}
+DEGENERACY_CASES = [
+    ({}, ["D_offset_ref", "D_offset_sample", "v_offset", "f2"]),
+    ({"alpha_ref": {"value": 0.5}}, ["D_offset_sample", "v_offset", "f2"]),
+    (
+        {"alpha_sample": {"value": 0.0, "fixed": True}},
+        ["D_offset_ref", "D_offset_sample", "v_offset", "f2"],
+    ),
+    ({"D0_ref": {"value": 100.0, "fixed": True}}, ["D_offset_sample", "v_offset", "f2"]),
+    ({"D_offset_sample": {"value": 0.0, "fixed": True}}, ["D_offset_ref", "v_offset", "f2"]),
+    ({"beta": {"value": 0.2}}, ["D_offset_ref", "D_offset_sample", "f2"]),
+    ({"v0": {"value": 300.0, "fixed": True}}, ["D_offset_ref", "D_offset_sample", "f2"]),
+    ({"f2": {"value": 0.0, "fixed": True}}, ["D_offset_ref", "D_offset_sample", "v_offset"]),
+    # f2 with f0 and f1 free or nonzero: degenerate; f1 = 0 fixed: f2 has no effect at all,
+    # and f3 becomes degenerate with f0.
+    ({"f1": {"value": 0.3, "fixed": True}}, ["D_offset_ref", "D_offset_sample", "v_offset", "f2"]),
+    (
+        {"f1": {"value": 0.0, "fixed": True}},
+        ["D_offset_ref", "D_offset_sample", "v_offset", "f2", "f3"],
+    ),
+    ({"f0": {"value": 0.5, "fixed": True}}, ["D_offset_ref", "D_offset_sample", "v_offset"]),
+    (
+        {"f0": {"value": 0.5, "fixed": True}, "f1": {"value": 0.0, "fixed": True}},
+        ["D_offset_ref", "D_offset_sample", "v_offset", "f2"],
+    ),
+    (
+        {"f1": {"value": 0.0, "fixed": True}, "f3": {"value": 0.0, "fixed": True}},
+        ["D_offset_ref", "D_offset_sample", "v_offset", "f2"],
+    ),
+]
+
+
+@pytest.mark.parametrize("changes, expected", DEGENERACY_CASES)
+def test_degeneracy_rules(changes, expected):
+    config = validate_config({**BASE, "parameters": {**_ALL_FREE, **changes}})
+    found = config_degeneracies(config)
+    assert [d.parameter for d in found] == expected
+    for degeneracy in found:
+        message = degeneracy.message()
+        assert f"fix {degeneracy.parameter}" in message or "fix it" in message
+        assert all(partner in message for partner in degeneracy.partners)
+
+
+def test_degeneracies_are_exact_flat_directions():
+    """Each reported pair really leaves c2 unchanged along a direction (so the rule is not a
+    guess): moving the parameter to fix and compensating with its partner changes nothing."""
+    t = 0.1 * np.arange(1, 31)
+    base = heterojax.HeterodyneModel.from_dict(
+        {"D0_ref": 200.0, "D0_sample": 3000.0, "v0": 300.0, "f0": 0.4, "f1": 0.2}
+    )
+    moves = {
+        "D_offset_ref": {"D_offset_ref": 50.0, "D0_ref": 150.0},
+        "v_offset": {"v_offset": 40.0, "v0": 260.0},
+        "f2": {"f2": 1.5, "f0": 0.4 * float(np.exp(0.2 * 1.5))},
+    }
+    reference = np.asarray(heterojax.simulate(base, t, q=0.01, phi=[0.0, 50.0]).c2)
+    for name, change in moves.items():
+        assert name in [d.parameter for d in degeneracies(base.to_dict(), fixed=())]
+        moved = np.asarray(
+            heterojax.simulate(base.replace(**change), t, q=0.01, phi=[0.0, 50.0]).c2
+        )
+        np.testing.assert_allclose(moved, reference, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_template_with_estimated_values():
+    estimate = heterojax.HeterodyneModel.from_dict(
+        {
+            "D0_ref": 151.23456,
+            "alpha_ref": -0.0123456,
+            "D0_sample": 2499.96,
+            "alpha_sample": 0.30049,
+            "v0": 300.0381,
+            "beta": 0.19992,
+            "f0": 0.999996,  # rounds to the bound, stays inside
+            "f1": 0.0,  # equal to the default: not informed, not marked
+            "phi0": 7.123456,
+            "D_offset_ref": 12.0,  # never taken from an estimate: held at 0
+        }
+    ).to_dict()
+    estimated = estimated_start(estimate)
+    assert estimated == {
+        "D0_ref": 151.2,
+        "alpha_ref": -0.01235,
+        "D0_sample": 2500.0,
+        "alpha_sample": 0.3005,
+        "v0": 300.0,
+        "beta": 0.1999,
+        "f0": 1.0,
+        "phi0": 7.123,
+    }
+    text = template("run.h5", estimated=estimated)
+    config = validate_config(yaml.safe_load(text))
+    for name in heterojax.PARAMETER_NAMES:
+        entry = getattr(config.parameters, name)
+        line = next(x for x in text.splitlines() if x.startswith(f"  {name}:"))
+        if name in estimated:
+            assert entry.value == estimated[name] and not entry.fixed, name
+            assert "estimated from the data" in line
+        else:
+            assert entry.value == heterojax.PARAMETERS[name].default, name
+            assert "estimated" not in line
+        assert entry.fixed == (name in DEFAULT_FIXED), name
+    assert config_degeneracies(config) == []
 
 
 OLD_CONFIG = """

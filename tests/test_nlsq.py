@@ -67,7 +67,7 @@ def _assert_recovered(result, truth, n_sigma=4.0):
 @pytest.fixture(scope="module")
 def local_fit():
     data = _simulate(TRUTH)
-    return data, hj.fit_nlsq(_perturbed(TRUTH, 1.3), data, fixed=FIXED)
+    return data, hj.fit_nlsq(_perturbed(TRUTH, 1.3), data, fixed=FIXED, starts=1)
 
 
 def test_local_fit_recovers_truth(local_fit):
@@ -163,7 +163,7 @@ def test_flow_reversal():
     data = _simulate(truth)
     start = truth.replace(v0=6.0, v_offset=-15.0, D0_sample=1200.0)
     fixed = ("D_offset_ref", "D_offset_sample", "alpha_ref", "alpha_sample", "f1", "f2", "f3")
-    result = hj.fit_nlsq(start, data, fixed=fixed)
+    result = hj.fit_nlsq(start, data, fixed=fixed, starts=1)
     assert result.success
     _assert_recovered(result, truth)
 
@@ -174,7 +174,7 @@ def test_static_reference():
     data = _simulate(truth)
     start = truth.replace(D0_ref=50.0, D0_sample=1000.0, v0=24.0, f0=0.4)
     fixed = ("alpha_ref", "D_offset_ref", "D_offset_sample", "v_offset", "f1", "f2", "f3")
-    result = hj.fit_nlsq(start, data, fixed=fixed)
+    result = hj.fit_nlsq(start, data, fixed=fixed, starts=1)
     assert result.parameters()["D0_ref"] < 5 * NOISE * 1e4  # ≤ a few Å²/s: indistinguishable from 0
     _assert_recovered(result, truth.replace(D0_ref=result.parameters()["D0_ref"]))
     assert abs(result.reduced_chi2 - 1) < 0.05
@@ -184,7 +184,9 @@ def test_static_reference():
 @pytest.mark.parametrize("mode, expected", [("constant", 2), ("individual", 6)])
 def test_scaling_modes(mode, expected):
     data = _simulate(TRUTH, n_frames=32, contrast=np.full(3, 0.3))
-    result = hj.fit_nlsq(TRUTH, data, fixed=FIXED + ("alpha_ref", "alpha_sample"), scaling=mode)
+    result = hj.fit_nlsq(
+        TRUTH, data, fixed=FIXED + ("alpha_ref", "alpha_sample"), scaling=mode, starts=1
+    )
     n_scaling = sum(n.startswith(("contrast", "offset")) for n in result.names)
     assert n_scaling == expected
     if mode == "constant":
@@ -199,7 +201,7 @@ def test_fourier_scaling_follows_smooth_contrast():
     model = TRUTH.replace(v0=5.0, beta=0.0)
     data = _simulate(model, n_frames=32, phi=phi, contrast=contrast)
     result = hj.fit_nlsq(
-        model, data, fixed=FIXED + ("alpha_ref", "alpha_sample", "beta"), scaling="auto"
+        model, data, fixed=FIXED + ("alpha_ref", "alpha_sample", "beta"), scaling="auto", starts=1
     )
     assert result.scaling == "fourier"  # auto: more than 6 maps
     np.testing.assert_allclose(
@@ -220,7 +222,9 @@ def test_fixed_parameters_keep_their_values_and_diagonal_counts():
         diagonal="none",
     )
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "contrast")
-    results = [hj.fit_nlsq(TRUTH, d, fixed=fixed, contrast=0.29) for d in (data_mask, data_none)]
+    results = [
+        hj.fit_nlsq(TRUTH, d, fixed=fixed, contrast=0.29, starts=1) for d in (data_mask, data_none)
+    ]
     for result in results:
         for name in fixed[:-1]:
             assert name not in result.names
@@ -248,7 +252,7 @@ def test_custom_transport_law_fits():
     data = _simulate(truth, n_frames=48)
     start = truth.replace(D_inf_sample=1500.0, tau_sample=12.0)
     fixed = ("alpha_ref", "D_offset_ref", "beta", "v_offset", "f1", "f2", "f3")
-    result = hj.fit_nlsq(start, data, fixed=fixed)
+    result = hj.fit_nlsq(start, data, fixed=fixed, starts=1)
     assert isinstance(result.model.sample, SaturatingTransport)
     _assert_recovered(result, truth)
 
@@ -256,7 +260,9 @@ def test_custom_transport_law_fits():
 def test_singular_problem_is_flagged():
     """f0·exp(f1(t − f2)) makes f0 and f2 exactly degenerate: errors are inf, not zero."""
     data = _simulate(TRUTH, n_frames=24)
-    result = hj.fit_nlsq(TRUTH, data, fixed=("D_offset_ref", "D_offset_sample", "v_offset"))
+    result = hj.fit_nlsq(
+        TRUTH, data, fixed=("D_offset_ref", "D_offset_sample", "v_offset"), starts=1
+    )
     assert result.singular
     assert not np.isfinite(result.stderr["f2"])
     assert any("singular" in w for w in result.quality.warnings)
@@ -266,7 +272,7 @@ def test_singular_problem_is_flagged():
 def test_aliasing_is_reported():
     fast = TRUTH.replace(v0=800.0, beta=0.0)  # q·v·dt = 0.01·800·0.5 = 4 > π
     data = _simulate(fast, n_frames=24)
-    result = hj.fit_nlsq(fast, data, fixed=FIXED + ("beta",))
+    result = hj.fit_nlsq(fast, data, fixed=FIXED + ("beta",), starts=1)
     assert result.quality.aliasing
     assert result.quality.aliasing[0][1] > 1
 
@@ -310,7 +316,7 @@ def test_global_search_runs_cma_es_and_keeps_its_start():
     """CMA-ES (pycma) over the unconstrained coordinates seeds one extra local fit."""
     data = _simulate(TRUTH, n_frames=24)
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "phi0")
-    local = hj.fit_nlsq(TRUTH, data, fixed=fixed)
+    local = hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1)
     searched = hj.fit_nlsq(
         TRUTH, data, fixed=fixed, global_search=True, global_evaluations=300, seed=1
     )
@@ -325,7 +331,11 @@ def test_progress_reports_every_step_and_the_final_chi2():
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "phi0")
     seen: list[tuple[int, float]] = []
     result = hj.fit_nlsq(
-        _perturbed(TRUTH, 1.2), data, fixed=fixed, progress=lambda s, c: seen.append((s, c))
+        _perturbed(TRUTH, 1.2),
+        data,
+        fixed=fixed,
+        starts=1,
+        progress=lambda s, c: seen.append((s, c)),
     )
     steps = [s for s, _ in seen]
     assert steps == sorted(steps) and steps[0] <= 1 and steps[-1] >= result.n_steps - 1
@@ -337,7 +347,7 @@ def test_start_on_a_bound_is_moved_inside_and_fitted():
     flat) is moved just inside, so the fit can still reach the truth (f3 = 0.1)."""
     data = _simulate(TRUTH, n_frames=32)
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "phi0")
-    result = hj.fit_nlsq(TRUTH.replace(f3=0.0, f0=0.15), data, fixed=fixed)
+    result = hj.fit_nlsq(TRUTH.replace(f3=0.0, f0=0.15), data, fixed=fixed, starts=1)
     assert result.parameters()["f3"] == pytest.approx(0.1, abs=5 * result.stderr["f3"])
 
 
@@ -360,7 +370,7 @@ def test_compilation_cache_is_filled_and_reused(tmp_path):
         " noise=0.002, key=jax.random.key(0))\n"
         "free = ('D0_sample', 'v0')\n"
         "fixed = [n for n in hj.PARAMETER_NAMES if n not in free]\n"
-        "hj.fit_nlsq(truth.replace(v0=28.0), data, fixed=fixed)\n"
+        "hj.fit_nlsq(truth.replace(v0=28.0), data, fixed=fixed, starts=1)\n"
         "print(len(hits))\n"
     )
     runs = [

@@ -45,7 +45,7 @@ examples:
     "new": """\
 examples:
   heterojax config new                         writes heterojax.yaml
-  heterojax config new --data run.h5 -o fit.yaml
+  heterojax config new --data run.h5 -o fit.yaml   start values estimated from run.h5
   heterojax config new -o -                    print to stdout""",
     "check": """\
 examples:
@@ -151,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         config_commands,
         help="Write a config template with every key, its default and a comment.",
     )
-    new.add_argument("--data", help="the data file to put into data.file")
+    new.add_argument(
+        "--data",
+        help="the data file: put into data.file, and start values estimated from its data "
+        "(all maps, all frames)",
+    )
     new.add_argument(
         "--output",
         "-o",
@@ -159,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write it ('-' for stdout; default heterojax.yaml)",
     )
     new.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    check = add("check", config_commands, help="Validate a config and load its data selection.")
+    check = add(
+        "check",
+        config_commands,
+        help="Validate a config, load its data selection, and warn about exactly degenerate "
+        "free parameters.",
+    )
     check.add_argument("config", help="the YAML config")
     check.add_argument("--no-data", action="store_true", help="do not open the data file")
     old = add(

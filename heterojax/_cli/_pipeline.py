@@ -15,7 +15,6 @@ import heterojax
 
 from .._config._calls import (
     cmc_arguments,
-    load_arguments,
     model_from_config,
     nlsq_arguments,
     output_settings,
@@ -23,6 +22,7 @@ from .._config._calls import (
 from .._config._schema import Config
 from .._io._atomic import check_writable
 from .._io._results import result_files, save_result
+from ._config_commands import load_selection, warn_degeneracies
 from ._errors import EXIT_OK, EXIT_QUALITY, BadInput
 from ._logging import Logging, report
 from ._plots import plot_paths, write_cmc_plots, write_nlsq_plots
@@ -79,6 +79,17 @@ def _call(function, *args, **kwargs):
     return function(*args, **kwargs)
 
 
+def starts_label(starts: Any) -> str:
+    """How the progress line names a start strategy: `"auto"`, an int, or a Module."""
+    if isinstance(starts, str):
+        return f"{starts} starts"
+    if isinstance(starts, int):
+        return f"{starts} start{'s' if starts > 1 else ''}"
+    count = getattr(starts, "n", None)
+    name = type(starts).__name__
+    return f"{name}, {count} starts" if isinstance(count, int) else name
+
+
 def methods_of(method: str) -> tuple[str, ...]:
     return ("nlsq", "cmc") if method == "both" else (method,)
 
@@ -107,7 +118,7 @@ def run_fit(config: Config, options: RunOptions, logs: Logging) -> int:
     fit_cmc = cmc_function() if "cmc" in methods else None
     check_writable(planned_files(directory, methods, plots), overwrite=overwrite)
     # Bad data input fails here, before anything is written.
-    data = heterojax.load(**load_arguments(config))
+    data = load_selection(config)
     log_path = logs.to_file(directory)
     _LOG.info(f"heterojax {heterojax.__version__}: fit ({method}) → {directory}")
     _LOG.debug(f"log file {log_path}")
@@ -117,12 +128,13 @@ def run_fit(config: Config, options: RunOptions, logs: Logging) -> int:
         f"{[round(float(p), 3) for p in data.phi]} deg, q = "
         f"{sorted({round(float(q), 6) for q in data.q})} 1/Å, dt = {float(data.dt):g} s"
     )
+    warn_degeneracies(config)
     model = model_from_config(config)
     passed = True
     nlsq_result = None
     if "nlsq" in methods or config.cmc.warm_start:
         arguments = nlsq_arguments(config)
-        label = f"NLSQ fit ({arguments['starts']} start{'s' if arguments['starts'] > 1 else ''})"
+        label = f"NLSQ fit ({starts_label(arguments['starts'])})"
         budget = arguments.get("max_steps", 256)
         with nlsq_progress(label, budget, enabled=not quiet) as progress:
             nlsq_result = _call(heterojax.fit_nlsq, model, data, progress=progress, **arguments)

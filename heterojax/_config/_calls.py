@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._fit._strategies import MultiStart
 from .._model._heterodyne import HeterodyneModel
 from .._parameters import PARAMETER_NAMES, PARAMETERS
 from ._schema import Config
@@ -86,8 +87,17 @@ def _problem_arguments(config: Config) -> dict[str, Any]:
 
 
 def nlsq_arguments(config: Config) -> dict[str, Any]:
-    """`fit_nlsq(model, data, **arguments)`: fixed/bounds/scaling/σ and the `nlsq` options."""
-    return {**_problem_arguments(config), **config.nlsq.model_dump()}
+    """`fit_nlsq(model, data, **arguments)`: fixed/bounds/scaling/σ and the `nlsq` options.
+
+    `starts` passes through as `"auto"` or an int, except that an integer `starts > 1` with
+    `screening_steps` set becomes `MultiStart(starts, screening_steps=...)` (`fit_nlsq` takes
+    the screening length only inside the strategy).
+    """
+    options = config.nlsq.model_dump()
+    screening_steps = options.pop("screening_steps")
+    if screening_steps is not None:  # the schema allows it only with an integer starts > 1
+        options["starts"] = MultiStart(options["starts"], screening_steps=screening_steps)
+    return {**_problem_arguments(config), **options}
 
 
 def cmc_arguments(config: Config, *, warm_start: bool) -> dict[str, Any]:

@@ -200,8 +200,11 @@ class ScalingSection(Section):
 
 
 class NLSQSection(Section):
-    starts: Annotated[int, Field(ge=1)] = Field(
-        default=1, description="Number of starts (1 = local fit from the values; 8–32 when unsure)."
+    starts: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="auto (data-driven starts, screened, every competitive basin polished), "
+        "1 (one local fit from the values, for refits) or N > 1 (N starts screened, best 4 "
+        "finished).",
     )
     global_search: bool = Field(default=False, description="Run a CMA-ES global search first.")
     global_evaluations: Annotated[int, Field(ge=1)] = Field(
@@ -213,9 +216,31 @@ class NLSQSection(Section):
     )
     atol: Annotated[float, Field(gt=0)] = Field(default=1e-4, description="Absolute tolerance.")
     max_steps: Annotated[int, Field(ge=1)] = Field(default=256, description="Step limit per start.")
-    screening_steps: Annotated[int, Field(ge=1)] = Field(
-        default=30, description="Steps every start gets before the best 4 continue (starts > 4)."
+    screening_steps: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="With an integer starts > 1: LM steps every start gets before the best 4 "
+        "continue; null = 30.",
     )
+
+    @pydantic.field_validator("starts", mode="before")
+    @classmethod
+    def _starts(cls, value):
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            return value
+        raise ValueError('must be "auto" or an integer ≥ 1 (1 = a local fit from the values)')
+
+    @pydantic.model_validator(mode="after")
+    def _screening(self):
+        if self.screening_steps is not None and not (
+            isinstance(self.starts, int) and self.starts > 1
+        ):
+            raise ValueError(
+                f"screening_steps applies only to an integer starts > 1 (got starts: "
+                f"{self.starts}); remove it or set starts to the number of starts"
+            )
+        return self
 
 
 class ThresholdsSection(Section):

@@ -1,5 +1,7 @@
 """The commented YAML template of `heterojax config new`, generated from the schema."""
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -7,6 +9,7 @@ from pydantic import BaseModel
 
 from .._parameters import PARAMETER_NAMES, PARAMETERS
 from .._version import __version__
+from ._degeneracy import DEFAULT_FIXED
 from ._errors import _models_in
 from ._schema import Config, ParameterEntry, ScaleEntry
 
@@ -49,27 +52,92 @@ def _section_lines(model: BaseModel, indent: str) -> list[str]:
     return lines
 
 
-def _parameter_lines() -> list[str]:
+def _parameter_lines(estimated: Mapping[str, float] | None) -> list[str]:
     lines = [
         "# The 14 physics parameters (SPEC §3): {value, lower, upper, fixed} each; a bare number",
         "# sets the value. value is the start (or the held value when fixed: true); lower/upper",
         "# override the default bounds. D0 in Å²/s^(α+1), v0 in Å/s^(β+1), f1 in 1/s, f2 in s.",
+    ]
+    if estimated:
+        lines += [
+            "# Start values marked 'estimated' were read off the data by heterojax.estimate_start",
+            "# (rates from the one-time cuts at several ages, v0 from the fringe frequency, the",
+            "# fraction from the fringe amplitude), rounded to 4 significant digits.",
+        ]
+    lines += [
+        "# The offsets fixed below are degenerate with another parameter (the comment says",
+        "# why); `heterojax config check` warns about exactly degenerate pairs left free.",
         "parameters:",
     ]
     for name in PARAMETER_NAMES:
         spec = PARAMETERS[name]
-        entry = ParameterEntry(value=spec.default, lower=spec.lower, upper=spec.upper)
-        lines.append(f"  {name}: {_flow(entry)}  # [{spec.unit}] {spec.description}")
+        value = spec.default
+        note = ""
+        if name in DEFAULT_FIXED:
+            note = f" — {DEFAULT_FIXED[name]}"
+        elif estimated and name in estimated:
+            value = estimated[name]
+            note = " — estimated from the data"
+        entry = ParameterEntry(
+            value=value, lower=spec.lower, upper=spec.upper, fixed=name in DEFAULT_FIXED
+        )
+        lines.append(f"  {name}: {_flow(entry)}  # [{spec.unit}] {spec.description}{note}")
     return lines
 
 
-def template(data_file: str | None = None, *, name: str = "config.yaml") -> str:
+# The parameters `heterojax.estimate_start` reads off the data (f3 it always sets to 0).
+ESTIMATED = (
+    "D0_ref",
+    "alpha_ref",
+    "D0_sample",
+    "alpha_sample",
+    "v0",
+    "beta",
+    "f0",
+    "f1",
+    "phi0",
+)
+
+
+def estimated_start(values: Mapping[str, Any], digits: int = 4) -> dict[str, float]:
+    """The start values worth writing from a data-driven estimate.
+
+    Of the `ESTIMATED` parameters in `values` (e.g. `estimate_start(data).to_dict()`), those
+    that are finite and differ from the default (an estimate equal to the default is one the
+    data did not inform), rounded to `digits` significant digits and kept within the default
+    bounds.
+    """
+    rounded = {}
+    for name in ESTIMATED:
+        if name not in values:
+            continue
+        value = float(values[name])
+        spec = PARAMETERS[name]
+        if not math.isfinite(value) or value == spec.default:
+            continue
+        value = float(f"{value:.{digits - 1}e}")
+        rounded[name] = min(max(value, spec.lower), spec.upper) + 0.0  # + 0.0: no -0.0
+    return rounded
+
+
+def template(
+    data_file: str | None = None,
+    *,
+    name: str = "config.yaml",
+    estimated: Mapping[str, float] | None = None,
+) -> str:
     """A complete config in which every key appears with its default and a comment.
+
+    The degenerate offsets (`_degeneracy.DEFAULT_FIXED`: D_offset_ref, D_offset_sample,
+    v_offset, f2, f3) are written `fixed: true` at 0, each with the reason.
 
     **Arguments:**
 
     - `data_file`: the value of `data.file` (default: a placeholder to edit).
     - `name`: the config's file name, for the usage lines of the header.
+    - `estimated`: start values read off the data (parameter name → value, e.g. from
+      `estimated_start(estimate_start(data).to_dict())`), written instead of the defaults
+      and marked as estimated; the offsets above stay fixed at 0 whatever this holds.
 
     **Returns:** YAML text that `load_config` accepts.
     """
@@ -78,7 +146,7 @@ def template(data_file: str | None = None, *, name: str = "config.yaml") -> str:
     for section, field in Config.model_fields.items():
         lines.append("")
         if section == "parameters":
-            lines += _parameter_lines()
+            lines += _parameter_lines(estimated)
             continue
         value = getattr(config, section)
         if _models_in(field.annotation):

@@ -47,7 +47,8 @@ def square_root_factor(gram: Float[Array, "p p"], gradient: Float[Array, " p"], 
 def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale):
     theta = z * z_scale
     x = transform.to_bounded(theta)
-    gram, gradient, ssr = evaluate_at(problem, x).penalised()
+    evaluation = evaluate_at(problem, x)
+    gram, gradient, ssr = evaluation.gram, evaluation.gradient, evaluation.ssr
     derivative = transform.derivative(theta) * z_scale
     gram = derivative[:, None] * gram * derivative[None, :]
     gradient = derivative * gradient

@@ -1,227 +1,150 @@
-"""Joint nonlinear least squares over all maps with optimistix Levenberg–Marquardt."""
+"""Joint nonlinear least squares over all maps with optimistix Levenberg–Marquardt.
 
-import contextlib
-import sys
+`fit_nlsq` reads as its phases: build the problem → search from the strategy's starts →
+choose the solution (in its canonical form) → uncertainty → quality report → result.
+"""
+
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
-import optimistix as optx
 
 from .._data._xpcs_data import XPCSData
 from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
-from ._compressed import NULL_EIGENVALUE_FRACTION, compressed_residual, coordinate_scale
+from ._global import global_search as run_global_search
 from ._nlsq_result import NLSQResult, StartsSummary
-from ._problem import FitProblem, best_scaling, build_problem, evaluate_at
-from ._quality import build_quality_report
+from ._problem import FitProblem, build_problem, evaluate_at
+from ._quality import SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS, build_quality_report
 from ._roi import bin_widths, describe_model, fit_bins
-from ._scaling import estimate_contrast_offset, estimate_velocity, resolve_scaling
-from ._starts import pulled_inside, start_design, swapped_model
-from ._transforms import BoxTransform
+from ._scaling import estimate_contrast_offset, resolve_scaling
+from ._solve import SUCCESSFUL, LocalSolver, Solved, listening, result_message
+from ._strategies import AbstractStarts, SearchOutcome, resolve_starts
+from ._symmetry import (
+    basin_signature,
+    canonical,
+    exchanged_signature,
+    fraction_is_steady,
+    reference_is_slower,
+)
+from ._uncertainty import Uncertainty, curvature_uncertainty
 
 
-# The solver's coordinates z are scaled so that the diagonal of JᵀJ starts at 1/_INITIAL_STEP²:
-# LM's initial damping λ = 1 is then 1 % of the curvature (close to a Gauss–Newton step), and the
-# trust region grows by _WIDENING after every very successful step (optimistix's default 3.5).
-# Together they halve the steps of local fits in our tests (26 → 13 on the 3 × 500² benchmark)
-# without losing any recovery case of the test suite.
-_INITIAL_STEP = 10.0
-_WIDENING = 10.0
+# Two fits are the same basin when their `basin_signature`s (log-rates, log-speed, fraction at
+# three times) differ by less than this everywhere.
+_SAME_SOLUTION = 0.1
 
 
-@eqx.filter_jit
-def _to_unconstrained(transform: BoxTransform, x):
-    return transform.to_unconstrained(x)
+def _check_inputs(model, data) -> None:
+    if not isinstance(model, HeterodyneModel):
+        raise TypeError(f"`model` must be a heterojax.HeterodyneModel; got {type(model).__name__}.")
+    if not isinstance(data, XPCSData):
+        raise TypeError(f"`data` must be a heterojax.XPCSData; got {type(data).__name__}.")
 
 
-@eqx.filter_jit
-def _to_bounded(transform: BoxTransform, theta):
-    """x(θ) and dx/dθ (rows of θ or one vector)."""
-    return transform.to_bounded(theta), transform.derivative(theta)
-
-
-# Listeners of the LM steps while a fit with `progress` runs: callables (step, χ²) -> None.
-_STEP_LISTENERS: list[Callable[..., Any]] = []
-
-
-def _on_step(step, loss) -> None:
-    step, chi2 = int(np.max(step)), float(2 * np.min(loss))
-    for listener in _STEP_LISTENERS:
-        listener(step, chi2)
-
-
-def _report_step(**fields) -> None:
-    """An optimistix `verbose` callable: hands the step count and the loss of the last accepted
-    step to the host (`_on_step`). Compiled in only when progress is asked for (a program with
-    host callbacks cannot be stored in JAX's persistent compilation cache)."""
-    jax.debug.callback(_on_step, fields["num_steps"][1], fields["loss_last_accepted_step"][1])
-
-
-@contextlib.contextmanager
-def _listening(progress: Any) -> Iterator[bool]:
-    """Registers the progress listener of `fit_nlsq` for the duration of the fit."""
-    if not progress:
-        yield False
-        return
-    began, last = time.perf_counter(), [-1.0]
-
-    def print_step(step: int, chi2: float) -> None:
-        now = time.perf_counter() - began
-        if now - last[0] >= 1.0:
-            last[0] = now
-            print(
-                f"[heterojax.fit_nlsq] step {step:4d}   χ² = {chi2:.6g}   {now:6.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    listener: Callable[..., Any] = progress if callable(progress) else print_step
-    _STEP_LISTENERS.append(listener)
-    try:
-        yield True
-    finally:
-        _STEP_LISTENERS.remove(listener)
-
-
-@eqx.filter_jit
-def _solve_starts(
-    problem: FitProblem,
-    thetas,
-    z_scales,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-    progress: bool = False,
-):
-    """LM from every start (rows of `thetas`) in one compiled program, vmapped over starts.
-
-    Each start is solved in coordinates z with θ = z ⊙ s, s = `coordinate_scale` at the start,
-    so that the solver's initial damping λ = 1 is comparable with the curvature of every
-    parameter. The trust region widens when at least half of the predicted reduction is
-    achieved (optimistix's default asks for 99 %, which keeps LM crawling along the strongly
-    correlated valleys of this model: ~3× more steps in our tests).
-
-    **Returns:** per start θ, the result code, the number of steps and ‖ρ‖² at θ (χ² plus the
-    saturation penalty, from the solver's last accepted residual).
-    """
-    solver = optx.LevenbergMarquardt(
-        rtol=rtol, atol=atol, verbose=_report_step if progress else False
+def _build(model, data, *, fixed, bounds, scaling, fourier_order, contrast, offset, sigma, roi):
+    """Phase 1: the `FitProblem`, the start vector, σ per entry and where σ came from."""
+    phi = np.asarray(data.phi)
+    resolved = resolve_scaling(scaling, phi, order=fourier_order)
+    estimated_contrast, estimated_offset = estimate_contrast_offset(
+        np.asarray(data.c2), np.asarray(data.mask)
     )
-    search = optx.ClassicalTrustRegion(high_cutoff=0.5, high_constant=_WIDENING)
-    solver = eqx.tree_at(lambda s: s.search, solver, search)
-    transform = problem.transform
-
-    def one(theta, z_scale):
-        solution = optx.least_squares(
-            compressed_residual,
-            solver,
-            theta / z_scale,
-            args=(problem, transform, z_scale),
-            max_steps=max_steps,
-            throw=False,
-        )
-        objective = jnp.sum(solution.state.f_info.residual**2)
-        return (
-            solution.value * z_scale,
-            solution.result._value,
-            solution.stats["num_steps"],
-            objective,
-        )
-
-    if thetas.shape[0] == 1:  # one start: no batch axis (a smaller program, compiled faster)
-        return tuple(a[None] for a in one(thetas[0], z_scales[0]))
-    return jax.vmap(one)(thetas, z_scales)
+    start_contrast = np.broadcast_to(
+        estimated_contrast if contrast is None else np.asarray(contrast, float), phi.shape
+    )
+    start_offset = np.broadcast_to(
+        estimated_offset if offset is None else np.asarray(offset, float), phi.shape
+    )
+    noise = "argument" if sigma is not None else ("data" if data.sigma is not None else "estimated")
+    problem, x0, sigma_used = build_problem(
+        model,
+        data,
+        fixed=fixed,
+        bounds=bounds,
+        scaling=resolved,
+        contrast=start_contrast,
+        offset=start_offset,
+        sigma=sigma,
+        bins=fit_bins(model, data, roi=roi),
+    )
+    return problem, np.asarray(x0), sigma_used, noise
 
 
-def _sum_of_squares(problem: FitProblem, theta, *, penalty: bool = False):
-    x = problem.transform.to_bounded(theta)
-    total = jnp.sum(problem.residual_maps(x) ** 2)
-    if penalty and problem.free_physics:
-        total = total + jnp.sum(problem.saturation_penalty(problem.split(x)[0]) ** 2)
-    return total
+def _search(
+    strategy: AbstractStarts,
+    problem: FitProblem,
+    data: XPCSData,
+    x0: np.ndarray,
+    solve: LocalSolver,
+    *,
+    seed: int,
+    global_evaluations: int | None,
+) -> SearchOutcome:
+    """Phase 2: the strategy's local fits, plus one from the CMA-ES optimum when asked."""
+    outcome = strategy.search(problem, data, x0, solve, seed=seed)
+    if global_evaluations is None:
+        return outcome
+    found = run_global_search(problem, outcome.final.values[0], global_evaluations, seed)
+    polished = solve(problem, found[None], batched=False)
+    final = Solved(*(np.concatenate([a, b]) for a, b in zip(polished, outcome.final)))
+    return SearchOutcome(final, outcome.screening)
 
 
-@eqx.filter_jit
-def _population_chi2(problem: FitProblem, thetas):
-    return jax.lax.map(lambda theta: _sum_of_squares(problem, theta, penalty=True), thetas)
+def _choose(problem: FitProblem, final: Solved) -> tuple[int, np.ndarray]:
+    """Phase 3: the start with the lowest χ², its fit vector in the canonical labelling."""
+    best = int(np.argmin(final.ranking()))
+    return best, canonical(problem, final.values[best])
 
 
-@eqx.filter_jit
-def _solution_terms(problem: FitProblem, x, gram):
-    """Everything the result needs at the solution x besides `evaluate_at`, in one program.
-
-    The covariance terms: with the Jacobi scaling S = diag(G)^{−1/2}, the pseudo-inverse of
-    S G S (lineax SVD solves, singular values below `NULL_EIGENVALUE_FRACTION` of the largest
-    dropped), S, and the eigen-decomposition of S G S (to flag undetermined directions). Also
-    the fitted model, contrast and offset per map, max |v(t)| on the grid (aliasing check) and
-    which parameters sit at a bound.
-    """
-    diagonal = jnp.diagonal(gram)
-    scale = jnp.where(diagonal > 0, 1 / jnp.sqrt(jnp.where(diagonal > 0, diagonal, 1.0)), 0.0)
-    scaled = scale[:, None] * gram * scale[None, :]
-    operator = lx.MatrixLinearOperator(scaled, lx.symmetric_tag)
-    solver = lx.SVD(rcond=NULL_EIGENVALUE_FRACTION)
-    identity = jnp.eye(x.shape[0], dtype=x.dtype)
-    # throw=False: no error callback, so that this program can be kept in the compilation cache.
-    inverse = jax.vmap(lambda e: lx.linear_solve(operator, e, solver, throw=False).value)(identity)
-    eigenvalues, vectors = jnp.linalg.eigh(scaled)
-    model, contrast, offset = problem.unpack(x)
-    speed = jnp.max(jnp.abs(model.velocity(problem.t)))
-    return {
-        "inverse": inverse,
-        "scale": scale,
-        "eigenvalues": eigenvalues,
-        "vectors": vectors,
-        "model": model,
-        "contrast": contrast,
-        "offset": offset,
-        "speed": speed,
-        "at_bound": problem.transform.at_bound(x),
-    }
-
-
-def _coordinate_scales(problem: FitProblem, thetas: np.ndarray) -> np.ndarray:
-    """`coordinate_scale` at every row of θ (one `evaluate_at` call each)."""
-    xs, derivatives = _to_bounded(problem.transform, jnp.asarray(np.atleast_2d(thetas)))
+def _exchange_images(problem: FitProblem, final: Solved, x: np.ndarray) -> np.ndarray:
+    """Which converged fits are the exchanged labelling of x (reference ↔ sample)."""
+    image = exchanged_signature(basin_signature(problem, x))
     return np.array(
         [
-            _INITIAL_STEP * coordinate_scale(evaluate_at(problem, x).gram, derivative)
-            for x, derivative in zip(xs, derivatives)
-        ]
+            code == SUCCESSFUL
+            and np.max(np.abs(basin_signature(problem, value) - image)) < _SAME_SOLUTION
+            for value, code in zip(final.values, final.codes)
+        ],
+        bool,
     )
 
 
-def _message(code: int) -> str:
-    """The optimistix message of a result code ("" for success)."""
-    for name, item in optx.RESULTS._name_to_item.items():
-        if int(item._value) == int(code):
-            return optx.RESULTS[item] or ("" if name == "successful" else name)
-    return f"solver result code {code}"
+def _fold_exchange(problem, final: Solved, best: int, x, stderr, chi2: float, dof: int):
+    """Phase 3b: when the data resolve no change of the fraction, the exchange of reference and
+    sample is exact within the errors, so its two labellings are one solution: report the
+    canonical one (the slower component as the reference) if a local fit reached it with a χ²
+    as good within the report's tolerance, and never count the other as a rival.
+
+    **Returns:** `(best, images)`: the index to report and the mask of fits that are the
+    exchanged image of it (all False when the exchange is not exact within the errors).
+    """
+    none = np.zeros(len(final.chi2), bool)
+    if not fraction_is_steady(problem, x, stderr):
+        return best, none
+    images = _exchange_images(problem, final, x)
+    if not reference_is_slower(problem, x):
+        tolerance = max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * np.sqrt(2 * dof))
+        candidates = [
+            k
+            for k in np.flatnonzero(images)
+            if reference_is_slower(problem, final.values[k]) and final.chi2[k] - chi2 < tolerance
+        ]
+        if candidates:
+            chosen = int(min(candidates, key=lambda k: final.chi2[k]))
+            return chosen, _exchange_images(problem, final, final.values[chosen])
+    return best, images
 
 
-def _global_search(problem: FitProblem, theta0: np.ndarray, evaluations: int, seed: int):
-    """CMA-ES (pycma) in unconstrained coordinates; each generation is one vmapped χ² call."""
-    import cma
-
-    options = {
-        "seed": seed + 1,
-        "maxfevals": evaluations,
-        "verbose": -9,
-        "tolfun": 1e-10,
-        "CMA_diagonal": False,
-    }
-    strategy = cma.CMAEvolutionStrategy(np.asarray(theta0, float), 1.0, options)
-    while not strategy.stop():
-        population = np.asarray(strategy.ask())
-        losses = np.asarray(_population_chi2(problem, jnp.asarray(population)))
-        strategy.tell(list(population), list(np.where(np.isfinite(losses), losses, 1e300)))
-    return np.asarray(strategy.result.xbest)
+def _solution(problem: FitProblem, x: np.ndarray, noise: str):
+    """Phase 4: the evaluation at x, its uncertainty, reduced χ² and degrees of freedom."""
+    evaluation = evaluate_at(problem, jnp.asarray(x))
+    dof = max(problem.n_points - problem.n_parameters, 1)
+    reduced = float(evaluation.ssr) / dof
+    uncertainty = curvature_uncertainty(
+        problem, jnp.asarray(x), evaluation.gram, reduced if noise == "estimated" else 1.0
+    )
+    return evaluation, uncertainty, reduced, dof
 
 
 def _aliasing_ratio(
@@ -242,64 +165,36 @@ def _aliasing_ratio(
     return wave * speed * float(data.dt) / np.pi
 
 
-def _multi_start(problem, thetas, rtol, atol, max_steps, screening_steps, progress, survivors=4):
-    """Screens every start with a short budget, then runs the best few to convergence.
-
-    All starts run `screening_steps` LM steps in one vmapped program; the `survivors` with the
-    lowest objective continue from where they stopped (with coordinate scales renewed there)
-    for up to `max_steps` more. Returns per-start (θ, result code, steps, objective).
-    """
-    thetas = np.asarray(thetas)
-    scales = _coordinate_scales(problem, thetas)
-    if thetas.shape[0] <= survivors:
-        solved = _solve_starts(
-            problem, jnp.asarray(thetas), jnp.asarray(scales), rtol, atol, max_steps, progress
-        )
-        return tuple(np.array(a) for a in solved)
-    screened = _solve_starts(
-        problem, jnp.asarray(thetas), jnp.asarray(scales), rtol, atol, screening_steps, progress
+def _report(problem, data, x, uncertainty: Uncertainty, reduced, final, best, chi2, images):
+    """Phase 5: the quality report at the solution; `images` marks fits that are the same
+    solution in the other labelling (no rivals)."""
+    terms = uncertainty.terms
+    start_values = final.values.copy()
+    start_values[best] = x
+    # Only converged fits are solutions; a start stopped early (e.g. by a screening budget)
+    # is no rival.
+    start_chi2 = np.where((final.codes == SUCCESSFUL) & ~images, final.chi2, np.nan)
+    start_chi2[best] = chi2
+    return build_quality_report(
+        names=problem.names,
+        values=np.asarray(x),
+        stderr=uncertainty.stderr_vector,
+        correlation=uncertainty.correlation,
+        at_bound=np.asarray(terms["at_bound"]),
+        reduced_chi2=reduced,
+        singular=uncertainty.singular,
+        aliasing_ratio=_aliasing_ratio(
+            float(terms["speed"]), float(terms["model"].phi0), data, problem.bins
+        ),
+        phi=np.asarray(data.phi),
+        start_chi2=start_chi2,
+        start_values=np.array([canonical(problem, v) for v in start_values]),
+        best_index=best,
+        n_physics=problem.n_free_physics,
+        dof=max(problem.n_points - problem.n_parameters, 1),
+        roi=problem.bins is not None,
+        bin_widths=bin_widths(data.bins),
     )
-    values, codes, steps, objective = (np.array(a) for a in screened)
-    best = np.argsort(np.where(np.isfinite(objective), objective, np.inf))[:survivors]
-    scales = _coordinate_scales(problem, values[best])
-    more = _solve_starts(
-        problem, jnp.asarray(values[best]), jnp.asarray(scales), rtol, atol, max_steps, progress
-    )
-    values[best], codes[best] = np.asarray(more[0]), np.asarray(more[1])
-    steps[best] += np.asarray(more[2])
-    objective[best] = np.asarray(more[3])
-    return values, codes, steps, objective
-
-
-def _start_design(model, data, problem: FitProblem, x0: np.ndarray, n_starts: int, seed: int):
-    """The rows of starting fit vectors (see `_starts` for the design)."""
-    lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
-    names = problem.names
-    if n_starts == 1:
-        return pulled_inside(names, x0[None], lower, upper)
-    n_phys = problem.n_free_physics
-
-    def fit_vector(candidate: HeterodyneModel) -> np.ndarray:
-        physics = np.asarray(candidate.to_vector())[list(problem.free_physics)]
-        return np.concatenate([physics, x0[n_phys:]])
-
-    anchors, centre = [x0], x0
-    speed = estimate_velocity(np.asarray(data.c2), np.asarray(data.q), float(data.dt))
-    anchor_model = model
-    if speed is not None and "v0" in names:
-        upper_v0 = upper[names.index("v0")]
-        changes = {"v0": min(speed, upper_v0)}
-        if "beta" in names:
-            changes["beta"] = 0.0
-        anchor_model = model.replace(**changes)
-        centre = fit_vector(anchor_model)
-        anchors.append(centre)
-    swapped = swapped_model(anchor_model, np.asarray(data.t))
-    if swapped is not None:
-        anchors.append(fit_vector(swapped))
-    rng = np.random.default_rng(seed)
-    design = start_design(names, anchors[:n_starts], centre, lower, upper, n_starts, rng)
-    return pulled_inside(names, design, lower, upper)
 
 
 def fit_nlsq(
@@ -313,14 +208,13 @@ def fit_nlsq(
     contrast=None,
     offset=None,
     sigma=None,
-    starts: int = 1,
+    starts: int | str | AbstractStarts = "auto",
     global_search: bool = False,
     global_evaluations: int = 2000,
     seed: int = 0,
     rtol: float = 1e-7,
     atol: float = 1e-4,
     max_steps: int = 256,
-    screening_steps: int = 30,
     progress: bool | Callable[[int, float], None] = False,
     roi: bool | None = None,
     throw: bool = False,
@@ -336,17 +230,25 @@ def fit_nlsq(
     `optimistix.LevenbergMarquardt` on an exact compressed residual (`_compressed`), with JᵀJ
     accumulated map by map, so memory stays at one map's Jacobian.
 
-    **Which start strategy when:**
+    **The start strategy** (`starts`, a Module as optimistix takes a solver; see
+    `heterojax.AbstractStarts`):
 
-    - `starts=1` (default): a local fit from `model`; enough when the start is close (e.g. a
-      previous fit, or known physics).
-    - `starts=N` (N ≈ 8–32): the start, its reference↔sample swapped image and a Latin hypercube
-      of the rest (see `_starts`), all solved in one vmapped program; the best χ² is kept and
-      the quality report warns when another start found a different solution with similar χ².
-      Use it whenever the start is a guess — the likelihood has false minima.
-    - `global_search=True`: CMA-ES over all free parameters (unconstrained coordinates) before
-      the local fits; for multi-scale problems where no sensible start is known. Costs
-      `global_evaluations` χ² evaluations.
+    - `"auto"` (default, `AutoStarts()`): starts read off the data (rates at several ages from
+      the one-time cuts, speed and φ0 from the fringes, the fraction from their amplitude), the
+      exchanged labelling and the α_ref ↔ α_sample trade-off around them, and a Latin hypercube;
+      all screened to convergence on a coarse sub-grid of frames, every competitive basin
+      polished on the full data. Use it whenever the start is a guess.
+    - `1` (`LocalStart()`): one local fit from `model`, for refits from a close start.
+    - `N > 1` (`MultiStart(N)`): the start, its velocity-anchored and exchanged images and a
+      Latin hypercube, N starts screened for a few steps, the best four to convergence.
+    - any `AbstractStarts` instance, e.g. `AutoStarts(random_starts=40)` or your own.
+    - `global_search=True` adds a local fit from the best point of a CMA-ES search over all
+      free parameters (`global_evaluations` χ² evaluations).
+
+    The solution is reported in the canonical form of its exact symmetries (`_symmetry`):
+    φ0 ∈ [−90°, 90°], v0 ≥ 0 by the bounds, and at constant fraction the slower component as
+    the reference. When local fits end in different basins with similar χ², or the solution sits
+    on the α_ref ↔ α_sample ridge, the quality report says so and `quality.ok` is False.
 
     **Arguments:**
 
@@ -362,11 +264,10 @@ def fit_nlsq(
         far-lag plateau / near-diagonal estimate as the fallback bounds-clipped guess.
     - `sigma`: σ per entry or per map; default `data.sigma`, else estimated from the maps and
       the covariance scaled by the reduced χ².
-    - `starts`, `global_search`, `global_evaluations`, `seed`: the start strategy (above).
+    - `starts`, `global_search`, `global_evaluations`, `seed`: the start strategy (above);
+        the same `seed` gives the same starts.
     - `rtol`, `atol`, `max_steps`: solver tolerances (on the fit coordinates, which are scaled
         to unit curvature at the start, and on the compressed residual) and the step limit.
-    - `screening_steps`: with more than 4 starts, every start first gets this many steps and
-        only the 4 best continue to convergence.
     - `progress`: `True` prints the LM step count and χ² to stderr (at most once a second);
         a callable `(step, chi2) -> None` is called at every step instead (the CLI drives its
         progress bar with it). Off by default: a program with host callbacks cannot be kept in
@@ -379,157 +280,86 @@ def fit_nlsq(
     **Returns:** an `NLSQResult`.
     """
     began = time.perf_counter()
-    if not isinstance(model, HeterodyneModel):
-        raise TypeError(f"`model` must be a heterojax.HeterodyneModel; got {type(model).__name__}.")
-    if not isinstance(data, XPCSData):
-        raise TypeError(f"`data` must be a heterojax.XPCSData; got {type(data).__name__}.")
-    if int(starts) < 1:
-        raise ValueError(f"`starts` must be a positive integer; got {starts!r}.")
-    phi = np.asarray(data.phi)
-    resolved = resolve_scaling(scaling, phi, order=fourier_order)
-    mask = np.asarray(data.mask)
-    estimated_contrast, estimated_offset = estimate_contrast_offset(np.asarray(data.c2), mask)
-    start_contrast = np.broadcast_to(
-        estimated_contrast if contrast is None else np.asarray(contrast, float), phi.shape
-    )
-    start_offset = np.broadcast_to(
-        estimated_offset if offset is None else np.asarray(offset, float), phi.shape
-    )
-    noise = "argument" if sigma is not None else ("data" if data.sigma is not None else "estimated")
-    problem, x0, sigma_used = build_problem(
+    _check_inputs(model, data)
+    strategy = resolve_starts(starts)
+    problem, x0, sigma_used, noise = _build(
         model,
         data,
         fixed=fixed,
         bounds=bounds,
-        scaling=resolved,
-        contrast=start_contrast,
-        offset=start_offset,
+        scaling=scaling,
+        fourier_order=fourier_order,
+        contrast=contrast,
+        offset=offset,
         sigma=sigma,
-        bins=fit_bins(model, data, roi=roi),
+        roi=roi,
     )
-    transform = problem.transform
-    lower, upper = np.asarray(transform.lower), np.asarray(transform.upper)
-
-    design = _start_design(model, data, problem, np.asarray(x0), int(starts), seed)
-    if contrast is None and offset is None and problem.n_parameters > problem.n_free_physics:
-        n_phys = problem.n_free_physics
-        design = np.array(
-            [
-                np.concatenate(
-                    [row[:n_phys], best_scaling(problem, evaluate_at(problem, row).scaling_sums)]
-                )
-                for row in design
-            ]
+    with listening(progress) as report:
+        solve = LocalSolver(
+            rtol=float(rtol),
+            atol=float(atol),
+            max_steps=int(max_steps),
+            progress=report,
+            scale_starts=contrast is None and offset is None,
         )
-    thetas = np.asarray(_to_unconstrained(transform, jnp.asarray(design)))
-    if global_search:
-        best_global = _global_search(problem, thetas[0], int(global_evaluations), seed)
-        thetas = np.concatenate([best_global[None], thetas])[: max(int(starts), 1) + 1]
-
-    with _listening(progress) as report:
-        values, codes, steps, chi2 = _multi_start(
-            problem, thetas, float(rtol), float(atol), int(max_steps), int(screening_steps), report
+        outcome = _search(
+            strategy,
+            problem,
+            data,
+            x0,
+            solve,
+            seed=int(seed),
+            global_evaluations=int(global_evaluations) if global_search else None,
         )
-    successful = codes == int(optx.RESULTS.successful._value)
-    finite = np.isfinite(chi2)
-    ranking = np.where(finite, chi2, np.inf) + np.where(successful, 0.0, 1e-9 * np.abs(chi2))
-    best = int(np.argmin(ranking))
-    solution_values = np.asarray(_to_bounded(transform, jnp.asarray(values))[0])
-    x = jnp.asarray(solution_values[best])
-    success = bool(successful[best] and finite[best])
-    message = _message(int(codes[best]))
+    final = outcome.final
+    best, x = _choose(problem, final)
+    evaluation, uncertainty, reduced, dof = _solution(problem, x, noise)
+    folded, images = _fold_exchange(
+        problem, final, best, x, uncertainty.stderr_vector, float(evaluation.ssr), dof
+    )
+    if folded != best:
+        best, x = folded, canonical(problem, final.values[folded])
+        evaluation, uncertainty, reduced, dof = _solution(problem, x, noise)
+    success = bool(final.codes[best] == SUCCESSFUL and np.isfinite(final.chi2[best]))
+    message = result_message(int(final.codes[best]))
     if throw and not success:
         raise RuntimeError(f"fit_nlsq failed: {message}")
-
-    evaluation = evaluate_at(problem, x)
-    terms = _solution_terms(problem, x, evaluation.gram)
-    inverse, scale = np.asarray(terms["inverse"]), np.asarray(terms["scale"])
-    eigenvalues, vectors = np.asarray(terms["eigenvalues"]), np.asarray(terms["vectors"])
-    ssr = evaluation.ssr
-    chi2[best] = float(ssr)
-    n_points = int(np.count_nonzero(np.asarray(problem.weights)))
-    n_free = problem.n_parameters
-    dof = max(n_points - n_free, 1)
-    chi2_best = float(ssr)
-    reduced = chi2_best / dof
-    variance_scale = reduced if noise == "estimated" else 1.0
-    covariance = variance_scale * scale[:, None] * inverse * scale[None, :]
-    null = eigenvalues <= NULL_EIGENVALUE_FRACTION * np.max(eigenvalues)
-    singular = bool(np.any(null)) or bool(np.any(scale == 0))
-    undetermined = (scale == 0) | np.any(np.abs(vectors[:, null]) > 1e-3, axis=1)
-    variances = np.where(undetermined, np.inf, np.diagonal(covariance))
-    stderr_vector = np.sqrt(np.maximum(variances, 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        correlation = covariance / np.outer(stderr_vector, stderr_vector)
-    correlation = np.where(
-        np.outer(undetermined, undetermined) | np.isinf(correlation), np.nan, correlation
-    )
-    np.fill_diagonal(correlation, np.where(undetermined, np.nan, 1.0))
-
-    fitted_model = terms["model"]
-    fitted_contrast, fitted_offset = terms["contrast"], terms["offset"]
-    stderr: dict[str, Any] = {name: float(e) for name, e in zip(problem.names, stderr_vector)}
-    n_phys, n_con = problem.n_free_physics, problem.n_contrast
-    for kind, basis, block in (
-        ("contrast", np.asarray(problem.contrast_basis), slice(n_phys, n_phys + n_con)),
-        ("offset", np.asarray(problem.offset_basis), slice(n_phys + n_con, n_free)),
-    ):
-        if basis.shape[1] == 0:
-            continue
-        sub = covariance[block, block]
-        per_map = np.einsum("ak,kl,al->a", basis, sub, basis)
-        if np.any(undetermined[block]):
-            per_map = np.where(np.abs(basis[:, undetermined[block]]).sum(1) > 0, np.inf, per_map)
-        stderr[kind] = np.sqrt(np.maximum(per_map, 0.0))
-
-    at_bound = np.asarray(terms["at_bound"])
-    quality = build_quality_report(
-        names=problem.names,
-        values=np.asarray(x),
-        stderr=stderr_vector,
-        correlation=correlation,
-        at_bound=at_bound,
-        reduced_chi2=reduced,
-        singular=singular,
-        aliasing_ratio=_aliasing_ratio(
-            float(terms["speed"]), float(fitted_model.phi0), data, problem.bins
-        ),
-        phi=phi,
-        start_chi2=chi2,
-        start_values=solution_values,
-        best_index=best,
-        n_physics=n_phys,
-        roi=problem.bins is not None,
-        bin_widths=bin_widths(data.bins),
-    )
-    fitted_c2 = evaluation.maps
-    sigma_per_map = np.sqrt(np.mean(np.asarray(sigma_used) ** 2, axis=(1, 2)))
+    chi2 = float(evaluation.ssr)
+    quality = _report(problem, data, x, uncertainty, reduced, final, best, chi2, images)
+    terms = uncertainty.terms
+    lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
     return NLSQResult(
-        model=fitted_model,
-        contrast=fitted_contrast,
-        offset=fitted_offset,
+        model=terms["model"],
+        contrast=terms["contrast"],
+        offset=terms["offset"],
         names=problem.names,
         values=np.asarray(x),
-        stderr=stderr,
-        covariance=covariance,
-        correlation=correlation,
-        chi2=chi2_best,
+        stderr=uncertainty.stderr,
+        covariance=uncertainty.covariance,
+        correlation=uncertainty.correlation,
+        chi2=chi2,
         reduced_chi2=reduced,
         dof=dof,
-        n_points=n_points,
+        n_points=problem.n_points,
         success=success,
         message=message,
-        n_steps=int(steps[best]),
+        n_steps=int(final.steps[best]),
         wall_time=time.perf_counter() - began,
-        fitted_c2=fitted_c2,
-        sigma=sigma_per_map,
+        fitted_c2=evaluation.maps,
+        sigma=np.sqrt(np.mean(np.asarray(sigma_used) ** 2, axis=(1, 2))),
         noise=noise,
         scaling=problem.scaling_mode,
         diagonal=data.diagonal,
-        singular=singular,
+        singular=uncertainty.singular,
         quality=quality,
         starts=StartsSummary(
-            chi2=chi2, values=solution_values, n_steps=steps, success=successful, best=best
+            chi2=np.where(np.arange(len(final.chi2)) == best, chi2, final.chi2),
+            values=final.values,
+            n_steps=final.steps,
+            success=final.codes == SUCCESSFUL,
+            best=best,
+            screening_chi2=None if outcome.screening is None else outcome.screening.chi2,
+            strategy=type(strategy).__name__,
         ),
         bounds={n: (float(lo), float(hi)) for n, lo, hi in zip(problem.names, lower, upper)},
         metadata=dict(data.metadata),

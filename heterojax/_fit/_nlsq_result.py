@@ -12,10 +12,12 @@ from ._quality import QualityReport
 
 
 class StartsSummary(eqx.Module):
-    """Where every start of a multi-start fit ended.
+    """Where the local fits of the start strategy ended on the full data.
 
-    **Fields:** `chi2` (one per start), `values` (the fit vectors, one row per start),
-    `n_steps`, `success`, and `best` (the index of the start that was kept).
+    **Fields:** `chi2` (one per local fit), `values` (the fit vectors, one row each),
+    `n_steps`, `success`, `best` (the index of the fit that was kept), `screening_chi2` (where
+    every start of the strategy's screening ended, on its own — possibly coarser — data, so not
+    comparable with `chi2`; None without screening) and `strategy` (its class name).
     """
 
     chi2: np.ndarray
@@ -23,6 +25,15 @@ class StartsSummary(eqx.Module):
     n_steps: np.ndarray
     success: np.ndarray
     best: int
+    screening_chi2: np.ndarray | None = None
+    strategy: str = "LocalStart"
+
+    def describe(self) -> str:
+        """E.g. "AutoStarts (24 screened, 3 fitted)" or "1"."""
+        fitted = len(self.chi2)
+        if self.screening_chi2 is None:
+            return str(fitted) if fitted == 1 else f"{self.strategy} ({fitted} fitted)"
+        return f"{self.strategy} ({len(self.screening_chi2)} screened, {fitted} fitted)"
 
 
 class NLSQResult(eqx.Module):
@@ -123,7 +134,7 @@ class NLSQResult(eqx.Module):
         )
         lines.append(
             f"scaling = {self.scaling}   diagonal = {self.diagonal}   noise = {self.noise}   "
-            f"starts = {len(self.starts.chi2)}   steps = {self.n_steps}   "
+            f"starts = {self.starts.describe()}   steps = {self.n_steps}   "
             f"success = {self.success}   time = {self.wall_time:.2f} s"
         )
         lines.append(self.model_description)

@@ -61,6 +61,25 @@ class FitProblem(eqx.Module):
     def n_parameters(self) -> int:
         return len(self.names)
 
+    def subsampled(self, stride: int) -> "FitProblem":
+        """The same problem on every `stride`-th frame: the exact model on a sub-grid of times
+        (its integrals are trapezoids on the coarser grid), the data and weights at those pairs.
+        A cheap stand-in for screening starts, as long as the fringes and decays stay resolved.
+        """
+        if stride <= 1:
+            return self
+        rows = slice(None, None, int(stride))
+        return eqx.tree_at(
+            lambda p: (p.t, p.data, p.weights),
+            self,
+            (self.t[rows], self.data[:, rows, rows], self.weights[:, rows, rows]),
+        )
+
+    @property
+    def n_points(self) -> int:
+        """The number of used entries (nonzero weights)."""
+        return int(np.count_nonzero(np.asarray(self.weights)))
+
     def split(self, x: Float[Array, " p"]):
         """(free physics, contrast coefficients, offset coefficients) of a fit vector."""
         n_phys, n_con = self.n_free_physics, self.n_contrast
@@ -93,20 +112,6 @@ class FitProblem(eqx.Module):
         """Weighted residuals w ⊙ (model − data), zero on unused entries."""
         return self.weights * (self.model_maps(x) - self.data)
 
-    def saturation_penalty(self, physics_free: Float[Array, " k"]) -> Float[Array, " t"]:
-        """Residuals that vanish while the unclipped sample fraction stays in [0, 1].
-
-            e_k = √(n_used / N) · (max(f_s,raw(t_k) − 1, 0) + max(−f_s,raw(t_k), 0))
-
-        The model clips f_s into [0, 1], which leaves the χ² surface flat (zero gradient) once
-        the fraction law saturates; this term gives the solver a way back. It is zero at every
-        solution whose fraction stays inside [0, 1], so such fits are unchanged; each grid time
-        weighs about as much as the data points that involve it.
-        """
-        raw = self.model_at(physics_free).fraction(self.t)
-        weight = jnp.sqrt(jnp.count_nonzero(self.weights) / self.t.shape[0])
-        return weight * (jnp.maximum(raw - 1, 0.0) + jnp.maximum(-raw, 0.0))
-
     def evaluate(self, x: Float[Array, " p"]) -> "Evaluation":
         """Everything a fit needs at x, in one pass over the maps (accumulated map by map).
 
@@ -114,9 +119,11 @@ class FitProblem(eqx.Module):
         - per map, the sums that fix the best scaling for these physics (`best_scaling`):
           S_a = Σ w² [g², g, 1, g·y, y] with g = num/f² and y = c2 − fixed offset − fixed
           contrast · g;
-        - the model maps offset + contrast · g;
-        - the same G, b and ‖e‖² for the `saturation_penalty` residuals e, kept apart
-          (`Evaluation.penalised` adds them).
+        - the model maps offset + contrast · g.
+
+        Nothing is added to the data residuals: the solver minimises exactly this χ² (a
+        saturated fraction law, whose χ² is flat in the fraction parameters, is a legitimate
+        solution, not something to steer away from).
 
         Callers that need only some of these let XLA drop the rest (e.g. the maps inside the
         solver's program), so one traced function serves the solver, the start scaling and the
@@ -176,25 +183,14 @@ class FitProblem(eqx.Module):
             self.bins,
         )
         (gram, gradient, ssr), (sums, fitted) = jax.lax.scan(one_map, zero, inputs)
-        penalty = (jnp.zeros_like(gram), jnp.zeros_like(gradient), jnp.zeros_like(ssr))
-        if self.free_physics:
-            excess = self.saturation_penalty(physics)
-            excess_jacobian = jax.jacfwd(self.saturation_penalty)(physics)
-            penalty = (
-                penalty[0].at[:n_phys, :n_phys].set(excess_jacobian.T @ excess_jacobian),
-                penalty[1].at[:n_phys].set(excess_jacobian.T @ excess),
-                jnp.sum(excess**2),
-            )
-        return Evaluation(gram, gradient, ssr, sums, fitted, penalty)
+        return Evaluation(gram, gradient, ssr, sums, fitted)
 
-    def normal_equations(self, x: Float[Array, " p"], *, penalty: bool = True):
-        """G = JᵀJ, b = Jᵀr and Σr² at x (see `evaluate`), with or without the penalty.
+    def normal_equations(self, x: Float[Array, " p"]):
+        """G = JᵀJ, b = Jᵀr and Σr² at x (see `evaluate`).
 
         **Returns:** `(G, b, ssr)` with shapes `(p, p)`, `(p,)`, `()`.
         """
         evaluation = self.evaluate(x)
-        if penalty:
-            return evaluation.penalised()
         return evaluation.gram, evaluation.gradient, evaluation.ssr
 
 
@@ -202,8 +198,7 @@ class Evaluation(NamedTuple):
     """What `FitProblem.evaluate` returns (NumPy or JAX arrays).
 
     **Fields:** `gram` (p, p), `gradient` (p,), `ssr` () of the data residuals;
-    `scaling_sums` (phi, 5) — per map Σw²·[g², g, 1, g·y, y]; `maps` (phi, t, t), the model;
-    `penalty` — (G, b, ‖e‖²) of the saturation penalty (zeros without free physics).
+    `scaling_sums` (phi, 5) — per map Σw²·[g², g, 1, g·y, y]; `maps` (phi, t, t), the model.
     """
 
     gram: Any
@@ -211,11 +206,6 @@ class Evaluation(NamedTuple):
     ssr: Any
     scaling_sums: Any
     maps: Any
-    penalty: Any
-
-    def penalised(self):
-        """(G, b, ‖r‖²) of the data and the penalty together: what the solver minimises."""
-        return tuple(a + b for a, b in zip((self.gram, self.gradient, self.ssr), self.penalty))
 
 
 # One traced and compiled function for every caller of `FitProblem.evaluate`: inside the

@@ -12,10 +12,18 @@ GOOD_REDUCED_CHI2 = 1.5
 MARGINAL_REDUCED_CHI2 = 3.0
 STRONG_CORRELATION = 0.95
 UNCONSTRAINED_RELATIVE_ERROR = 1.0
-# Another start counts as "the same χ²" when it is within this many units of χ² (after dividing
-# by the best reduced χ²) — about the spread of χ² minima that noise alone produces for p ≲ 20.
+# Another local fit competes when its χ² (after dividing by the best reduced χ²) is within
+# SIMILAR_CHI2_SIGMAS · √(2·dof) of the best — the scale on which χ² itself fluctuates, and on
+# which correlated noise or a slightly wrong law can reorder minima — or within SIMILAR_CHI2
+# for small problems; and it is a different solution when some physics parameter differs by
+# more than DISTINCT_STANDARD_ERRORS standard errors (exact symmetries folded first).
 SIMILAR_CHI2 = 10.0
+SIMILAR_CHI2_SIGMAS = 3.0
 DISTINCT_STANDARD_ERRORS = 3.0
+# The exponents of the two components trade off (a faster-ageing reference looks like a
+# slower-ageing sample); above this |correlation| the solution sits on that ridge.
+RIDGE_CORRELATION = 0.99
+_EXPONENTS = ("alpha_ref", "alpha_sample")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +40,11 @@ class QualityReport:
     - `aliasing`: `(angle, ratio)` for maps where q·|cos(φ + φ0)|·max|v|·dt / π > 1, i.e. the
       heterodyne fringes are undersampled by the frame period.
     - `distinct_minima`: `(start index, Δχ², largest parameter shift in standard errors)` for
-      other starts that ended at a different solution with a similar χ².
+      other local fits that ended at a different solution with a similar χ²;
+      `competing`: for each, `(start index, {name: value})` of the physics parameters that
+      differ from the best solution by more than 3 standard errors.
+    - `ridge`: `(name_a, name_b, correlation)` when the solution sits on the α_ref ↔ α_sample
+      trade-off (|correlation| > 0.99), else None.
     - `warnings`: the readable sentences for all of the above.
     - `roi_suggested`: whether χ² is not good, the bins are wide and the fit used the bin
       centres: the bin-averaged (ROI) model should be tried.
@@ -47,11 +59,19 @@ class QualityReport:
     distinct_minima: tuple[tuple[int, float, float], ...]
     warnings: tuple[str, ...]
     roi_suggested: bool = False
+    competing: tuple[tuple[int, dict[str, float]], ...] = ()
+    ridge: tuple[str, str, float] | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the band is not poor and nothing above calls the numbers into question."""
-        return self.band != "poor" and not self.singular and not self.distinct_minima
+        """True when the band is not poor and nothing above calls the numbers into question:
+        not singular, no competing minimum, not on the exponent ridge."""
+        return (
+            self.band != "poor"
+            and not self.singular
+            and not self.distinct_minima
+            and self.ridge is None
+        )
 
 
 def chi2_band(reduced_chi2: float) -> str:
@@ -78,6 +98,7 @@ def build_quality_report(
     start_values: np.ndarray,
     best_index: int,
     n_physics: int,
+    dof: int | None = None,
     roi: bool | None = None,
     bin_widths: tuple[float, float] | None = None,
 ) -> QualityReport:
@@ -85,7 +106,9 @@ def build_quality_report(
 
     `roi` (whether the fit used the bin-averaged model; `None`: not said) and `bin_widths`
     (the largest Δq/q and Δφ in degrees of the data's bins, e.g. `_roi.bin_widths(data.bins)`)
-    let the report suggest the ROI model when χ² is high and the bins are wide.
+    let the report suggest the ROI model when χ² is high and the bins are wide. `dof` sets the
+    χ² scale on which other starts' minima count as similar (without it, `SIMILAR_CHI2`).
+    `start_values` should already be in the canonical form of the exact symmetries.
     """
     warnings = []
     band = chi2_band(reduced_chi2)
@@ -149,23 +172,51 @@ def build_quality_report(
             "Heterodyne fringes are undersampled (q·|cos(φ+φ0)|·|v|·dt > π) at "
             f"{listed}: velocity estimates there may alias; use a shorter frame period."
         )
-    distinct = []
+    distinct, competing = [], []
     scale = max(reduced_chi2, 1.0)
+    similar = (
+        SIMILAR_CHI2 if dof is None else max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * np.sqrt(2 * dof))
+    )
     best = start_values[best_index]
     physics_error = np.where(np.isfinite(stderr) & (stderr > 0), stderr, np.inf)[:n_physics]
     for k, (chi2, vector) in enumerate(zip(start_chi2, start_values)):
         if k == best_index or not np.isfinite(chi2):
             continue
         delta = (chi2 - start_chi2[best_index]) / scale
-        shift = np.max(np.abs(vector[:n_physics] - best[:n_physics]) / physics_error, initial=0.0)
-        if delta < SIMILAR_CHI2 and shift > DISTINCT_STANDARD_ERRORS:
-            distinct.append((k, float(delta), float(shift)))
+        shifts = np.abs(vector[:n_physics] - best[:n_physics]) / physics_error
+        if delta < similar and np.max(shifts, initial=0.0) > DISTINCT_STANDARD_ERRORS:
+            distinct.append((k, float(delta), float(np.max(shifts))))
+            differing = {
+                names[i]: float(vector[i])
+                for i in np.flatnonzero(shifts > DISTINCT_STANDARD_ERRORS)
+            }
+            competing.append((k, differing))
     if distinct:
-        warnings.append(
-            f"{len(distinct)} other start(s) reached a different solution with a similar χ² "
-            f"(Δχ² < {SIMILAR_CHI2:g}): the data do not single out one answer; compare "
-            "result.starts and consider fixing or bounding the parameters that differ."
+        described = "; ".join(
+            f"start {k} (Δχ² = {delta:.3g}): "
+            + ", ".join(f"{name} = {value:.4g}" for name, value in differing.items())
+            for (k, delta, _), (_, differing) in zip(distinct, competing)
         )
+        best_values = ", ".join(
+            f"{name} = {float(best[names.index(name)]):.4g}"
+            for name in dict.fromkeys(n for _, d in competing for n in d)
+        )
+        warnings.append(
+            f"{len(distinct)} other local fit(s) reached a different solution with a similar χ² "
+            f"(Δχ² < {similar:.3g}): the data do not single out one answer. Best: {best_values}; "
+            f"competing: {described}. Fix or bound the parameters that differ, or add data."
+        )
+    ridge = None
+    if all(n in names for n in _EXPONENTS):
+        i, j = names.index(_EXPONENTS[0]), names.index(_EXPONENTS[1])
+        value = correlation[i, j]
+        if np.isfinite(value) and abs(value) > RIDGE_CORRELATION:
+            ridge = (_EXPONENTS[0], _EXPONENTS[1], float(value))
+            warnings.append(
+                f"The solution sits on the α_ref ↔ α_sample ridge (correlation {value:+.3f}): "
+                "the data trade one component's ageing for the other's, and the exponents are "
+                "not separately determined. Fix one exponent or fit a longer window."
+            )
     return QualityReport(
         band=band,
         at_bounds=bounded,
@@ -176,4 +227,6 @@ def build_quality_report(
         distinct_minima=tuple(distinct),
         warnings=tuple(warnings),
         roi_suggested=bool(roi_suggested),
+        competing=tuple(competing),
+        ridge=ridge,
     )

@@ -17,11 +17,7 @@ then a Latin hypercube around the anchor over the parameters that create such mi
 - offsets (`D_offset_*`, `v_offset`, `f1`, `f2`) and contrast/offset coefficients: kept.
 """
 
-import jax.numpy as jnp
 import numpy as np
-
-from .._model._heterodyne import HeterodyneModel
-from .._model._laws import ExponentialFraction
 
 
 _KEPT = ("D_offset", "v_offset", "f1", "f2", "contrast", "offset")
@@ -77,21 +73,6 @@ def latin_hypercube(n: int, dimension: int, rng: np.random.Generator) -> np.ndar
     """n points in (0, 1)^dimension, one per stratum along each axis."""
     strata = np.stack([rng.permutation(n) for _ in range(dimension)], axis=1)
     return (strata + rng.uniform(size=(n, dimension))) / n
-
-
-def swapped_model(model: HeterodyneModel, t: np.ndarray) -> HeterodyneModel | None:
-    """The start with reference and sample exchanged and f_s → 1 − f_s, or None if the laws
-    cannot be exchanged (different transport types)."""
-    if type(model.reference) is not type(model.sample):
-        return None
-    fraction = model.fraction
-    if isinstance(fraction, ExponentialFraction):
-        middle = np.asarray(t)[len(t) // 2]
-        reference_share = 1.0 - float(np.clip(fraction(jnp.array([middle]))[0], 0.0, 1.0))
-        fraction = ExponentialFraction().with_vector(jnp.array([reference_share, 0.0, 0.0, 0.0]))
-    else:
-        return None
-    return HeterodyneModel(model.sample, model.reference, model.velocity, fraction, model.phi0)
 
 
 def start_design(

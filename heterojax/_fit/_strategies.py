@@ -1,0 +1,306 @@
+"""Start strategies: where the local fits of `fit_nlsq` start, and which run to convergence.
+
+A strategy is a Module passed to `fit_nlsq(..., starts=...)`, as optimistix takes a solver:
+
+- `LocalStart()`: one local fit from the given model (`starts=1`); for refits from a close start.
+- `MultiStart(n)`: the start, its velocity-anchored and exchanged images and a Latin hypercube
+  (`_starts`), screened for a few steps on the full data, the best four run to convergence
+  (`starts=n`).
+- `AutoStarts()` (the default, `starts="auto"`): starts read off the data (`_estimate`) and the
+  known degeneracies around them, screened *to convergence* on a coarse sub-grid of frames, then
+  every distinct basin that could still win polished on the full data.
+
+Write your own by subclassing `AbstractStarts` and implementing `search`.
+"""
+
+import abc
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from .._data._xpcs_data import XPCSData
+from .._model._heterodyne import HeterodyneModel
+from ._estimate import estimate_start
+from ._problem import FitProblem
+from ._scaling import estimate_velocity
+from ._solve import LocalSolver, Solved
+from ._starts import pulled_inside, start_design
+from ._symmetry import basin_signature, exchanged
+
+
+class SearchOutcome(NamedTuple):
+    """What a start strategy found: `final`, the local fits on the full data (the best of them
+    is the answer); `screening`, where every start of a coarse or short screening ended (or
+    None)."""
+
+    final: Solved
+    screening: Solved | None = None
+
+
+class AbstractStarts(eqx.Module):
+    """A start strategy (module docstring)."""
+
+    @abc.abstractmethod
+    def search(
+        self,
+        problem: FitProblem,
+        data: XPCSData,
+        x0: np.ndarray,
+        solve: LocalSolver,
+        *,
+        seed: int,
+    ) -> SearchOutcome:
+        """Runs local fits with `solve(problem, rows, ...)` from starts of this strategy.
+
+        **Arguments:** the `problem`, the `data` it was built from, the start fit vector `x0`
+        (the user's model and contrast/offset), the local solver, and the `seed` that makes any
+        random design reproducible.
+
+        **Returns:** a `SearchOutcome`.
+        """
+
+
+def _fit_vector(problem: FitProblem, model: HeterodyneModel, x0: np.ndarray) -> np.ndarray:
+    """The physics of `model` with the scaling coefficients of x0, as a fit vector."""
+    physics = np.asarray(model.to_vector())[list(problem.free_physics)]
+    return np.concatenate([physics, np.asarray(x0)[problem.n_free_physics :]])
+
+
+def _bounds(problem: FitProblem) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
+
+
+class LocalStart(AbstractStarts):
+    """One local fit from the start (moved off any bound it sits on)."""
+
+    def search(self, problem, data, x0, solve, *, seed):
+        lower, upper = _bounds(problem)
+        return SearchOutcome(solve(problem, pulled_inside(problem.names, x0[None], lower, upper)))
+
+
+class MultiStart(AbstractStarts):
+    """`n` starts screened for `screening_steps` LM steps on the full data; the `survivors`
+    with the lowest χ² continue to convergence.
+
+    The design (`_starts`): the start; with visible fringes the start with v0 at the data's
+    fringe estimate; that anchor's exchanged image; a Latin hypercube around the anchor.
+    """
+
+    n: int
+    screening_steps: int = 30
+    survivors: int = 4
+
+    def __check_init__(self):
+        if int(self.n) < 1:
+            raise ValueError(f"`starts` must be a positive integer; got {self.n!r}.")
+
+    def design(self, problem: FitProblem, data: XPCSData, x0: np.ndarray, seed: int):
+        lower, upper = _bounds(problem)
+        names = problem.names
+        model = problem.unpack(jnp.asarray(x0))[0]
+        anchors, centre = [x0], x0
+        speed = estimate_velocity(np.asarray(data.c2), np.asarray(data.q), float(data.dt))
+        if speed is not None and "v0" in names:
+            changes = {"v0": min(speed, upper[names.index("v0")])}
+            if "beta" in names:
+                changes["beta"] = 0.0
+            model = model.replace(**changes)
+            centre = _fit_vector(problem, model, x0)
+            anchors.append(centre)
+        swapped = exchanged(model, np.asarray(data.t))
+        if swapped is not None:
+            anchors.append(_fit_vector(problem, swapped, x0))
+        rng = np.random.default_rng(seed)
+        design = start_design(names, anchors[: self.n], centre, lower, upper, self.n, rng)
+        return pulled_inside(names, design, lower, upper)
+
+    def search(self, problem, data, x0, solve, *, seed):
+        design = self.design(problem, data, x0, seed)
+        if design.shape[0] <= self.survivors:
+            return SearchOutcome(solve(problem, design))
+        screened = solve(problem, design, max_steps=self.screening_steps)
+        best = np.argsort(screened.ranking())[: self.survivors]
+        more = solve(problem, screened.values[best], rescale=False)
+        final = Solved(*(np.array(a) for a in screened))
+        final.values[best], final.codes[best], final.chi2[best] = more.values, more.codes, more.chi2
+        final.steps[best] += more.steps
+        return SearchOutcome(final, screened)
+
+
+# Coarse screening keeps the per-frame change of every fitted feature below this (radians of
+# fringe phase, or units of q²J·Δt of decay), judged from the data-driven estimate with a
+# factor-of-two margin.
+_COARSE_RESOLUTION = 1.0
+# A screened basin is polished on the full data when its coarse χ² is within this many
+# √(2·points) of the best (plus a constant for small problems): basins that close could still
+# win once every frame counts.
+_SCREEN_MARGIN_SIGMAS = 5.0
+_SCREEN_MARGIN_FLOOR = 25.0
+# Screened solutions whose predictions (`basin_signature`: log-rates, log-speed and fraction at
+# three times) differ by less than this everywhere are one basin.
+_SAME_BASIN = 0.05
+# The α trade-off: anchors with the exponents moved apart by this much, J at mid-window kept.
+_EXPONENT_SHIFT = 0.6
+
+
+def _screening_stride(problem: FitProblem, estimate: HeterodyneModel, frames: int) -> int:
+    """The sub-grid step in frames: about `frames` frames, with fringes and decays resolved."""
+    t = np.asarray(problem.t)
+    n = t.shape[0]
+    stride = max(1, math.ceil(n / frames))
+    if stride == 1:
+        return 1
+    dt = float(np.median(np.diff(t)))
+    q = float(np.max(np.asarray(problem.q)))
+    grid = jnp.asarray(t)
+    speed = float(np.max(np.abs(np.asarray(estimate.velocity(grid)))))
+    rate = max(
+        float(np.max(np.asarray(estimate.reference(grid)))),
+        float(np.max(np.asarray(estimate.sample(grid)))),
+        0.0,
+    )
+    per_frame = max(q * speed * dt, q * q * rate * dt, 1e-12)
+    return int(max(1, min(stride, math.floor(_COARSE_RESOLUTION / per_frame))))
+
+
+def _with_exponents(model: HeterodyneModel, t_mid: float, shifts: dict[str, float]):
+    """The model with exponents shifted and each prefactor rescaled so that J (or v) at t_mid
+    is unchanged: D0' = D0 · t_mid^(α − α')."""
+    values = model.to_dict()
+    specs = {spec.name: spec for spec in model.parameter_specs}
+    changes = {}
+    for exponent, prefactor in (
+        ("alpha_ref", "D0_ref"),
+        ("alpha_sample", "D0_sample"),
+        ("beta", "v0"),
+    ):
+        if exponent not in shifts or exponent not in values:
+            continue
+        old = float(values[exponent])
+        new = float(np.clip(old + shifts[exponent], specs[exponent].lower, specs[exponent].upper))
+        changes[exponent] = new
+        scaled = float(values[prefactor]) * t_mid ** (old - new)
+        changes[prefactor] = float(np.clip(scaled, specs[prefactor].lower, specs[prefactor].upper))
+    return model.replace(**changes)
+
+
+class AutoStarts(AbstractStarts):
+    """The default: data-driven starts and the degeneracies around them, screened to
+    convergence on a coarse sub-grid of frames, every competitive basin polished on all data.
+
+    The starts: the user's; the data-driven estimate E (`_estimate.estimate_start`: rates,
+    exponents, speed, φ0 and fraction from the one-time cuts at several ages); E with the
+    components exchanged; E and its exchange without time dependence (exponents and f1 at 0,
+    rates at their mid-window values); E with the two transport exponents moved apart both ways
+    (the α_ref ↔ α_sample trade-off); the user's start with E's speed and φ0; then a Latin
+    hypercube around E (`random_starts`, default 2 per free physics parameter, 8 to 24).
+
+    Every start gets `screening_steps` LM steps (most converge within them) on the problem
+    restricted to every k-th frame (about `screening_frames` frames, k limited so that the
+    estimated fringes and decays stay resolved). Distinct basins (exact symmetries folded,
+    `_symmetry.basin_signature`) whose coarse χ² is within 5 √(2·points) + 25 of the best —
+    converged or not, anything that could still win — continue on the full data, at most
+    `polish` of them, best first, together with the exchanged labelling of the best (a
+    near-exact rival when the fraction varies slowly); the lowest full χ² wins.
+    """
+
+    random_starts: int | None = None
+    screening_frames: int = 64
+    screening_steps: int = 64
+    polish: int = 4
+
+    def design(self, problem: FitProblem, data: XPCSData, x0: np.ndarray, seed: int):
+        """(rows of starts, the data-driven estimate)."""
+        lower, upper = _bounds(problem)
+        names = problem.names
+        t = np.asarray(data.t)
+        t_mid = float(t[len(t) // 2])
+        user = problem.unpack(jnp.asarray(x0))[0]
+        estimate = estimate_start(data, user)
+        stationary = _with_exponents(
+            estimate,
+            t_mid,
+            {
+                k: -float(v)
+                for k, v in estimate.to_dict().items()
+                if k in ("alpha_ref", "alpha_sample", "beta")
+            },
+        )
+        if "f1" in stationary.parameter_names:
+            stationary = stationary.replace(f1=0.0)
+        models = [estimate, stationary]
+        models += [m for m in (exchanged(estimate, t), exchanged(stationary, t)) if m is not None]
+        for sign in (1.0, -1.0):
+            shift = {"alpha_ref": sign * _EXPONENT_SHIFT, "alpha_sample": -sign * _EXPONENT_SHIFT}
+            models.append(_with_exponents(estimate, t_mid, shift))
+        flow = {k: estimate.to_dict()[k] for k in ("v0", "beta", "phi0") if k in names}
+        models.append(user.replace(**flow))
+        anchors = [np.asarray(x0, float)] + [_fit_vector(problem, m, x0) for m in models]
+        n_random = self.random_starts
+        if n_random is None:
+            n_random = int(np.clip(2 * problem.n_free_physics, 8, 24))
+        centre = _fit_vector(problem, estimate, x0)
+        rng = np.random.default_rng(seed)
+        n_total = len(anchors) + int(n_random)
+        design = start_design(names, anchors, centre, lower, upper, n_total, rng)
+        return pulled_inside(names, design, lower, upper), estimate
+
+    def search(self, problem, data, x0, solve, *, seed):
+        design, estimate = self.design(problem, data, x0, seed)
+        stride = _screening_stride(problem, estimate, self.screening_frames)
+        coarse = problem.subsampled(stride)
+        screened = solve(coarse, design, max_steps=self.screening_steps)
+        rows = screened.values[self._survivors(coarse, screened)]
+        # The exchanged labelling of the best basin is always tried on the full data: with a
+        # slowly varying fraction it is a near-exact rival that the screening may not reach.
+        best_model = coarse.unpack(jnp.asarray(rows[0]))[0]
+        image = exchanged(best_model, np.asarray(problem.t))
+        if image is not None:
+            lower, upper = _bounds(problem)
+            mirrored = _fit_vector(problem, image, rows[0])
+            rows = np.concatenate(
+                [rows, pulled_inside(problem.names, mirrored[None], lower, upper)]
+            )
+        final = solve(problem, rows, batched=False)
+        return SearchOutcome(final, screened)
+
+    def _survivors(self, coarse: FitProblem, screened: Solved) -> np.ndarray:
+        """Indices of distinct screened basins within the margin of the best, best first."""
+        order = np.argsort(screened.ranking())
+        best_chi2 = screened.chi2[order[0]]
+        margin = _SCREEN_MARGIN_SIGMAS * math.sqrt(2 * coarse.n_points) + _SCREEN_MARGIN_FLOOR
+        kept: list[int] = []
+        signatures: list[np.ndarray] = []
+        for index in order:
+            if not np.isfinite(screened.chi2[index]):
+                continue
+            if kept and screened.chi2[index] > best_chi2 + margin:
+                break
+            signature = basin_signature(coarse, screened.values[index])
+            if any(np.max(np.abs(signature - other)) < _SAME_BASIN for other in signatures):
+                continue
+            kept.append(int(index))
+            signatures.append(signature)
+            if len(kept) == self.polish:
+                break
+        return np.array(kept if kept else [int(order[0])])
+
+
+_STARTS_HELP = "`starts` must be a positive integer, 'auto' or a heterojax.AbstractStarts"
+
+
+def resolve_starts(starts) -> AbstractStarts:
+    """`starts=` of `fit_nlsq` as a strategy: 1 → `LocalStart`, n > 1 → `MultiStart(n)`,
+    `"auto"` → `AutoStarts()`, or a strategy instance as given."""
+    if isinstance(starts, AbstractStarts):
+        return starts
+    if isinstance(starts, str):
+        if starts == "auto":
+            return AutoStarts()
+        raise ValueError(f"{_STARTS_HELP}; got {starts!r}.")
+    if isinstance(starts, bool) or not isinstance(starts, (int, np.integer)) or int(starts) < 1:
+        raise ValueError(f"{_STARTS_HELP}; got {starts!r}.")
+    return LocalStart() if int(starts) == 1 else MultiStart(int(starts))

@@ -1,0 +1,289 @@
+"""Start strategies, the plain-χ² objective, exact symmetries and the competing-minima report."""
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import heterojax as hj
+from heterojax._fit._nlsq import _build
+from heterojax._fit._quality import build_quality_report
+from heterojax._fit._solve import LocalSolver
+from heterojax._fit._strategies import SearchOutcome, resolve_starts
+from heterojax._fit._symmetry import canonical, exchanged
+
+
+FIXED = ("D_offset_ref", "D_offset_sample", "v_offset", "f2")
+
+
+def _data(truth, *, frames=48, dt=0.5, phi=(0.0, 60.0), noise=0.002, seed=0):
+    t = dt * np.arange(1, frames + 1)
+    simulated = hj.simulate(
+        truth,
+        t,
+        q=0.01,
+        phi=np.asarray(phi),
+        contrast=0.3,
+        offset=1.0,
+        noise=noise,
+        key=jr.key(seed),
+    )
+    return hj.XPCSData(
+        simulated.c2,
+        simulated.t,
+        q=simulated.q,
+        phi=simulated.phi,
+        dt=dt,
+        sigma=simulated.sigma,
+        diagonal="mask",
+    )
+
+
+def _problem(model, data, fixed=FIXED):
+    problem, x0, _, _ = _build(
+        model,
+        data,
+        fixed=fixed,
+        bounds=None,
+        scaling="auto",
+        fourier_order=None,
+        contrast=None,
+        offset=None,
+        sigma=None,
+        roi=None,
+    )
+    return problem, x0
+
+
+def _within(result, truth, n_sigma):
+    values = truth.to_dict()
+    for name in result.names:
+        if name in values:
+            z = (result.parameters()[name] - float(values[name])) / result.stderr[name]
+            assert abs(z) <= n_sigma, (name, result.parameters()[name], float(values[name]), z)
+
+
+def test_starts_argument_resolves_to_strategies():
+    assert isinstance(resolve_starts(1), hj.LocalStart)
+    assert resolve_starts(8) == hj.MultiStart(8)
+    assert isinstance(resolve_starts("auto"), hj.AutoStarts)
+    custom = hj.AutoStarts(random_starts=3)
+    assert resolve_starts(custom) is custom
+    for bad in (0, -2, "all", 2.5, True):
+        with pytest.raises(ValueError, match="starts"):
+            resolve_starts(bad)
+
+
+def test_objective_is_the_plain_chi2_at_a_saturated_fraction():
+    """Nothing is added to χ²: at a point whose fraction law exceeds 1 for most of the window
+    (clipped by the model), the solver's objective is Σ ((model − data)/σ)² and nothing else."""
+    truth = hj.HeterodyneModel().replace(
+        D0_ref=100.0, D0_sample=1500.0, v0=40.0, f0=0.2, f1=0.15, phi0=10.0
+    )
+    data = _data(truth)
+    problem, x0 = _problem(truth, data)
+    evaluation = problem.evaluate(jnp.asarray(x0))
+    direct = jnp.sum(problem.residual_maps(jnp.asarray(x0)) ** 2)
+    assert float(evaluation.ssr) == pytest.approx(float(direct), rel=1e-12)
+    assert np.asarray(truth.fraction(data.t)).max() > 1.5  # the law saturates
+
+
+def test_saturating_fraction_started_at_the_truth_stays_there():
+    """The issue's biased-objective case in small: f_s reaches 1 mid-window and stays there."""
+    truth = hj.HeterodyneModel().replace(
+        D0_ref=100.0, D0_sample=1500.0, v0=40.0, f0=0.15, f1=0.08, phi0=10.0
+    )
+    data = _data(truth, frames=48, phi=(0.0, 45.0, 90.0))
+    result = hj.fit_nlsq(truth, data, fixed=FIXED + ("f3",), starts=1)
+    _within(result, truth, 4.0)
+    problem, _ = _problem(truth, data, FIXED + ("f3",))
+    truth_chi2 = float(
+        jnp.sum(
+            (
+                data.mask
+                / data.sigma
+                * (truth.c2(data.t, q=data.q, phi=data.phi, contrast=0.3, offset=1.0) - data.c2)
+            )
+            ** 2
+        )
+    )
+    spread = 2 * np.sqrt(2 / result.dof)
+    assert abs(result.reduced_chi2 - truth_chi2 / result.dof) < spread
+
+
+def test_auto_starts_find_the_global_basin_from_the_default_model():
+    """A plain start (`HeterodyneModel()` defaults: D0 = 1e4, v0 = 1e3) with default settings."""
+    truth = hj.HeterodyneModel().replace(
+        D0_ref=150.0,
+        alpha_ref=0.1,
+        D0_sample=2500.0,
+        alpha_sample=-0.2,
+        v0=45.0,
+        beta=0.1,
+        f0=0.3,
+        f1=0.03,
+        phi0=-20.0,
+    )
+    # Three angles (with two, two values of φ0 give the same |cos(φ + φ0)| ratio) and a fraction
+    # that doubles over the window (slower changes make the exchanged labelling a near-exact
+    # rival, which the report then flags; see the next test).
+    data = _data(truth, frames=48, phi=(0.0, 45.0, 90.0))
+    result = hj.fit_nlsq(hj.HeterodyneModel(), data, fixed=FIXED)
+    assert result.starts.strategy == "AutoStarts"
+    assert result.starts.screening_chi2 is not None and len(result.starts.screening_chi2) >= 8
+    _within(result, truth, 5.0)
+    assert abs(result.reduced_chi2 - 1) < 4 * np.sqrt(2 / result.dof)
+    assert result.success and result.quality.ok, result.quality.warnings
+
+
+def test_an_unresolved_fraction_change_folds_the_exchange_into_one_solution():
+    """f_s changes by 13 % over the window, within its error: the exchange of reference and
+    sample is then exact within the errors. The polish always tries the exchanged image; the
+    two labellings are reported as one solution in the canonical form (the slower component as
+    the reference), not as competing minima."""
+    truth = hj.HeterodyneModel().replace(
+        D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35, f1=0.005, phi0=-20.0
+    )
+    data = _data(truth, frames=48, phi=(0.0, 45.0, 90.0))
+    result = hj.fit_nlsq(hj.HeterodyneModel(), data, fixed=FIXED + ("alpha_ref", "alpha_sample"))
+    values = result.parameters()
+    assert abs(values["f1"]) <= 3 * result.stderr["f1"]  # the change is not resolved
+    assert values["D0_ref"] == pytest.approx(150.0, rel=0.2)
+    assert values["D0_sample"] == pytest.approx(2500.0, rel=0.2)
+    i_ref, i_sample = result.names.index("D0_ref"), result.names.index("D0_sample")
+    exchanged_fits = result.starts.values[:, i_ref] > result.starts.values[:, i_sample]
+    assert np.any(exchanged_fits)  # the other labelling was fitted too ...
+    assert not result.quality.distinct_minima  # ... and is not reported as a rival
+    assert result.quality.ok, result.quality.warnings
+
+
+def test_auto_design_is_deterministic_and_covers_the_exchange():
+    truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
+    data = _data(truth, frames=40)
+    problem, x0 = _problem(hj.HeterodyneModel(), data)
+    strategy = hj.AutoStarts()
+    first, estimate = strategy.design(problem, data, x0, 3)
+    again, _ = strategy.design(problem, data, x0, 3)
+    other, _ = strategy.design(problem, data, x0, 4)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    names = problem.names
+    i_ref, i_sample = names.index("D0_ref"), names.index("D0_sample")
+    # Some start has the reference faster than the sample and some the other way round.
+    assert np.any(first[:, i_ref] > first[:, i_sample])
+    assert np.any(first[:, i_ref] < first[:, i_sample])
+
+
+class _FromTruth(hj.AbstractStarts):
+    """A researcher's strategy: start from given physics, fit once."""
+
+    values: dict
+
+    def search(self, problem, data, x0, solve, *, seed):
+        model = problem.unpack(jnp.asarray(x0))[0].replace(**self.values)
+        physics = np.asarray(model.to_vector())[list(problem.free_physics)]
+        row = np.concatenate([physics, x0[problem.n_free_physics :]])
+        return SearchOutcome(solve(problem, row[None]))
+
+
+def test_a_user_written_strategy_is_used():
+    truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
+    data = _data(truth, frames=32)
+    free = {"D0_ref", "D0_sample", "v0", "f0"}
+    fixed = [n for n in hj.PARAMETER_NAMES if n not in free]
+    strategy = _FromTruth({"D0_ref": 150.0, "D0_sample": 2500.0, "v0": 45.0, "f0": 0.35})
+    result = hj.fit_nlsq(hj.HeterodyneModel(), data, fixed=fixed, starts=strategy)
+    assert result.starts.strategy == "_FromTruth"
+    _within(result, truth, 5.0)
+
+
+def test_exchange_at_constant_fraction_has_one_canonical_form():
+    truth = hj.HeterodyneModel().replace(D0_ref=2500.0, D0_sample=150.0, v0=45.0, f0=0.3)
+    data = _data(truth, frames=24)
+    problem, _ = _problem(truth, data, FIXED + ("f1", "f3"))
+    swapped = exchanged(truth, np.asarray(data.t))
+    assert swapped is not None
+    model_maps = truth.c2(data.t, q=data.q, phi=data.phi)
+    np.testing.assert_allclose(swapped.c2(data.t, q=data.q, phi=data.phi), model_maps, atol=1e-12)
+
+    def vector(model):
+        physics = np.asarray(model.to_vector())[list(problem.free_physics)]
+        n_maps = (problem.n_parameters - len(physics)) // 2
+        return np.concatenate([physics, np.full(n_maps, 0.3), np.full(n_maps, 1.0)])
+
+    a, b = canonical(problem, vector(truth)), canonical(problem, vector(swapped))
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    names = problem.names
+    assert a[names.index("D0_ref")] < a[names.index("D0_sample")]  # the slower is the reference
+    # With a time-dependent fraction the exchange is not exact: nothing is changed.
+    problem_f1, _ = _problem(truth.replace(f1=0.01), data, FIXED + ("f3",))
+    x = np.asarray(problem_f1.transform.lower + problem_f1.transform.upper) / 2
+    np.testing.assert_array_equal(canonical(problem_f1, x), x)
+
+
+def _report(start_chi2, start_values, correlation=None, dof=10_000):
+    names = ("D0_ref", "alpha_ref", "D0_sample", "alpha_sample")
+    stderr = np.array([1.0, 0.01, 10.0, 0.01])
+    correlation = np.eye(4) if correlation is None else correlation
+    return build_quality_report(
+        names=names,
+        values=np.asarray(start_values[0], float),
+        stderr=stderr,
+        correlation=correlation,
+        at_bound=np.zeros(4, bool),
+        reduced_chi2=1.0,
+        singular=False,
+        aliasing_ratio=np.zeros(1),
+        phi=np.zeros(1),
+        start_chi2=np.asarray(start_chi2, float),
+        start_values=np.asarray(start_values, float),
+        best_index=0,
+        n_physics=4,
+        dof=dof,
+    )
+
+
+def test_competing_minima_make_the_report_not_ok_and_are_named():
+    best = [100.0, 0.0, 2000.0, 0.3]
+    rival = [100.0, 1.3, 2000.0, 0.0]  # the α trade-off
+    # Δχ² = 200 < 3·√(2·10⁴) ≈ 424: a competitor.
+    report = _report([10_000.0, 10_200.0], [best, rival])
+    assert not report.ok
+    assert report.competing[0][0] == 1
+    assert set(report.competing[0][1]) == {"alpha_ref", "alpha_sample"}
+    assert any("alpha_ref = 1.3" in w for w in report.warnings)
+    # Far in χ², or the same point: not a competitor.
+    assert _report([10_000.0, 11_000.0], [best, rival]).ok
+    assert _report([10_000.0, 10_001.0], [best, best]).ok
+
+
+def test_exponent_ridge_makes_the_report_not_ok():
+    correlation = np.eye(4)
+    correlation[1, 3] = correlation[3, 1] = -0.995
+    values = [[100.0, 0.1, 2000.0, 0.2]]
+    report = _report([10_000.0], values, correlation=correlation)
+    assert report.ridge is not None and not report.ok
+    assert any("ridge" in w for w in report.warnings)
+
+
+def test_estimate_start_reads_rates_speed_and_angle():
+    truth = hj.HeterodyneModel().replace(D0_ref=100.0, D0_sample=2000.0, v0=60.0, f0=0.5, phi0=20.0)
+    data = _data(truth, frames=120, phi=(0.0, 45.0, 90.0), noise=0.001)
+    model = hj.estimate_start(data)
+    estimate = model.to_dict()
+    middle = data.t[60:61]
+    # The rates at mid-window within a factor 3; the slower component is the reference.
+    assert 100.0 / 3 < float(model.reference(middle)[0]) < 100.0 * 3
+    assert 2000.0 / 3 < float(model.sample(middle)[0]) < 2000.0 * 3
+    assert float(estimate["v0"]) == pytest.approx(60.0, rel=0.25)
+    assert float(estimate["phi0"]) == pytest.approx(20.0, abs=10.0)
+
+
+def test_local_solver_keeps_given_scaling_when_asked():
+    truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
+    data = _data(truth, frames=24)
+    problem, x0 = _problem(truth, data)
+    solver = LocalSolver(scale_starts=False)
+    np.testing.assert_array_equal(solver.starting_rows(problem, x0[None])[0], x0)
+    scaled = LocalSolver().starting_rows(problem, x0[None])[0]
+    np.testing.assert_array_equal(scaled[: problem.n_free_physics], x0[: problem.n_free_physics])
