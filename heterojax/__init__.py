@@ -21,8 +21,10 @@ from ._cmc._fit import fit_cmc as fit_cmc
 from ._cmc._result import CMCResult as CMCResult
 from ._cmc._verdict import CMCVerdict as CMCVerdict
 from ._data._aps import load_aps as load_aps
+from ._data._correlator import two_time as two_time
 from ._data._flat import load as load
 from ._data._simulate import simulate as simulate
+from ._data._speckle import simulate_speckle as simulate_speckle
 from ._data._writer import save_aps as save_aps
 from ._data._xpcs_data import XPCSData as XPCSData
 from ._fit._estimate import estimate_start as estimate_start
