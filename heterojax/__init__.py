@@ -37,6 +37,11 @@ from ._fit._strategies import (
     LocalStart as LocalStart,
     MultiStart as MultiStart,
 )
+from ._fit._uncertainty import (
+    AbstractErrors as AbstractErrors,
+    FormalErrors as FormalErrors,
+    FrameClusteredErrors as FrameClusteredErrors,
+)
 from ._io._results import (
     SavedResult as SavedResult,
     load_result as load_result,

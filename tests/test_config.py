@@ -173,6 +173,7 @@ ALTERNATIVES = {
     "scaling.offset.upper": 1.2,
     "scaling.offset.fixed": True,
     "nlsq.starts": 8,
+    "nlsq.errors": "frame-clustered",
     "nlsq.global_search": True,
     "nlsq.global_evaluations": 500,
     "nlsq.seed": 3,

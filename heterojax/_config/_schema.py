@@ -206,6 +206,11 @@ class NLSQSection(Section):
         "1 (one local fit from the values, for refits) or N > 1 (N starts screened, best 4 "
         "finished).",
     )
+    errors: Literal["formal", "frame-clustered"] = Field(
+        default="formal",
+        description="Error estimator: formal (independent noise) or frame-clustered (a "
+        "sandwich for the row/column-correlated noise of measured maps).",
+    )
     global_search: bool = Field(default=False, description="Run a CMA-ES global search first.")
     global_evaluations: Annotated[int, Field(ge=1)] = Field(
         default=2000, description="χ² evaluations of the global search."

@@ -162,7 +162,8 @@ def _grid_search(cut, tau, q, phi, speed, phi0):
     pairs_s = np.repeat(rates[s_index], _FRACTIONS.shape[0])
     pairs_x = np.tile(_FRACTIONS, r_index.shape[0])
     q_max = float(np.max(q))
-    speeds = np.concatenate([[0.0], np.geomspace(0.3 / total, np.pi / tau[0], 24) / q_max])
+    # Up to π/2 of phase a frame: faster fringes alias, and the cut cannot tell their speed.
+    speeds = np.concatenate([[0.0], np.geomspace(0.3 / total, 0.5 * np.pi / tau[0], 24) / q_max])
     angles = np.arange(-90.0, 90.0, 10.0)
     grid_v, grid_phi0 = (a.ravel() for a in np.meshgrid(speeds, angles, indexing="ij"))
     grid_rates = q[None, :] * np.abs(np.cos(np.deg2rad(phi[None, :] + grid_phi0[:, None])))
@@ -197,6 +198,7 @@ def _grid_search(cut, tau, q, phi, speed, phi0):
 
 
 def _age_windows(n_times: int) -> list[range]:
+    """Three consecutive row windows (one when there are too few frames)."""
     count = 3 if n_times >= 3 * _MIN_FRAMES_PER_AGE else 1
     edges = np.linspace(0, n_times, count + 1).astype(int)
     return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
@@ -256,6 +258,25 @@ def _power_law(ages: np.ndarray, values: np.ndarray, limit: float) -> tuple[floa
     return float(np.exp(np.mean(log_v - exponent * log_t))), exponent
 
 
+def _velocity_with_offset(
+    ages: np.ndarray, speeds: np.ndarray, v_offset: float
+) -> tuple[float, float]:
+    """(v0, β) with |v0·t^β + v_offset| closest to the speeds at the ages (a grid search, least
+    absolute deviations so that one window without fringes cannot dominate: with an offset the
+    flow may reverse inside the window, and the fringes see only |v|)."""
+    seen = np.isfinite(speeds)
+    if not np.any(seen):
+        return 0.0, 0.0
+    ages, speeds = ages[seen], speeds[seen]
+    scale = float(np.max(speeds) + abs(v_offset))
+    prefactors = np.geomspace(1e-3 * scale, 10 * scale, 161)
+    exponents = np.linspace(-1.0, 1.0, 41)
+    law = prefactors[:, None, None] * ages[None, None, :] ** exponents[None, :, None] + v_offset
+    misfit = np.sum(np.abs(np.abs(law) - speeds[None, None, :]), axis=-1)
+    i, j = np.unravel_index(int(np.argmin(misfit)), misfit.shape)
+    return float(prefactors[i]), float(exponents[j])
+
+
 def estimate_start(data: XPCSData, model: HeterodyneModel | None = None) -> HeterodyneModel:
     """A start model read off the data (module docstring), for any model with the standard names.
 
@@ -279,7 +300,11 @@ def estimate_start(data: XPCSData, model: HeterodyneModel | None = None) -> Hete
     f2 = float(values.get("f2", 0.0))
     d0_ref, alpha_ref = _power_law(reading.ages, reading.reference_rate, 1.5)
     d0_sample, alpha_sample = _power_law(reading.ages, reading.sample_rate, 1.5)
-    v0, beta = _power_law(reading.ages, reading.speed, 1.0)
+    v_offset = float(values.get("v_offset", 0.0))
+    if v_offset == 0.0:
+        v0, beta = _power_law(reading.ages, reading.speed, 1.0)
+    else:
+        v0, beta = _velocity_with_offset(reading.ages, reading.speed, v_offset)
     shares = np.clip(reading.sample_share, 1e-3, 1.0)
     if shares.shape[0] >= 2 and np.ptp(np.log(shares)) > 0.1:
         f1, log_f0 = np.polyfit(reading.ages, np.log(shares), 1)

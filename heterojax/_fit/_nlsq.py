@@ -28,7 +28,7 @@ from ._symmetry import (
     fraction_is_steady,
     reference_is_slower,
 )
-from ._uncertainty import Uncertainty, curvature_uncertainty
+from ._uncertainty import AbstractErrors, Uncertainty, resolve_errors, solution_uncertainty
 
 
 # Two fits are the same basin when their `basin_signature`s (log-rates, log-speed, fraction at
@@ -136,15 +136,16 @@ def _fold_exchange(problem, final: Solved, best: int, x, stderr, chi2: float, do
     return best, images
 
 
-def _solution(problem: FitProblem, x: np.ndarray, noise: str):
-    """Phase 4: the evaluation at x, its uncertainty, reduced χ² and degrees of freedom."""
+def _solution(problem: FitProblem, x: np.ndarray, noise: str, errors: AbstractErrors):
+    """Phase 4: the evaluation at x, its uncertainty (the chosen estimator's and the formal
+    one), reduced χ² and degrees of freedom."""
     evaluation = evaluate_at(problem, jnp.asarray(x))
     dof = max(problem.n_points - problem.n_parameters, 1)
     reduced = float(evaluation.ssr) / dof
-    uncertainty = curvature_uncertainty(
-        problem, jnp.asarray(x), evaluation.gram, reduced if noise == "estimated" else 1.0
+    uncertainty, formal = solution_uncertainty(
+        problem, jnp.asarray(x), evaluation.gram, reduced if noise == "estimated" else 1.0, errors
     )
-    return evaluation, uncertainty, reduced, dof
+    return evaluation, uncertainty, formal, reduced, dof
 
 
 def _aliasing_ratio(
@@ -209,6 +210,7 @@ def fit_nlsq(
     offset=None,
     sigma=None,
     starts: int | str | AbstractStarts = "auto",
+    errors: str | AbstractErrors = "formal",
     global_search: bool = False,
     global_evaluations: int = 2000,
     seed: int = 0,
@@ -264,6 +266,11 @@ def fit_nlsq(
         far-lag plateau / near-diagonal estimate as the fallback bounds-clipped guess.
     - `sigma`: σ per entry or per map; default `data.sigma`, else estimated from the maps and
       the covariance scaled by the reduced χ².
+    - `errors`: the error estimator, a name or an `AbstractErrors` Module: `"formal"`
+        (default; s²(JᵀJ)⁻¹, exact for independent noise) or `"frame-clustered"` (a sandwich
+        whose middle term clusters the scores by frame, for the row/column-correlated noise
+        of measured maps; see `FrameClusteredErrors`). `result.formal_stderr` always holds the
+        independent-noise errors.
     - `starts`, `global_search`, `global_evaluations`, `seed`: the start strategy (above);
         the same `seed` gives the same starts.
     - `rtol`, `atol`, `max_steps`: solver tolerances (on the fit coordinates, which are scaled
@@ -282,6 +289,7 @@ def fit_nlsq(
     began = time.perf_counter()
     _check_inputs(model, data)
     strategy = resolve_starts(starts)
+    error_strategy = resolve_errors(errors)
     problem, x0, sigma_used, noise = _build(
         model,
         data,
@@ -313,13 +321,13 @@ def fit_nlsq(
         )
     final = outcome.final
     best, x = _choose(problem, final)
-    evaluation, uncertainty, reduced, dof = _solution(problem, x, noise)
+    evaluation, uncertainty, formal, reduced, dof = _solution(problem, x, noise, error_strategy)
     folded, images = _fold_exchange(
         problem, final, best, x, uncertainty.stderr_vector, float(evaluation.ssr), dof
     )
     if folded != best:
         best, x = folded, canonical(problem, final.values[folded])
-        evaluation, uncertainty, reduced, dof = _solution(problem, x, noise)
+        evaluation, uncertainty, formal, reduced, dof = _solution(problem, x, noise, error_strategy)
     success = bool(final.codes[best] == SUCCESSFUL and np.isfinite(final.chi2[best]))
     message = result_message(int(final.codes[best]))
     if throw and not success:
@@ -335,6 +343,8 @@ def fit_nlsq(
         names=problem.names,
         values=np.asarray(x),
         stderr=uncertainty.stderr,
+        formal_stderr=formal.stderr,
+        errors=type(error_strategy).__name__,
         covariance=uncertainty.covariance,
         correlation=uncertainty.correlation,
         chi2=chi2,

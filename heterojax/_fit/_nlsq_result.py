@@ -61,6 +61,8 @@ class NLSQResult(eqx.Module):
     - `singular`: whether JᵀJ was singular at the solution.
     - `quality`: the `QualityReport`; `starts`: a `StartsSummary`.
     - `metadata`: the data's metadata.
+    - `formal_stderr`: the independent-noise errors s²(JᵀJ)⁻¹ (equal to `stderr` when
+      `errors` is `"FormalErrors"`); `errors`: the estimator that gave `stderr`.
     """
 
     model: HeterodyneModel
@@ -91,6 +93,8 @@ class NLSQResult(eqx.Module):
     metadata: dict[str, Any]
     bins: BinGeometry | None = None
     model_description: str = "model = bin centre"
+    formal_stderr: dict[str, Any] | None = None
+    errors: str = "FormalErrors"
 
     def parameters(self) -> dict[str, float]:
         """Name → value of every physics parameter of the fitted model (fixed ones included)."""

@@ -112,6 +112,81 @@ class FitProblem(eqx.Module):
         """Weighted residuals w ⊙ (model − data), zero on unused entries."""
         return self.weights * (self.model_maps(x) - self.data)
 
+    def _map_inputs(self):
+        """What `lax.scan` slices map by map."""
+        return (
+            self.q,
+            self.phi,
+            self.data,
+            self.weights,
+            self.contrast_basis,
+            self.offset_basis,
+            self.fixed_contrast,
+            self.fixed_offset,
+            self.bins,
+        )
+
+    def _map_jacobian(self, x: Float[Array, " p"], inputs):
+        """One map's weighted Jacobian and residual at x.
+
+        **Returns:** `columns` (k + 2, t, t): ∂r/∂(free physics), ∂r/∂contrast, ∂r/∂offset of
+        this map (per-map contrast and offset); `residual` w ⊙ (model − data); g = num/f²; the
+        model map; and `expand` (k + 2, p), which maps per-map contrast/offset onto the
+        coefficients through the bases.
+        """
+        physics, contrast_coefficients, offset_coefficients = self.split(x)
+        n_phys = physics.shape[0]
+        q, phi, data, weight, contrast_row, offset_row, contrast0, offset0, bins = inputs
+
+        def normalised(physics_free):
+            model = self.model_at(physics_free)
+            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0, bins=bins)[0]
+            return c2, c2
+
+        physics_jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics)
+        physics_jacobian = jnp.moveaxis(physics_jacobian, -1, 0)
+        contrast = contrast0 + contrast_row @ contrast_coefficients
+        offset = offset0 + offset_row @ offset_coefficients
+        fitted = offset + contrast * g
+        residual = weight * (fitted - data)
+        columns = jnp.concatenate(
+            [(contrast * weight)[None] * physics_jacobian, (weight * g)[None], weight[None]],
+            axis=0,
+        )
+        expand = jax.scipy.linalg.block_diag(
+            jnp.eye(n_phys), contrast_row[None, :], offset_row[None, :]
+        )
+        return columns, residual, g, fitted, expand
+
+    def frame_clustered_meat(self, x: Float[Array, " p"]) -> Float[Array, "p p"]:
+        """The middle term of the frame-clustered sandwich covariance, one pass over the maps.
+
+        Entry (i, j) of map a is built from the intensities of frames i and j, so its score
+        s_e = J_eᵀ r_e (the entry's row of the weighted Jacobian times its residual) is
+        correlated with every other entry that shares a frame. With the clusters (a, k) — map a,
+        frame k — and g_ak = Σ_{e of map a involving frame k} s_e,
+
+            M = Σ_a Σ_k g_ak g_akᵀ − Σ_{e: i ≠ j} s_e s_eᵀ,
+
+        which counts Σ s_e s_e'ᵀ once for every pair of entries sharing a frame (an entry with
+        i ≠ j sits in two clusters, so its own square is removed once). Maps are independent
+        clusters (different pixels).
+        """
+
+        def one_map(meat, inputs):
+            columns, residual, _, _, expand = self._map_jacobian(x, inputs)
+            scores = columns * residual[None]
+            diagonal = jnp.diagonal(scores, axis1=1, axis2=2)
+            per_frame = scores.sum(axis=2) + scores.sum(axis=1) - diagonal
+            off_diagonal = scores - jax.vmap(jnp.diag)(diagonal)
+            flat = off_diagonal.reshape(scores.shape[0], -1)
+            local = per_frame @ per_frame.T - flat @ flat.T
+            return meat + expand.T @ local @ expand, None
+
+        p = x.shape[0]
+        meat, _ = jax.lax.scan(one_map, jnp.zeros((p, p), x.dtype), self._map_inputs())
+        return meat
+
     def evaluate(self, x: Float[Array, " p"]) -> "Evaluation":
         """Everything a fit needs at x, in one pass over the maps (accumulated map by map).
 
@@ -131,37 +206,15 @@ class FitProblem(eqx.Module):
 
         **Returns:** an `Evaluation`.
         """
-        physics, contrast_coefficients, offset_coefficients = self.split(x)
-        n_phys = physics.shape[0]
-
-        def normalised(physics_free, q, phi, bins):
-            model = self.model_at(physics_free)
-            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0, bins=bins)[0]
-            return c2, c2
 
         def one_map(carry, inputs):
             gram, gradient, ssr = carry
-            q, phi, data, weight, contrast_row, offset_row, contrast0, offset0, bins = inputs
-            physics_jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics, q, phi, bins)
-            physics_jacobian = jnp.moveaxis(physics_jacobian, -1, 0)
-            contrast = contrast0 + contrast_row @ contrast_coefficients
-            offset = offset0 + offset_row @ offset_coefficients
-            fitted = offset + contrast * g
-            residual = weight * (fitted - data)
-            # Columns of this map's Jacobian: physics, d/dcontrast, d/doffset (per-map values).
-            physics_columns = (contrast * weight)[None] * physics_jacobian
-            contrast_column = weight * g
-            columns = jnp.concatenate(
-                [physics_columns, contrast_column[None], weight[None]], axis=0
-            ).reshape(n_phys + 2, -1)
-            local_gram = columns @ columns.T
-            local_gradient = columns @ residual.reshape(-1)
+            columns, residual, g, fitted, expand = self._map_jacobian(x, inputs)
+            data, weight, contrast0, offset0 = inputs[2], inputs[3], inputs[6], inputs[7]
+            flat = columns.reshape(columns.shape[0], -1)
             # Map per-map contrast/offset onto the coefficients through the bases.
-            expand = jax.scipy.linalg.block_diag(
-                jnp.eye(n_phys), contrast_row[None, :], offset_row[None, :]
-            )
-            gram = gram + expand.T @ local_gram @ expand
-            gradient = gradient + expand.T @ local_gradient
+            gram = gram + expand.T @ (flat @ flat.T) @ expand
+            gradient = gradient + expand.T @ (flat @ residual.reshape(-1))
             w2 = weight**2
             target = data - offset0 - contrast0 * g
             sums = jnp.stack(
@@ -171,18 +224,7 @@ class FitProblem(eqx.Module):
 
         p = x.shape[0]
         zero = (jnp.zeros((p, p), x.dtype), jnp.zeros((p,), x.dtype), jnp.zeros((), x.dtype))
-        inputs = (
-            self.q,
-            self.phi,
-            self.data,
-            self.weights,
-            self.contrast_basis,
-            self.offset_basis,
-            self.fixed_contrast,
-            self.fixed_offset,
-            self.bins,
-        )
-        (gram, gradient, ssr), (sums, fitted) = jax.lax.scan(one_map, zero, inputs)
+        (gram, gradient, ssr), (sums, fitted) = jax.lax.scan(one_map, zero, self._map_inputs())
         return Evaluation(gram, gradient, ssr, sums, fitted)
 
     def normal_equations(self, x: Float[Array, " p"]):

@@ -187,6 +187,33 @@ def _with_exponents(model: HeterodyneModel, t_mid: float, shifts: dict[str, floa
     return model.replace(**changes)
 
 
+def _speed_scan(
+    estimate: HeterodyneModel, problem: FitProblem, t_mid: float, count: int
+) -> list[HeterodyneModel]:
+    """`count` copies of the estimate whose speed |v(t_mid)| runs over a log grid from one
+    radian of fringe phase over the window to π/2 a frame (at the largest q): the fringe
+    frequency makes χ² multimodal in v, and without visible fringes (fast decays, flow
+    reversal) the data-driven speed is only a guess."""
+    names = {spec.name: spec for spec in estimate.parameter_specs}
+    if count < 1 or "v0" not in names or "v0" not in problem.names:
+        return []
+    t = np.asarray(problem.t)
+    q = float(np.max(np.asarray(problem.q)))
+    dt = float(np.median(np.diff(t))) if t.shape[0] > 1 else float(t[0])
+    window = float(t[-1] - t[0]) or dt
+    values = estimate.to_dict()
+    beta = float(values.get("beta", 0.0))
+    v_offset = float(values.get("v_offset", 0.0))
+    spec = names["v0"]
+    models = []
+    for speed in np.geomspace(1.0 / (q * window), 0.5 * np.pi / (q * dt), count):
+        v0 = (speed - v_offset) / t_mid**beta
+        if v0 <= 0 and v_offset != 0:
+            v0 = (-speed - v_offset) / t_mid**beta
+        models.append(estimate.replace(v0=float(np.clip(v0, spec.lower, spec.upper))))
+    return models
+
+
 class AutoStarts(AbstractStarts):
     """The default: data-driven starts and the degeneracies around them, screened to
     convergence on a coarse sub-grid of frames, every competitive basin polished on all data.
@@ -195,8 +222,12 @@ class AutoStarts(AbstractStarts):
     exponents, speed, φ0 and fraction from the one-time cuts at several ages); E with the
     components exchanged; E and its exchange without time dependence (exponents and f1 at 0,
     rates at their mid-window values); E with the two transport exponents moved apart both ways
-    (the α_ref ↔ α_sample trade-off); the user's start with E's speed and φ0; then a Latin
-    hypercube around E (`random_starts`, default 2 per free physics parameter, 8 to 24).
+    (the α_ref ↔ α_sample trade-off); the user's start with E's speed and φ0; E at `speed_scan`
+    speeds log-spaced from one radian of fringe phase over the window to π/2 a frame (χ² is
+    multimodal in v, and without visible fringes the data's speed is a guess); then a Latin
+    hypercube around E (`random_starts`, default 2 per free physics parameter, 8 to 24) with
+    the speed v0 drawn log-uniformly within ×/÷ 10 of E's and the fraction's rate f1 uniformly
+    so that the fraction changes by e^−4 to e^4 over the window (growing, decaying, saturating).
 
     Every start gets `screening_steps` LM steps (most converge within them) on the problem
     restricted to every k-th frame (about `screening_frames` frames, k limited so that the
@@ -208,6 +239,7 @@ class AutoStarts(AbstractStarts):
     """
 
     random_starts: int | None = None
+    speed_scan: int = 8
     screening_frames: int = 64
     screening_steps: int = 64
     polish: int = 4
@@ -238,6 +270,7 @@ class AutoStarts(AbstractStarts):
             models.append(_with_exponents(estimate, t_mid, shift))
         flow = {k: estimate.to_dict()[k] for k in ("v0", "beta", "phi0") if k in names}
         models.append(user.replace(**flow))
+        models += _speed_scan(estimate, problem, t_mid, self.speed_scan)
         anchors = [np.asarray(x0, float)] + [_fit_vector(problem, m, x0) for m in models]
         n_random = self.random_starts
         if n_random is None:
@@ -246,6 +279,16 @@ class AutoStarts(AbstractStarts):
         rng = np.random.default_rng(seed)
         n_total = len(anchors) + int(n_random)
         design = start_design(names, anchors, centre, lower, upper, n_total, rng)
+        if "v0" in names and n_total > len(anchors):  # the speed: ×/÷ 10 around E's
+            k = names.index("v0")
+            speed = max(float(centre[k]), 1e-3 * float(upper[k]))
+            draws = speed * 10.0 ** rng.uniform(-1.0, 1.0, n_total - len(anchors))
+            design[len(anchors) :, k] = np.clip(draws, lower[k], upper[k])
+        if "f1" in names:  # the fraction's rate: from e^−4 to e^4 over the window
+            window = float(t[-1] - t[0]) or 1.0
+            k = names.index("f1")
+            rates = rng.uniform(-4.0, 4.0, n_total - len(anchors)) / window
+            design[len(anchors) :, k] = np.clip(rates, lower[k], upper[k])
         return pulled_inside(names, design, lower, upper), estimate
 
     def search(self, problem, data, x0, solve, *, seed):

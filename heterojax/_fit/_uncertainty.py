@@ -1,5 +1,6 @@
 """Covariance and standard errors of a least-squares solution (lineax pseudo-inverse)."""
 
+import abc
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -58,17 +59,8 @@ class Uncertainty(NamedTuple):
     terms: dict[str, Any]
 
 
-def curvature_uncertainty(problem: FitProblem, x, gram, variance_scale: float) -> Uncertainty:
-    """C = s² (JᵀJ)⁺ at the solution, with s² = `variance_scale` (the reduced χ² when σ was
-    estimated, else 1). Parameters along null directions of JᵀJ get infinite errors.
-    """
-    terms = solution_terms(problem, x, gram)
-    inverse, scale = np.asarray(terms["inverse"]), np.asarray(terms["scale"])
-    eigenvalues, vectors = np.asarray(terms["eigenvalues"]), np.asarray(terms["vectors"])
-    covariance = variance_scale * scale[:, None] * inverse * scale[None, :]
-    null = eigenvalues <= NULL_EIGENVALUE_FRACTION * np.max(eigenvalues)
-    singular = bool(np.any(null)) or bool(np.any(scale == 0))
-    undetermined = (scale == 0) | np.any(np.abs(vectors[:, null]) > 1e-3, axis=1)
+def _assemble(problem: FitProblem, covariance, undetermined, singular, terms) -> Uncertainty:
+    """Standard errors, correlations and per-map contrast/offset errors from a covariance."""
     variances = np.where(undetermined, np.inf, np.diagonal(covariance))
     stderr_vector = np.sqrt(np.maximum(variances, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -92,3 +84,87 @@ def curvature_uncertainty(problem: FitProblem, x, gram, variance_scale: float) -
             per_map = np.where(np.abs(basis[:, undetermined[block]]).sum(1) > 0, np.inf, per_map)
         stderr[kind] = np.sqrt(np.maximum(per_map, 0.0))
     return Uncertainty(covariance, correlation, stderr_vector, stderr, singular, terms)
+
+
+class AbstractErrors(eqx.Module):
+    """An error estimator: the covariance of the least-squares solution (a strategy passed to
+    `fit_nlsq(..., errors=...)`)."""
+
+    @abc.abstractmethod
+    def covariance(
+        self, problem: FitProblem, x, pseudo_inverse: np.ndarray, variance_scale: float
+    ) -> np.ndarray:
+        """The covariance over the fit vector at the solution x, given (JᵀJ)⁺ (with σ as used
+        in the weights) and s² (the reduced χ² when σ was estimated, else 1)."""
+
+
+class FormalErrors(AbstractErrors):
+    """C = s² (JᵀJ)⁺: exact when the c2 entries carry independent noise of the assumed σ."""
+
+    def covariance(self, problem, x, pseudo_inverse, variance_scale):
+        return variance_scale * pseudo_inverse
+
+
+_clustered_meat = eqx.filter_jit(FitProblem.frame_clustered_meat)
+
+
+class FrameClusteredErrors(AbstractErrors):
+    """The frame-clustered sandwich C = (JᵀJ)⁺ M (JᵀJ)⁺ (`FitProblem.frame_clustered_meat`).
+
+    Every entry (i, j) of a measured map is built from the intensities of frames i and j, so the
+    noise of a row and of a column is shared: independent-noise errors are too small on real
+    (speckle) data. The sandwich lets the residuals themselves measure that covariance,
+    clustered by frame (two entries are correlated when they share a frame, maps independent).
+    Assumptions: entries without a common frame are uncorrelated, and there are many frames
+    per map (the meat is an average over them). It needs no σ (σ cancels), costs one extra
+    Jacobian pass over the data, and reduces to the formal error for independent noise. M's
+    negative eigenvalues (possible for a finite sample) are set to 0.
+    """
+
+    def covariance(self, problem, x, pseudo_inverse, variance_scale):
+        meat = np.asarray(_clustered_meat(problem, jnp.asarray(x)))
+        eigenvalues, vectors = np.linalg.eigh((meat + meat.T) / 2)
+        meat = (vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T
+        return pseudo_inverse @ meat @ pseudo_inverse
+
+
+ERRORS = {"formal": FormalErrors, "frame-clustered": FrameClusteredErrors}
+
+
+def resolve_errors(errors) -> AbstractErrors:
+    """`errors=` of `fit_nlsq`: a name in `ERRORS` or an `AbstractErrors` instance."""
+    if isinstance(errors, AbstractErrors):
+        return errors
+    if isinstance(errors, str) and errors in ERRORS:
+        return ERRORS[errors]()
+    raise ValueError(
+        f"`errors` must be one of {sorted(ERRORS)} or a heterojax.AbstractErrors; got {errors!r}."
+    )
+
+
+def solution_uncertainty(
+    problem: FitProblem, x, gram, variance_scale: float, errors: AbstractErrors
+) -> tuple[Uncertainty, Uncertainty]:
+    """(the chosen estimator's uncertainty, the formal one) at the solution x.
+
+    The pseudo-inverse of JᵀJ (`solution_terms`) is shared; parameters along null directions of
+    JᵀJ get infinite errors in both.
+    """
+    terms = solution_terms(problem, x, gram)
+    inverse, scale = np.asarray(terms["inverse"]), np.asarray(terms["scale"])
+    eigenvalues, vectors = np.asarray(terms["eigenvalues"]), np.asarray(terms["vectors"])
+    pseudo_inverse = scale[:, None] * inverse * scale[None, :]
+    null = eigenvalues <= NULL_EIGENVALUE_FRACTION * np.max(eigenvalues)
+    singular = bool(np.any(null)) or bool(np.any(scale == 0))
+    undetermined = (scale == 0) | np.any(np.abs(vectors[:, null]) > 1e-3, axis=1)
+    formal = _assemble(
+        problem,
+        FormalErrors().covariance(problem, x, pseudo_inverse, variance_scale),
+        undetermined,
+        singular,
+        terms,
+    )
+    if isinstance(errors, FormalErrors):
+        return formal, formal
+    covariance = errors.covariance(problem, x, pseudo_inverse, variance_scale)
+    return _assemble(problem, covariance, undetermined, singular, terms), formal

@@ -87,6 +87,12 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
         "fixed": [name for name in physics if name not in result.names],
         "values": dict(zip(result.names, np.asarray(result.values, float).tolist())),
         "stderr": stderr,
+        "errors": result.errors,
+        "formal_stderr": {
+            name: (result.formal_stderr or result.stderr)[name]
+            for name in result.names
+            if name in (result.formal_stderr or result.stderr)
+        },
         "scaling_coefficients": scaling_values,
         "contrast": np.asarray(result.contrast),
         "offset": np.asarray(result.offset),
@@ -116,6 +122,8 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
             "n_steps": np.asarray(result.starts.n_steps),
             "success": np.asarray(result.starts.success),
             "best": int(result.starts.best),
+            "strategy": result.starts.strategy,
+            "screening_chi2": result.starts.screening_chi2,
         },
     }
 
