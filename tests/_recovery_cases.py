@@ -41,7 +41,9 @@ free fit parameter, scaling coefficients included) and every free physics parame
 compared modulo 180°, v0 by magnitude when v_offset = 0, and at constant fraction (f1 = 0) the
 truth is also relabelled with reference ↔ sample exchanged (f_s → 1 − f_s); with exactly two
 angles (modulo 180°) and v_offset = 0, a second phi0 (with v rescaled) fits the data exactly as
-well (`_mirrored`) and is a labelling too. The labelling closest to the fit (least Σz²) counts.
+well (`_mirrored`) and is a labelling too. The labelling closest to the fit (least Σz²) counts,
+each taken at its member closest to the fit where the truth is a set of identical models (at
+f1 = 0 only f0 + f3 matters; at D0_n = 0, alpha_n does not matter; `_closest_equivalent`).
 A parameter with an infinite or undefined standard error passes the z test (only the χ²
 condition judges it) and is listed in `BasinVerdict.undetermined`.
 """
@@ -547,6 +549,37 @@ def _mirrored(values: Mapping[str, float], phi: np.ndarray) -> dict[str, float] 
     return {**values, "phi0": phi0, "v0": values["v0"] * abs(math.cos(u)) / cosine}
 
 
+def _closest_equivalent(
+    values: Mapping[str, float], fitted: Mapping[str, float], stderr: Mapping[str, float]
+) -> dict[str, float]:
+    """The member of the truth's class of identical models closest to the fit.
+
+    Some truths are a set of parameter vectors, not a point: at f1 = 0, f_s = f0 + f3 whatever
+    the split, so the split (both ≥ 0) closest to the fitted pair in standard errors is taken,
+    and where it puts f0 = 0 the truth's f1 is arbitrary too (set to the fitted value); with
+    D0_n = 0, alpha_n is arbitrary (set to the fitted value). Only free parameters move.
+    """
+    values = dict(values)
+
+    def weight(name: str) -> float:
+        error = stderr.get(name, math.nan)
+        return 1 / error**2 if math.isfinite(error) and error > 0 else 0.0
+
+    if values["f1"] == 0 and "f0" in stderr and "f3" in stderr:
+        total = values["f0"] + values["f3"]
+        w0, w3 = weight("f0"), weight("f3")
+        if w0 + w3 > 0:
+            split = (w0 * fitted["f0"] + w3 * (total - fitted["f3"])) / (w0 + w3)
+            values["f0"] = min(max(split, 0.0), total)
+            values["f3"] = total - values["f0"]
+        if values["f0"] == 0 and "f1" in stderr:
+            values["f1"] = fitted["f1"]
+    for suffix in ("_ref", "_sample"):
+        if values[f"D0{suffix}"] == 0 and f"alpha{suffix}" in stderr:
+            values[f"alpha{suffix}"] = fitted[f"alpha{suffix}"]
+    return values
+
+
 @dataclasses.dataclass(frozen=True)
 class BasinVerdict:
     """Whether a fit reached the global basin (see the module docstring), and why not.
@@ -628,6 +661,7 @@ def basin_verdict(
             labellings.append((f"{label}, phi0 mirrored", mirrored))
     scored = []
     for label, values in labellings:
+        values = _closest_equivalent(values, fitted, stderr)
         z, fit_values, true_values = _z_scores(fitted, values, stderr, physics)
         scored.append((sum(v * v for v in z.values()), label, z, fit_values, true_values))
     _, label, z, fit_values, true_values = min(scored, key=lambda item: item[0])

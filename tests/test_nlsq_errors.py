@@ -70,6 +70,7 @@ def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal):
     np.testing.assert_allclose(meat, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_clustered_errors_track_the_scatter_on_speckle_data_and_formal_errors_do_not():
     """Speckle noise is correlated along rows and columns: the formal error is too small,
     the frame-clustered one is larger (measured: about 1.7×; scatter/formal ≈ 2.1)."""

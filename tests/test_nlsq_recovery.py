@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from _recovery_cases import (
     CATEGORIES,
+    RecoveryCase,
+    _mirrored,
+    _swapped,
     basin_verdict,
+    chi2_tolerance,
     issue_case_saturating,
     model_chi2,
     recovery_cases,
@@ -43,6 +47,90 @@ def test_criterion_chi2_is_the_fit_objective():
     # The truth's χ² is a sum of n_points squared standard normals: within 5σ of its mean.
     chi2 = truth_chi2(case, data)
     assert abs(chi2 - data.n_points) < 5 * math.sqrt(2 * data.n_points)
+
+
+def _two_angle_case() -> RecoveryCase:
+    """A small case whose truth has every exact symmetry: two angles, v_offset = 0, f1 = 0."""
+    truth = hj.HeterodyneModel().replace(
+        D0_ref=300.0, D0_sample=3000.0, alpha_sample=0.3, v0=40.0, f0=0.2, f3=0.1, phi0=20.0
+    )
+    return RecoveryCase(
+        name="two-angle",
+        category="test",
+        features=("test",),
+        truth=truth,
+        t=0.1 * np.arange(1, 41, dtype=np.float64),
+        q=0.01,
+        phi=np.array([10.0, 75.0]),
+        contrast=np.array([0.3, 0.25]),
+        offset=np.array([1.0, 1.01]),
+        noise=0.003,
+    )
+
+
+class _FakeResult:
+    """What `basin_verdict` reads from an `NLSQResult`: a fit at `values` with errors `stderr`."""
+
+    def __init__(self, case, values, stderr, chi2):
+        self.names = (*case.free, "contrast[a]", "contrast[b]", "offset[a]", "offset[b]")
+        self.stderr = dict(stderr)
+        self.chi2 = chi2
+        self._values = values
+
+    def parameters(self):
+        return dict(self._values)
+
+
+@pytest.mark.parametrize("transform", ["exchanged", "mirrored", "both"])
+def test_criterion_symmetries_are_exact_and_accepted(transform):
+    """Each labelling the criterion accepts gives the same maps as the truth (to rounding), and
+    a fit there (phi0 shifted by 180° as well, f0/f3 split differently) counts as reached."""
+    case = _two_angle_case()
+    truth = case.truth_values()
+    values = _swapped(truth) if transform in ("exchanged", "both") else dict(truth)
+    if transform in ("mirrored", "both"):
+        mirrored = _mirrored(values, case.phi)
+        assert mirrored is not None
+        values = mirrored
+    kwargs = dict(q=case.q, phi=case.phi, contrast=case.contrast, offset=case.offset)
+    np.testing.assert_allclose(
+        hj.HeterodyneModel.from_dict(values).c2(case.t, **kwargs),
+        case.truth.c2(case.t, **kwargs),
+        rtol=0,
+        atol=1e-12,
+    )
+    share = values["f0"] + values["f3"]
+    fitted = {**values, "f0": 0.7 * share, "f3": 0.3 * share}
+    fitted["phi0"] = fitted["phi0"] - 180.0 if fitted["phi0"] > 0 else fitted["phi0"] + 180.0
+    stderr = {name: 1e-3 * (abs(truth[name]) + 1) for name in case.free}
+    verdict = basin_verdict(case, _FakeResult(case, fitted, stderr, 100.0), chi2_truth=100.0)
+    assert verdict.reached, verdict
+    assert verdict.worst_z < 1e-6
+
+
+def test_criterion_rejects_a_distinct_solution():
+    case = _two_angle_case()
+    truth = case.truth_values()
+    stderr = {name: 1e-3 * (abs(truth[name]) + 1) for name in case.free}
+    n_free = len(case.free) + 4
+
+    def verdict(shift, delta_chi2=0.0):
+        fitted = {**truth, "alpha_sample": truth["alpha_sample"] + shift * stderr["alpha_sample"]}
+        result = _FakeResult(case, fitted, stderr, 100.0 + delta_chi2)
+        return basin_verdict(case, result, chi2_truth=100.0)
+
+    assert verdict(4.9).reached
+    assert not verdict(5.1).reached
+    assert verdict(5.1).worst == "alpha_sample"
+    assert verdict(0.0, chi2_tolerance(n_free) - 0.01).reached
+    assert not verdict(0.0, chi2_tolerance(n_free) + 0.01).reached
+    # An undetermined parameter passes the z test but is listed.
+    undetermined = basin_verdict(
+        case,
+        _FakeResult(case, {**truth, "beta": 1.0}, {**stderr, "beta": math.inf}, 100.0),
+        chi2_truth=100.0,
+    )
+    assert undetermined.reached and undetermined.undetermined == ("beta",)
 
 
 @pytest.mark.slow

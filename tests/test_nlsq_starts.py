@@ -111,6 +111,7 @@ def test_saturating_fraction_started_at_the_truth_stays_there():
     assert abs(result.reduced_chi2 - truth_chi2 / result.dof) < spread
 
 
+@pytest.mark.slow
 def test_auto_starts_find_the_global_basin_from_the_default_model():
     """A plain start (`HeterodyneModel()` defaults: D0 = 1e4, v0 = 1e3) with default settings."""
     truth = hj.HeterodyneModel().replace(

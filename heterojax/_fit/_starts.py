@@ -1,12 +1,11 @@
-"""Start designs for multi-start fits and the CMA-ES global search.
+"""The Latin-hypercube part of the start designs of `_strategies` (`MultiStart`, `AutoStarts`).
 
 The χ² surface has genuine false minima: the model is nearly symmetric under exchanging the
 reference and sample components (with f_s ↔ f_r), and the two transport exponents trade off.
 The fringes make the surface multimodal in the velocity too: a start whose v is off by a
-factor 2 sees dephased fringes everywhere. A multi-start design therefore contains the user's
-start; when the data show fringes, the same start with v0 set to the data-driven estimate
-(`_scaling.estimate_velocity`, β = 0) and that anchor's *swapped* image (reference ↔ sample);
-then a Latin hypercube around the anchor over the parameters that create such minima:
+factor 2 sees dephased fringes everywhere. The strategies put their anchors first (the user's
+start, data-driven starts, their exchanged images, …); `start_design` fills the rest with a
+Latin hypercube around a centre over the parameters that create such minima:
 
 - transport prefactors `D0_*`: log-uniform within ×/÷ 30 of the start (or 1e-6…1e-2 of the
   upper bound when the start is 0); `v0`: log-uniform within ×/÷ 3;
@@ -14,7 +13,8 @@ then a Latin hypercube around the anchor over the parameters that create such mi
 - fraction amplitudes (`f0`, `f3`) and `phi0`: uniform over their bounds;
 - any other parameter of a user-written law: uniform over the middle half of its box when the
   box is finite and at most 100 × (|start| + 1) wide; otherwise kept at its start;
-- offsets (`D_offset_*`, `v_offset`, `f1`, `f2`) and contrast/offset coefficients: kept.
+- offsets (`D_offset_*`, `v_offset`, `f1`, `f2`) and contrast/offset coefficients: kept
+  (`AutoStarts` then draws v0 within ×/÷ 10 and f1 over the window's time scale itself).
 """
 
 import numpy as np
