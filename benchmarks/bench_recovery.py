@@ -28,11 +28,13 @@ No persistent compilation cache unless `--compilation-cache DIR` asks for one.
 where χ²_truth is the χ² of the truth (physics, contrast and offset as simulated) under the same
 σ and mask as the fit (pairs t1 < t2); the truth is feasible, so the global minimum lies at or
 below it. In addition every free physics parameter must have |z| ≤ 5, z = (fit − truth)/stderr,
-after removing the exact symmetries: phi0 modulo 180°, |v0| when v_offset = 0, and at constant
-fraction (f1 = 0) the reference ↔ sample exchange (f_s → 1 − f_s), and with two angles and
-v_offset = 0 the second phi0 (v rescaled) that fits two angles exactly as well; whichever
-labelling of the truth is closest counts. Parameters with an infinite or undefined standard
-error pass the z test and are listed (`undetermined`).
+after removing the exact symmetries: phi0 modulo 180°; |v0| when v_offset = 0; at constant
+fraction (f1 = 0) the reference ↔ sample exchange (f_s → 1 − f_s); with two angles and
+v_offset = 0, the second phi0 (v rescaled) that fits two angles exactly as well. Whichever
+labelling of the truth is closest counts, and where the truth is a set of identical models its
+member closest to the fit (any split of f0 + f3 at f1 = 0, any alpha_n at D0_n = 0).
+Parameters with an infinite or undefined standard error pass the z test and are listed
+(`undetermined`).
 
 Output: `rate`, `n_cases`, `n_reached`, `median_wall_s`, `median_local_wall_s`,
 `median_time_ratio`, `local_rate` (the same criterion for the local fits), `category_rates`
@@ -107,6 +109,7 @@ def _verdict_record(case, result, chi2_truth: float, error: str | None) -> dict[
         "undetermined": list(verdict.undetermined),
         "labelling": verdict.labelling,
         "z": _rounded(verdict.z),
+        "stderr": {n: float(result.stderr[n]) for n in verdict.z},
         "fitted": _rounded(verdict.fitted),
         "truth": _rounded(verdict.truth),
         "reduced_chi2": result.reduced_chi2,
@@ -237,7 +240,8 @@ def _report(
         "criterion": (
             "chi2_fit <= chi2_truth + 2*sqrt(2*n_free) + 1 and |z| <= 5 for every free physics "
             "parameter (phi0 mod 180, |v0| when v_offset = 0, ref<->sample exchange at f1 = 0, "
-            "the mirrored phi0 of two-angle data)"
+            "the mirrored phi0 of two-angle data; f0/f3 split at f1 = 0 and alpha_n at "
+            "D0_n = 0 taken closest to the fit)"
         ),
         "environment": {
             "heterojax": hj.__version__,
