@@ -222,26 +222,27 @@ def test_exchange_at_constant_fraction_has_one_canonical_form():
     np.testing.assert_array_equal(canonical(problem_f1, x), x)
 
 
-def _report(start_chi2, start_values, correlation=None, dof=10_000):
-    names = ("D0_ref", "alpha_ref", "D0_sample", "alpha_sample")
-    stderr = np.array([1.0, 0.01, 10.0, 0.01])
-    correlation = np.eye(4) if correlation is None else correlation
-    return build_quality_report(
-        names=names,
+def _report_arguments(start_values, start_chi2=None, correlation=None, dof=10_000):
+    return dict(
+        names=("D0_ref", "alpha_ref", "D0_sample", "alpha_sample"),
         values=np.asarray(start_values[0], float),
-        stderr=stderr,
-        correlation=correlation,
+        stderr=np.array([1.0, 0.01, 10.0, 0.01]),
+        correlation=np.eye(4) if correlation is None else correlation,
         at_bound=np.zeros(4, bool),
         reduced_chi2=1.0,
         singular=False,
         aliasing_ratio=np.zeros(1),
         phi=np.zeros(1),
-        start_chi2=np.asarray(start_chi2, float),
+        start_chi2=np.asarray([10_000.0] if start_chi2 is None else start_chi2, float),
         start_values=np.asarray(start_values, float),
         best_index=0,
         n_physics=4,
         dof=dof,
     )
+
+
+def _report(start_chi2, start_values, correlation=None, dof=10_000):
+    return build_quality_report(**_report_arguments(start_values, start_chi2, correlation, dof))
 
 
 def test_competing_minima_make_the_report_not_ok_and_are_named():
@@ -256,6 +257,19 @@ def test_competing_minima_make_the_report_not_ok_and_are_named():
     # Far in χ², or the same point: not a competitor.
     assert _report([10_000.0, 11_000.0], [best, rival]).ok
     assert _report([10_000.0, 10_001.0], [best, best]).ok
+
+
+def test_chi2_beyond_the_stated_noise_makes_the_report_not_ok():
+    """Issue 12's false minimum had reduced χ² 1.03 at dof ≈ 6e4 with σ known: 5.5 sd."""
+    values = [[100.0, 0.1, 2000.0, 0.2]]
+    kwargs = dict(reduced_chi2=1.03, dof=60_000)
+    flagged = build_quality_report(**{**_report_arguments(values), **kwargs, "noise_known": True})
+    assert flagged.chi2_excess is not None and flagged.chi2_excess > 5 and not flagged.ok
+    assert any("stated σ" in w for w in flagged.warnings)
+    # σ estimated from the maps: no such check; within the spread: none either.
+    assert build_quality_report(**{**_report_arguments(values), **kwargs}).ok
+    within = {**_report_arguments(values), "reduced_chi2": 1.01, "dof": 60_000}
+    assert build_quality_report(**within, noise_known=True).ok
 
 
 def test_exponent_ridge_makes_the_report_not_ok():

@@ -166,7 +166,7 @@ def _aliasing_ratio(
     return wave * speed * float(data.dt) / np.pi
 
 
-def _report(problem, data, x, uncertainty: Uncertainty, reduced, final, best, chi2, images):
+def _report(problem, data, x, uncertainty: Uncertainty, reduced, final, best, chi2, images, noise):
     """Phase 5: the quality report at the solution; `images` marks fits that are the same
     solution in the other labelling (no rivals)."""
     terms = uncertainty.terms
@@ -193,6 +193,7 @@ def _report(problem, data, x, uncertainty: Uncertainty, reduced, final, best, ch
         best_index=best,
         n_physics=problem.n_free_physics,
         dof=max(problem.n_points - problem.n_parameters, 1),
+        noise_known=noise != "estimated",
         roi=problem.bins is not None,
         bin_widths=bin_widths(data.bins),
     )
@@ -333,7 +334,7 @@ def fit_nlsq(
     if throw and not success:
         raise RuntimeError(f"fit_nlsq failed: {message}")
     chi2 = float(evaluation.ssr)
-    quality = _report(problem, data, x, uncertainty, reduced, final, best, chi2, images)
+    quality = _report(problem, data, x, uncertainty, reduced, final, best, chi2, images, noise)
     terms = uncertainty.terms
     lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
     return NLSQResult(

@@ -23,6 +23,10 @@ DISTINCT_STANDARD_ERRORS = 3.0
 # The exponents of the two components trade off (a faster-ageing reference looks like a
 # slower-ageing sample); above this |correlation| the solution sits on that ridge.
 RIDGE_CORRELATION = 0.99
+# With σ given (by the data or the caller), χ² has mean dof and sd √(2·dof) at the right answer;
+# beyond this many sds the fit is inconsistent with the stated noise (a false minimum, a wrong
+# law, or σ too small).
+EXCESS_CHI2_SIGMAS = 5.0
 _EXPONENTS = ("alpha_ref", "alpha_sample")
 
 
@@ -45,6 +49,8 @@ class QualityReport:
       differ from the best solution by more than 3 standard errors.
     - `ridge`: `(name_a, name_b, correlation)` when the solution sits on the α_ref ↔ α_sample
       trade-off (|correlation| > 0.99), else None.
+    - `chi2_excess`: with σ given, (χ² − dof)/√(2·dof) when it exceeds 5 (the fit is
+      inconsistent with the stated noise), else None.
     - `warnings`: the readable sentences for all of the above.
     - `roi_suggested`: whether χ² is not good, the bins are wide and the fit used the bin
       centres: the bin-averaged (ROI) model should be tried.
@@ -61,6 +67,7 @@ class QualityReport:
     roi_suggested: bool = False
     competing: tuple[tuple[int, dict[str, float]], ...] = ()
     ridge: tuple[str, str, float] | None = None
+    chi2_excess: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,6 +78,7 @@ class QualityReport:
             and not self.singular
             and not self.distinct_minima
             and self.ridge is None
+            and self.chi2_excess is None
         )
 
 
@@ -99,6 +107,7 @@ def build_quality_report(
     best_index: int,
     n_physics: int,
     dof: int | None = None,
+    noise_known: bool = False,
     roi: bool | None = None,
     bin_widths: tuple[float, float] | None = None,
 ) -> QualityReport:
@@ -109,6 +118,8 @@ def build_quality_report(
     let the report suggest the ROI model when χ² is high and the bins are wide. `dof` sets the
     χ² scale on which other starts' minima count as similar (without it, `SIMILAR_CHI2`).
     `start_values` should already be in the canonical form of the exact symmetries.
+    `noise_known` (σ given by the data or the caller, not estimated) with `dof` enables the
+    χ²-excess check.
     """
     warnings = []
     band = chi2_band(reduced_chi2)
@@ -206,6 +217,17 @@ def build_quality_report(
             f"(Δχ² < {similar:.3g}): the data do not single out one answer. Best: {best_values}; "
             f"competing: {described}. Fix or bound the parameters that differ, or add data."
         )
+    chi2_excess = None
+    if noise_known and dof is not None:
+        excess = (reduced_chi2 - 1.0) * np.sqrt(dof / 2.0)
+        if excess > EXCESS_CHI2_SIGMAS:
+            chi2_excess = float(excess)
+            warnings.append(
+                f"χ² exceeds its expected value for the stated σ by {excess:.3g} standard "
+                f"deviations (reduced χ² = {reduced_chi2:.4g}, expected 1 ± "
+                f"{np.sqrt(2 / dof):.2g}): the fit may sit in a false minimum, the law may "
+                "miss structure, or σ is too small."
+            )
     ridge = None
     if all(n in names for n in _EXPONENTS):
         i, j = names.index(_EXPONENTS[0]), names.index(_EXPONENTS[1])
@@ -229,4 +251,5 @@ def build_quality_report(
         roi_suggested=bool(roi_suggested),
         competing=tuple(competing),
         ridge=ridge,
+        chi2_excess=chi2_excess,
     )
