@@ -1,4 +1,4 @@
-"""The parameter table of SPEC §3: names, defaults, bounds and units.
+"""The parameter table: names, defaults, bounds and units.
 
 The 14 physics parameters live in the model's pytree (see `HeterodyneModel`); contrast and
 offset are per-angle scale factors passed to `HeterodyneModel.c2` and fitted alongside.
@@ -85,7 +85,7 @@ _PHYSICS_SPECS = (
 )
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(s.name for s in _PHYSICS_SPECS)
-"""The 14 physics parameter names in canonical order (SPEC §3)."""
+"""The 14 physics parameter names in canonical order."""
 
 PARAMETERS: Mapping[str, ParameterSpec] = types.MappingProxyType(
     {s.name: s for s in (*_PHYSICS_SPECS, CONTRAST_SPEC, OFFSET_SPEC)}

@@ -365,7 +365,7 @@ def test_plot_fit_from_saved_results(tmp_path):
     assert main(["plot", "fit", results, "--output", str(tmp_path)]) == 0
     for name in ("nlsq_maps.png", "nlsq_one_time.png", "nlsq_residuals.png"):
         assert (tmp_path / name).stat().st_size > 1000
-    assert main(["plot", "fit", results, "--output", str(tmp_path)]) == 2
+    assert main(["plot", "fit", results, "--output", str(tmp_path)]) == 0  # redrawn, replaced
     assert main(["plot", "fit", str(tmp_path / "nothing")]) == 2
 
 

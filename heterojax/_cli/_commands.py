@@ -8,12 +8,13 @@ import jax.random as jr
 
 import heterojax
 
-from .._config._calls import load_arguments, model_from_config, simulate_arguments
+from .._config._calls import model_from_config, simulate_arguments
 from .._config._load import load_config
 from .._io._atomic import check_writable
 from .._io._results import load_result
 from .._io._versions import versions
 from .._plot._maps import plot_data, plot_model
+from ._config_commands import load_selection
 from ._errors import EXIT_OK, BadInput
 from ._logging import Logging, report
 from ._pipeline import RunOptions, run_fit
@@ -44,7 +45,7 @@ def plot(args, logs: Logging) -> int:
         folder = _plot_folder(args, os.path.join(config.output.directory, "plots"))
         path = os.path.join(folder, f"{args.what}.png")
         check_writable([path], overwrite=args.overwrite)
-        data = heterojax.load(**load_arguments(config))
+        data = load_selection(config)
         if args.what == "data":
             plot_data(data, path=path, overwrite=args.overwrite)
         else:
@@ -70,19 +71,23 @@ def plot(args, logs: Logging) -> int:
     )
     if not methods:
         raise FileNotFoundError(f"No nlsq.json or cmc.json in {directory!r}.")
-    check_writable(plot_paths(folder, methods), overwrite=args.overwrite)
+    # The PNGs are drawn from the saved results, which stay as they are: replacing the plots
+    # `fit` wrote (the README's `fit` then `plot fit`) loses nothing.
+    replace = True
+    check_writable(plot_paths(folder, methods), overwrite=replace)
     reference = None
     if "nlsq" in methods:
         saved = load_result(directory, method="nlsq")
-        write_nlsq_plots(saved, None, folder, overwrite=args.overwrite)
+        write_nlsq_plots(saved, None, folder, overwrite=replace)
         reference = saved.parameters
     if "cmc" in methods:
         write_cmc_plots(
             load_result(directory, method="cmc"),
             folder,
             reference=reference,
-            overwrite=args.overwrite,
+            overwrite=replace,
         )
+    _LOG.info(f"wrote the plots of {', '.join(methods)} into {folder}")
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import sys
 import traceback
 
@@ -24,14 +25,33 @@ from ._logging import report
 _LOG = logging.getLogger("heterojax.cli")
 
 
+_LOAD_ARGUMENTS = "source|q|phi|frames|dt|diagonal|q_tolerance|phi_tolerance"
+
+
+def config_keys(message: str, file_key: str = "data.file") -> str:
+    """`message` of `heterojax.load` with its argument names (`` `source` ``, `dt=`, …) put as
+    the config keys that set them (`data.file`, `data.dt`, …)."""
+
+    def key(match: re.Match) -> str:
+        name = match.group(1)
+        return file_key if name == "source" else f"data.{name}"
+
+    message = re.sub(rf"`({_LOAD_ARGUMENTS})`", key, message)
+    return re.sub(rf"(?<![\w.])({_LOAD_ARGUMENTS})=(?=[\s,)]|$)", key, message)
+
+
 def load_selection(config: Config, what: str = "data.file"):
     """`heterojax.load` of the config's data selection; a file that cannot be read is bad
-    input (one line, exit code 2), whatever the reader raised."""
+    input (one line, exit code 2), whatever the reader raised, and the message names the
+    config keys (`data.dt`), not the API's arguments (`dt=`)."""
     try:
         return heterojax.load(**load_arguments(config))
-    except BAD_INPUT_ERRORS:
-        raise
-    except Exception as error:  # e.g. OSError from h5py for a damaged HDF5 file
+    except BAD_INPUT_ERRORS as error:
+        message = config_keys(str(error), what)
+        if message == str(error):
+            raise
+        raise BadInput(message) from error
+    except Exception as error:  # a reader's error that escaped `heterojax.load`'s checks
         raise BadInput(
             f"{what} {config.data.file!r} cannot be read: {type(error).__name__}: {error}"
         ) from error

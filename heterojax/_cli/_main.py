@@ -100,6 +100,46 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """`-v`, `-q` and `--no-compile-cache` before the subcommand (`heterojax -v fit …`).
+
+    They go to their own destinations with no default: a subcommand's parser fills in the
+    defaults of its own copies, which would otherwise overwrite what was given here.
+    """
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest="global_verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more output (also accepted after the subcommand)",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest="global_quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="errors only (also accepted after the subcommand)",
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        dest="global_no_compile_cache",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="do not keep compiled programs on disk",
+    )
+
+
+def _merge_global_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    args.verbose += getattr(args, "global_verbose", 0)
+    args.quiet = args.quiet or getattr(args, "global_quiet", False)
+    args.no_compile_cache = args.no_compile_cache or getattr(args, "global_no_compile_cache", False)
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet exclude each other")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `heterojax` command."""
     from .._version import __version__
@@ -112,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"heterojax {__version__}")
+    _add_global_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, parent=commands, help=None, **kwargs):
@@ -145,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES["config"],
         formatter_class=_Formatter,
     )
+    _add_global_flags(config)
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     new = add(
         "new",
@@ -200,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the PNGs (default: the plots folder "
         "of the config's output directory or of the result folder)",
     )
-    plot.add_argument("--overwrite", action="store_true", help="replace existing PNGs")
+    plot.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing PNGs (data, model; `plot fit` always replaces the PNGs it "
+        "redraws from the saved results)",
+    )
 
     simulate = add(
         "simulate",
@@ -253,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _merge_global_flags(parser, args)
     except SystemExit as exit_:  # --help, --version, or a usage error (argparse prints it)
         return int(exit_.code or 0) if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     args.verbosity = -1 if args.quiet else args.verbose

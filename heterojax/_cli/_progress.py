@@ -1,16 +1,22 @@
-"""Progress display: bars with ETA for the NLSQ steps and for CMC sampling."""
+"""Progress display (tqdm, one display per phase): the NLSQ steps with the best χ² so far, and
+CMC warmup/sampling with ETA; plain log lines when stderr is not a terminal."""
 
 import contextlib
 import logging
+import math
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 _LOG = logging.getLogger("heterojax.cli")
 # The sampler's progress lines: "[heterojax.fit_cmc] warmup: 50/500 ( 10 %)   3.2 s".
 _CMC_LINE = re.compile(r"\[heterojax\.fit_cmc\]\s+(\w[\w ]*):\s+(\d+)/(\d+)")
+# Sequential chains: "[heterojax.fit_cmc] chains:  10 %  (chain 1/4, warmup 50/500)  3.2 s".
+_CHAIN_LINE = re.compile(
+    r"\[heterojax\.fit_cmc\]\s+chains:.*\(chain (\d+)/(\d+), (warmup|sampling) (\d+)/(\d+)\)"
+)
 
 
 def _tqdm():
@@ -26,12 +32,34 @@ def _interactive(enabled: bool) -> bool:
     return enabled and sys.stderr.isatty() and _tqdm() is not None
 
 
+def best_so_far(show: Callable[[int, float], None]) -> Callable[[int, float], None]:
+    """Wraps a `(step, χ²)` display so that it shows the lowest χ² reached so far.
+
+    The solver reports each start of a batch in turn (and χ² = 0 before its first
+    evaluation), so the last value reported is neither the best nor always a χ²; a step
+    without any χ² yet is shown as NaN.
+    """
+    best = [math.inf]
+
+    def show_best(step: int, chi2: float) -> None:
+        if math.isfinite(chi2) and chi2 > 0:
+            best[0] = min(best[0], chi2)
+        show(step, best[0] if math.isfinite(best[0]) else math.nan)
+
+    return show_best
+
+
+def _chi2_text(chi2: float) -> str:
+    return "χ² = …" if math.isnan(chi2) else f"best χ² = {chi2:.6g}"
+
+
 @contextlib.contextmanager
 def nlsq_progress(description: str, max_steps: int, *, enabled: bool) -> Iterator[object]:
-    """Yields the `progress` argument for `fit_nlsq`: a callable `(step, chi2)` that drives a
-    bar of LM steps with the χ² reached and the time left at the current rate for the step
-    budget (an upper bound: LM usually stops well before `max_steps`). Not interactive: a log
-    line every 5 s. Disabled: `False` (the fit then keeps no host callback)."""
+    """Yields the `progress` argument for `fit_nlsq`: a callable `(step, chi2)` that drives one
+    status line of LM steps with the best χ² reached so far and the time elapsed. No ETA: LM
+    stops when it converges, usually long before `max_steps`, so the step budget says nothing
+    about the time left. Not interactive: a log line every 5 s. Disabled: `False` (the fit then
+    keeps no host callback)."""
     if not enabled:
         yield False
         return
@@ -44,27 +72,27 @@ def nlsq_progress(description: str, max_steps: int, *, enabled: bool) -> Iterato
             now = time.perf_counter() - began
             if now - last[0] >= 5.0:
                 last[0] = now
-                _LOG.info(f"{description}: step {step}, χ² = {chi2:.6g}, {now:.0f} s")
+                _LOG.info(f"{description}: step {step}, {_chi2_text(chi2)}, {now:.0f} s")
 
-        yield log_step
+        yield best_so_far(log_step)
         _LOG.info(f"{description}: done in {time.perf_counter() - began:.1f} s")
         return
     tqdm = _tqdm()
     assert tqdm is not None
     bar = tqdm(
-        total=max_steps,
-        desc=description,
-        bar_format="{desc}: step {n_fmt} {postfix}  {elapsed} (≤ {remaining} left)",
+        total=None,
+        desc=f"{description}: step 0, χ² = …",
+        bar_format="{desc}  {elapsed}",
         file=sys.stderr,
         leave=False,
     )
 
     def show_step(step: int, chi2: float) -> None:
-        bar.update(max(step - bar.n, 0))
-        bar.set_postfix_str(f"χ² = {chi2:.6g}", refresh=True)
+        bar.n = step
+        bar.set_description_str(f"{description}: step {step}, {_chi2_text(chi2)}", refresh=True)
 
     try:
-        yield show_step
+        yield best_so_far(show_step)
     finally:
         bar.close()
     _LOG.info(f"{description}: done in {time.perf_counter() - began:.1f} s")
@@ -95,10 +123,14 @@ class _SamplerStream:
         return len(text)
 
     def _line(self, line: str) -> None:
+        chain = _CHAIN_LINE.search(line)
+        if chain is not None:
+            self._chain_line(line, chain)
+            return
         match = _CMC_LINE.search(line)
         if match is None:
             if line.strip():
-                self.target.write(line + "\n")
+                self._write(line)
             return
         phase, done = match.group(1), int(match.group(2))
         position = done if phase.startswith("warmup") else self.warmup + done
@@ -109,6 +141,30 @@ class _SamplerStream:
                 return
         total = int(match.group(3))
         level = logging.INFO if done == total else logging.DEBUG
+        _LOG.log(level, line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+
+    def _write(self, line: str) -> None:
+        """Any other line, printed above the bar (never into it)."""
+        if self.bar is None:
+            self.target.write(line + "\n")
+            return
+        tqdm = _tqdm()
+        assert tqdm is not None
+        tqdm.write(line, file=self.target)
+
+    def _chain_line(self, line: str, match: re.Match) -> None:
+        """Chains run one after another: the bar covers all of them, warmup and sampling."""
+        chain, n_chains = int(match.group(1)), int(match.group(2))
+        phase, done = match.group(3), int(match.group(4))
+        per_chain = self.total  # warmup + samples
+        position = (chain - 1) * per_chain + (done if phase == "warmup" else self.warmup + done)
+        if self.bar is not None:
+            self.bar.total = n_chains * per_chain
+            self.bar.set_description(f"CMC chain {chain}/{n_chains} {phase}")
+            self.bar.update(max(min(position, self.bar.total) - self.bar.n, 0))
+            return
+        finished = phase == "sampling" and done == int(match.group(5))
+        level = logging.INFO if finished else logging.DEBUG
         _LOG.log(level, line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
 
     def flush(self) -> None:

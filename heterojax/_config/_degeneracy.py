@@ -1,6 +1,6 @@
 """Exact degeneracies of the default laws among the free parameters, at given start values.
 
-Four parameters of the default model (SPEC §2) are exactly degenerate with another one over
+Four parameters of the default model are exactly degenerate with another one over
 part of the parameter space, so that freeing both leaves a flat direction of χ² (a singular
 JᵀJ: no standard errors, and a fit that wanders along the ridge):
 

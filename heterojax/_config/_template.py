@@ -54,7 +54,7 @@ def _section_lines(model: BaseModel, indent: str) -> list[str]:
 
 def _parameter_lines(estimated: Mapping[str, float] | None) -> list[str]:
     lines = [
-        "# The 14 physics parameters (SPEC §3): {value, lower, upper, fixed} each; a bare number",
+        "# The 14 physics parameters: {value, lower, upper, fixed} each; a bare number",
         "# sets the value. value is the start (or the held value when fixed: true); lower/upper",
         "# override the default bounds. D0 in Å²/s^(α+1), v0 in Å/s^(β+1), f1 in 1/s, f2 in s.",
     ]

@@ -1,5 +1,6 @@
 """`load_aps`: read APS 8-ID-I two-time result files (NeXus and legacy layouts)."""
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from ._aps_nexus import is_nexus, read_nexus_catalog
 from ._assemble import check_dt, load_catalog
 from ._catalog import MapCatalog
 from ._diagonal import check_diagonal_mode
-from ._hdf5 import check_path, describe_tree, open_hdf5
+from ._hdf5 import check_path, describe_tree, open_hdf5, reading
 from ._xpcs_data import XPCSData
 
 
@@ -69,7 +70,7 @@ def load_aps(
     Only the selected maps and frame window are read from disk (h5py slicing). The file is opened
     read-only and nothing is written anywhere.
 
-    Times follow SPEC §2: 1-based frame k sits at t = k·dt. dt is the time between map rows:
+    Times: 1-based frame k sits at t = k·dt. dt is the time between map rows:
     `frame_time × stride_frame × avg_frame` (NeXus) or `exposure_period × stride_frames ×
     avg_frames` (legacy). Row 0 is frame `begin_frame / (stride × avg) + 1` (NeXus,
     `begin_frame` 0-based; 1 when the config is absent) or `(data_begin − 1) / (stride × avg) + 1`
@@ -117,15 +118,24 @@ def load_aps(
     diagonal = check_diagonal_mode(diagonal)
     check_dt(dt)
     with open_hdf5(path) as h5:
-        catalog = read_aps_catalog(h5)
-        group = h5[catalog.group]
+        with reading(path):
+            catalog = read_aps_catalog(h5)
+            group = h5[catalog.group]
         assert isinstance(group, h5py.Group)
 
         def read_block(index: int, start: int, stop: int) -> Shaped[np.ndarray, "w w"]:
-            dataset = group[catalog.keys[index]]
-            assert isinstance(dataset, h5py.Dataset)
-            return dataset[start:stop, start:stop]
+            with reading(path):
+                dataset = group[catalog.keys[index]]
+                return dataset[start:stop, start:stop]  # pyright: ignore[reportIndexIssue]
 
+        bin_reader = catalog.bins
+        if bin_reader is not None:
+
+            def read_bins(indices: np.ndarray) -> Any:
+                with reading(path):
+                    return bin_reader(indices)  # pyright: ignore[reportOptionalCall]
+
+            catalog = dataclasses.replace(catalog, bins=read_bins)
         return load_catalog(
             catalog,
             read_block,

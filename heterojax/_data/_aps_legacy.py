@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from ._catalog import MapCatalog, check_square_maps, first_frame_number
-from ._hdf5 import numbered_members, read_array, read_scalar, read_strings
+from ._hdf5 import lookup, numbered_members, read_numbers, read_scalar, read_strings
 from ._qmap import legacy_bin_reader
 
 
@@ -42,7 +42,7 @@ def maps_group(h5: h5py.File) -> h5py.Group | None:
         candidates.insert(0, "/" + output[0].strip("/"))
     candidates.append("/TwoTimeInfo")
     for parent in candidates:
-        group = h5.get(f"{parent}/C2T_all")
+        group = lookup(h5, f"{parent}/C2T_all")
         if isinstance(group, h5py.Group):
             return group
     return None
@@ -55,6 +55,8 @@ def is_legacy(h5: h5py.File) -> bool:
 
 def _integer_values(h5: h5py.File, key: str, filename: str) -> np.ndarray:
     values = np.asarray(h5[key][()]).ravel()  # pyright: ignore[reportIndexIssue]
+    if values.dtype.kind in "fiu" and values.size == 0:
+        raise ValueError(f"{key!r} in {filename!r} is empty.")
     if (
         values.dtype.kind == "f"
         and np.all(np.isfinite(values))
@@ -95,8 +97,8 @@ def read_legacy_catalog(h5: h5py.File) -> MapCatalog:
     group = maps_group(h5)
     assert group is not None
     keys, numbers = numbered_members(group, layout=_LAYOUT)
-    q_list = read_array(h5, DQLIST, layout=_LAYOUT).astype(float).ravel()
-    phi_list = read_array(h5, DPHILIST, layout=_LAYOUT).astype(float).ravel()
+    q_list = read_numbers(h5, DQLIST, layout=_LAYOUT)
+    phi_list = read_numbers(h5, DPHILIST, layout=_LAYOUT)
     if q_list.size != phi_list.size:
         raise ValueError(
             f"{filename!r}: {DQLIST} has {q_list.size} entries but {DPHILIST} has "

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from ._catalog import MapCatalog, check_square_maps, first_frame_number
-from ._hdf5 import numbered_members, read_array, read_scalar, read_strings
+from ._hdf5 import lookup, numbered_members, read_array, read_numbers, read_scalar, read_strings
 from ._qmap import nexus_bin_reader
 
 
@@ -36,11 +36,14 @@ _LAYOUT = "NeXus"
 
 def is_nexus(h5: h5py.File) -> bool:
     """Whether the file has the NeXus two-time group."""
-    return isinstance(h5.get(MAPS_GROUP), h5py.Group)
+    return isinstance(lookup(h5, MAPS_GROUP), h5py.Group)
 
 
 def _integers(values: np.ndarray, *, key: str, filename: str) -> np.ndarray:
-    values = np.asarray(values).ravel()
+    values = np.asarray(values)
+    if values.ndim > 2 or (values.ndim == 2 and 1 not in values.shape):
+        raise ValueError(f"{key!r} in {filename!r} should be a list; got shape {values.shape}.")
+    values = values.ravel()
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
     if (
@@ -86,8 +89,8 @@ def read_nexus_catalog(h5: h5py.File) -> MapCatalog:
             f"but {PROCESSED_BINS} has {processed.size} entries; the maps must be numbered "
             "1..N, one per processed bin."
         )
-    q_values = read_array(h5, f"{QMAP}/dynamic_v_list_dim0", layout=_LAYOUT).astype(float).ravel()
-    phi_values = read_array(h5, f"{QMAP}/dynamic_v_list_dim1", layout=_LAYOUT).astype(float).ravel()
+    q_values = read_numbers(h5, f"{QMAP}/dynamic_v_list_dim0", layout=_LAYOUT)
+    phi_values = read_numbers(h5, f"{QMAP}/dynamic_v_list_dim1", layout=_LAYOUT)
     names = read_strings(h5, f"{QMAP}/map_names")
     if names is not None and tuple(n.lower() for n in names[:2]) != ("q", "phi"):
         raise ValueError(
@@ -132,6 +135,11 @@ def read_nexus_catalog(h5: h5py.File) -> MapCatalog:
             f"{filename!r}: dynamic_index_mapping sends processed bins to {natural.tolist()[:20]}, "
             f"outside the {n_q}×{n_phi} (q, φ) grid."
         )
+    if np.unique(natural).size != natural.size:
+        raise ValueError(
+            f"{filename!r}: dynamic_index_mapping sends two processed bins to the same (q, φ) "
+            f"bin ({natural.tolist()[:20]}); each map has its own bin."
+        )
     q_index, phi_index = np.divmod(natural, n_phi)
 
     shapes = [tuple(group[key].shape) for key in keys]  # pyright: ignore[reportAttributeAccessIssue]
@@ -142,6 +150,9 @@ def read_nexus_catalog(h5: h5py.File) -> MapCatalog:
     average = _positive_integer(h5, f"{CONFIG}/avg_frame", filename)
     begin = read_scalar(h5, f"{CONFIG}/begin_frame", 0.0)
     end = read_scalar(h5, f"{CONFIG}/end_frame")
+    for key, value in (("begin_frame", begin), ("end_frame", end)):
+        if value is not None and not float(value).is_integer():
+            raise ValueError(f"'{CONFIG}/{key}' in {filename!r} should be an integer; got {value}.")
     assert begin is not None
     binning = stride * average
     usable = frame_time is not None and np.isfinite(frame_time) and frame_time > 0

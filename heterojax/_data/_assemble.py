@@ -81,6 +81,7 @@ def assemble_maps(
     row_stop: int,
     *,
     what: str = "c2",
+    source: str | None = None,
 ) -> tuple[Float[np.ndarray, "selected w w"], tuple[str, ...]]:
     """Reads the window of every selected map and rebuilds the full symmetric maps.
 
@@ -91,6 +92,7 @@ def assemble_maps(
     - `names`: a name for every map (all maps, not only the selected), for error messages.
     - `row_start`, `row_stop`: the window.
     - `what`: what the maps hold, for error messages.
+    - `source`: where the maps come from (a file name), for error messages.
 
     **Returns:**
 
@@ -98,25 +100,33 @@ def assemble_maps(
     the triangle found in each stored map. Raises `ValueError` for NaN/Inf in a selected window.
     """
     width = row_stop - row_start
+    where = "" if source is None else f"{source}: "
     out = aligned_empty((len(indices), width, width))
     triangles = []
     for position, index in enumerate(indices):
         block = np.asarray(read_block(int(index), row_start, row_stop))
+        if block.dtype.kind not in "fiub":
+            raise ValueError(
+                f"{where}{what} map {names[index]!r} holds {block.dtype} values; two-time maps "
+                "are real numbers."
+            )
         if block.shape != (width, width):
             raise ValueError(
-                f"{what} map {names[index]!r}: expected a ({width}, {width}) window, read "
+                f"{where}{what} map {names[index]!r}: expected a ({width}, {width}) window, read "
                 f"{block.shape}; the stored map is not square or is smaller than the others."
             )
         finite = np.isfinite(block)
         if not finite.all():
             bad = int(block.size - np.count_nonzero(finite))
             raise ValueError(
-                f"{what} map {names[index]!r} holds {bad} NaN/Inf values in the selected frames; "
-                "choose other maps (q=, phi=) or another frame window (frames=), or repair the "
-                "file."
+                f"{where}{what} map {names[index]!r} holds {bad} NaN/Inf values in the selected "
+                "frames; choose other maps (q=, phi=) or another frame window (frames=), or "
+                "repair the file."
             )
         del finite
-        triangles.append(rebuild_into(block, out[position], name=f"{what} map {names[index]!r}"))
+        triangles.append(
+            rebuild_into(block, out[position], name=f"{where}{what} map {names[index]!r}")
+        )
     return out, tuple(triangles)
 
 
@@ -139,7 +149,7 @@ def load_catalog(
     """Selects maps and frames from `catalog`, reads them, and returns the `XPCSData`.
 
     Times: with `times` (explicit, flat sources) the selected rows of `times`; otherwise
-    t = k·dt for the selected 1-based frames k (SPEC §2), dt being `dt` when given, else the
+    t = k·dt for the selected 1-based frames k, dt being `dt` when given, else the
     catalog's frame period.
 
     **Arguments:**
@@ -165,10 +175,13 @@ def load_catalog(
     if dt_value is None:
         dt_value, dt_source = catalog.frame_period, "file"
     if dt_value is None:
+        key = catalog.metadata.get("frame_period_key")
+        recorded = None if key is None else catalog.metadata.get(key.rsplit("/", 1)[-1])
+        found = "is missing" if recorded is None else f"= {recorded}, not a positive number"
         raise ValueError(
             f"{source!r} records no frame period ({catalog.layout} layout: "
-            f"{catalog.metadata.get('frame_period_key', 'no time information')} is missing or not "
-            "positive); pass dt= (the time between map rows, in seconds)."
+            f"{key or 'no time information'} {found}); pass dt= (the time between map rows, in "
+            "seconds)."
         )
     indices = select_maps(
         catalog.q,
@@ -192,12 +205,14 @@ def load_catalog(
             frames, first_frame=catalog.first_frame, n_frames=catalog.n_frames
         )
     geometry = catalog.bins(indices) if bins and catalog.bins is not None else None
-    c2, triangles = assemble_maps(read_block, indices, catalog.keys, row_start, row_stop)
+    c2, triangles = assemble_maps(
+        read_block, indices, catalog.keys, row_start, row_stop, source=source
+    )
     apply_diagonal_mode(c2, diagonal)
     sigma = None
     if read_sigma is not None:
         sigma_maps, _ = assemble_maps(
-            read_sigma, indices, catalog.keys, row_start, row_stop, what="sigma"
+            read_sigma, indices, catalog.keys, row_start, row_stop, what="sigma", source=source
         )
         sigma = adopt(sigma_maps)
     if times is not None:

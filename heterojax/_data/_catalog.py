@@ -26,7 +26,7 @@ class MapCatalog:
     - `n_frames`: rows (= columns) of every map.
     - `frame_period`: the spacing of the map rows in seconds (raw frame period × stride ×
         average), or `None` when the file does not record it.
-    - `first_frame`: the 1-based frame number of map row 0 (SPEC §2: frame k at t = k·dt), or
+    - `first_frame`: the 1-based frame number of map row 0 (frame k at t = k·dt), or
         `None` for explicit times that are not on a grid t = k·dt (then `frames=` is refused).
     - `metadata`: plain values describing the file, copied into `XPCSData.metadata`.
     - `bins`: a reader of the `BinGeometry` of the maps at given indices (from the file's q map
@@ -53,7 +53,7 @@ def first_frame_number(raw_begin: int, binning: int, *, source: str) -> int:
 
     Row n of a map averages raw frames `raw_begin + n·binning … raw_begin + (n+1)·binning − 1`
     (0-based), where `binning = stride × average`. Frame k of the binned series sits at
-    t = k·dt with dt = raw period × binning, at the end of its block (SPEC §2), so row n is
+    t = k·dt with dt = raw period × binning, at the end of its block, so row n is
     frame `raw_begin / binning + 1 + n`. When `raw_begin` is not a multiple of `binning` the
     origin is rounded down to a whole binned frame, with a warning (the time axis is then early
     by less than one dt; the position inside an averaged block is uncertain by as much anyway).

@@ -19,7 +19,7 @@ from ._aps import aps_layout, load_aps
 from ._assemble import BlockReader, check_dt, load_catalog
 from ._catalog import MapCatalog
 from ._diagonal import check_diagonal_mode
-from ._hdf5 import check_path, describe_tree
+from ._hdf5 import check_path, describe_tree, lookup, reading
 from ._xpcs_data import XPCSData
 
 
@@ -27,6 +27,18 @@ _KNOWN_KEYS = ("c2", "t", "q", "phi", "dt", "sigma")
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+class _GuardedDataset:
+    """An HDF5 dataset read window by window, whose read errors name the file (`reading`)."""
+
+    def __init__(self, dataset: h5py.Dataset, path: str):
+        self.dataset, self.path = dataset, path
+        self.shape, self.ndim, self.dtype = dataset.shape, dataset.ndim, dataset.dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        with reading(self.path):
+            return np.asarray(self.dataset[index])
 
 
 def _magic(path: str) -> bytes:
@@ -114,6 +126,23 @@ def _time_axis(
     first = int(np.rint(frames[0]))
     on_grid = first >= 1 and np.allclose(frames, first + np.arange(n_frames), rtol=0.0, atol=1e-6)
     return times, period, first if on_grid else None
+
+
+def _flat_values(value: Any, key: str, path: str) -> np.ndarray:
+    """A small stored array (t, q, phi, dt, a scalar sigma) of a flat file: real finite
+    numbers, or a `ValueError` naming the file and the dataset."""
+    value = np.asarray(value)
+    name = os.path.basename(path)
+    if value.dtype.kind not in "fiu" or value.size == 0:
+        raise ValueError(
+            f"{name!r}: the dataset {key!r} should hold numbers; got {value.dtype} of shape "
+            f"{value.shape}."
+        )
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name!r}: the dataset {key!r} holds NaN/Inf values.")
+    if key == "dt" and value.size != 1:
+        raise ValueError(f"{name!r}: the dataset 'dt' should hold one number; got {value.shape}.")
+    return value
 
 
 def _read_arrays(arrays: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -304,13 +333,14 @@ def load(
     path = check_path(source, argument="source")
     magic = _magic(path)
     if magic.startswith(_NPY_MAGIC):
-        c2 = np.load(path, mmap_mode="r", allow_pickle=False)
+        with reading(path, "NPY"):
+            c2 = np.load(path, mmap_mode="r", allow_pickle=False)
         arrays = {"c2": c2, "t": None, "q": None, "phi": None, "dt": None, "sigma": None}
         return _load_arrays(
             arrays, source=os.path.abspath(path), layout="npy", keys=["c2"], **options
         )
     if magic.startswith(_ZIP_MAGIC):
-        with np.load(path, allow_pickle=False) as archive:
+        with reading(path, "NPZ"), np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             arrays = _read_arrays({key: archive[key] for key in keys}, repr(path))
         return _load_arrays(
@@ -321,25 +351,29 @@ def load(
             f"{path!r} is neither HDF5 nor a NumPy .npz/.npy file; heterojax reads APS 8-ID-I "
             "result files, flat HDF5 files (c2, t, q, phi) and NumPy files."
         )
-    with h5py.File(path, "r") as h5:
-        layout = aps_layout(h5)
+    with reading(path):
+        h5 = h5py.File(path, "r")
+    with h5:
+        with reading(path):
+            layout = aps_layout(h5)
+            if layout is None:
+                if not isinstance(lookup(h5, "c2"), h5py.Dataset):
+                    raise ValueError(
+                        f"{os.path.basename(path)!r} is HDF5 but has no known layout: neither an "
+                        "APS two-time result (/xpcs/twotime/correlation_map or /exchange/C2T_all) "
+                        f"nor a flat file with a root dataset 'c2'. Found: {describe_tree(h5)}."
+                    )
+                keys = list(h5.keys())
+                arrays: dict[str, Any] = {}
+                for key in _KNOWN_KEYS:
+                    item = lookup(h5, key)
+                    if not isinstance(item, h5py.Dataset):
+                        arrays[key] = None
+                    elif key == "c2" or (key == "sigma" and item.ndim > 0):
+                        arrays[key] = _GuardedDataset(item, path)  # read one window at a time
+                    else:
+                        arrays[key] = _flat_values(item[()], key, path)
         if layout is None:
-            if not isinstance(h5.get("c2"), h5py.Dataset):
-                raise ValueError(
-                    f"{os.path.basename(path)!r} is HDF5 but has no known layout: neither an APS "
-                    "two-time result (/xpcs/twotime/correlation_map or /exchange/C2T_all) nor a "
-                    f"flat file with a root dataset 'c2'. Found: {describe_tree(h5)}."
-                )
-            keys = list(h5.keys())
-            arrays: dict[str, Any] = {}
-            for key in _KNOWN_KEYS:
-                item = h5.get(key)
-                if key == "c2":
-                    arrays[key] = item  # read lazily, one window at a time
-                elif isinstance(item, h5py.Dataset):
-                    arrays[key] = item if key == "sigma" and item.ndim > 0 else item[()]
-                else:
-                    arrays[key] = None
             return _load_arrays(
                 arrays, source=os.path.abspath(path), layout="flat", keys=keys, **options
             )

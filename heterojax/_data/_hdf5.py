@@ -1,7 +1,10 @@
 """Read-only access to HDF5 files: opening with clear errors, required keys, scalars, suffixes."""
 
+import contextlib
 import os
 import re
+import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -35,6 +38,55 @@ def check_path(path: Any, *, argument: str = "path") -> str:
     return path
 
 
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+
+
+def damaged_file_message(path: str, error: BaseException, kind: str = "HDF5") -> str:
+    """One line saying that `path` cannot be read, and why, from what h5py raised."""
+    name = os.path.basename(path)
+    detail = str(error).strip().strip("'\"") or type(error).__name__
+    truncated = _TRUNCATED.search(detail)
+    if truncated and int(truncated.group(2)) > int(truncated.group(1)):
+        return (
+            f"{name!r} is truncated: it ends at byte {int(truncated.group(1)):,} of "
+            f"{int(truncated.group(2)):,} (an incomplete copy or download?); copy the file again."
+        )
+    if isinstance(error, PermissionError):
+        return f"{name!r} cannot be read: permission denied ({path})."
+    return f"{name!r} is damaged and cannot be read as {kind} ({detail}); copy the file again" + (
+        " or check it with h5dump." if kind == "HDF5" else "."
+    )
+
+
+@contextlib.contextmanager
+def reading(path: str, kind: str = "HDF5") -> Iterator[None]:
+    """Reads from the file `path` with one kind of error: a `ValueError` naming the file.
+
+    Around code that only reads the file's content (no user arguments are checked inside):
+    what h5py and NumPy raise on a truncated or damaged file (`OSError`, `RuntimeError`,
+    `KeyError`, `TypeError`, …) becomes a `ValueError` saying so, and a `ValueError` that does
+    not name the file gets its name in front.
+    """
+    name = os.path.basename(path)
+    try:
+        yield
+    except ValueError as error:
+        if name in str(error):
+            raise
+        raise ValueError(f"{name!r}: {error}") from error
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as error:
+        raise ValueError(damaged_file_message(path, error, kind)) from error
+
+
 def open_hdf5(path: str) -> h5py.File:
     """Opens an existing HDF5 file read-only (nothing is ever written to the input).
 
@@ -45,14 +97,20 @@ def open_hdf5(path: str) -> h5py.File:
     **Returns:**
 
     An open `h5py.File` in mode `"r"`; use it as a context manager. Raises `ValueError` when
-    the file is not HDF5.
+    the file is not HDF5 or is truncated or damaged, `PermissionError` when it cannot be read.
     """
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(f"{path!r} cannot be read: permission denied.") from None
     if not h5py.is_hdf5(path):
         raise ValueError(
             f"{path!r} is not an HDF5 file; heterojax reads APS 8-ID-I result files (.hdf/.h5), "
             "flat HDF5 files with c2/t/q/phi, and NumPy .npz/.npy files."
         )
-    return h5py.File(path, "r")
+    with reading(path):
+        return h5py.File(path, "r")
 
 
 def describe_tree(h5: h5py.File, depth: int = 3, limit: int = 40) -> str:
@@ -91,6 +149,17 @@ def describe_tree(h5: h5py.File, depth: int = 3, limit: int = 40) -> str:
     return ", ".join(entries) + more
 
 
+def lookup(h5: h5py.File | h5py.Group, key: str) -> Any:
+    """The object at `key`, or `None` when there is no such link.
+
+    Unlike `h5.get(key)`, which also gives `None` for an object that exists but cannot be
+    opened (a damaged object header), this raises then (`KeyError`; see `reading`).
+    """
+    if key not in h5:
+        return None
+    return h5[key]
+
+
 def require(h5: h5py.File, key: str, *, layout: str) -> h5py.Dataset:
     """The dataset `key`, or a `ValueError` naming the layout, the missing key and what exists.
 
@@ -104,10 +173,10 @@ def require(h5: h5py.File, key: str, *, layout: str) -> h5py.Dataset:
 
     The `h5py.Dataset` (not read yet).
     """
-    item = h5.get(key)
+    item = lookup(h5, key)
     if not isinstance(item, h5py.Dataset):
         parent = key.rsplit("/", 1)[0] or "/"
-        near = h5.get(parent)
+        near = lookup(h5, parent)
         found = (
             ", ".join(sorted(near.keys())) if isinstance(near, h5py.Group) else describe_tree(h5)
         )
@@ -125,13 +194,40 @@ def read_array(h5: h5py.File, key: str, *, layout: str) -> np.ndarray:
     return np.asarray(require(h5, key, layout=layout)[()])
 
 
+def read_numbers(h5: h5py.File, key: str, *, layout: str) -> np.ndarray:
+    """The dataset `key` as a flat float64 array; `ValueError` unless it holds at least one
+    value, all real finite numbers."""
+    values = read_array(h5, key, layout=layout)
+    return check_numbers(values, key=key, filename=os.path.basename(h5.filename))
+
+
+def check_numbers(values: np.ndarray, *, key: str, filename: str) -> np.ndarray:
+    """`values` as a flat float64 array; `ValueError` unless they are real finite numbers
+    (at least one)."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{key!r} in {filename!r} should hold numbers; got {values.dtype} values "
+            f"{values.ravel()[:5].tolist()}."
+        )
+    values = values.astype(np.float64).ravel()
+    if values.size == 0:
+        raise ValueError(f"{key!r} in {filename!r} is empty.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"{key!r} in {filename!r} holds NaN/Inf values: {values[:10].tolist()}; the file "
+            "is damaged or was written by a failed run."
+        )
+    return values
+
+
 def read_scalar(h5: h5py.File, key: str, default: float | None = None) -> float | None:
     """A scalar stored as a 0-d, (1,) or (1, 1) dataset, or `default` when the key is absent.
 
     Strings holding a number (some writers store the configuration as text) are converted; a
     dataset that exists but does not hold exactly one number raises `ValueError`.
     """
-    item = h5.get(key)
+    item = lookup(h5, key)
     if not isinstance(item, h5py.Dataset):
         return default
     value = np.asarray(item[()])
@@ -153,7 +249,7 @@ def read_scalar(h5: h5py.File, key: str, default: float | None = None) -> float 
 
 def read_strings(h5: h5py.File, key: str) -> tuple[str, ...] | None:
     """A string or array of strings as a tuple of `str`, or `None` when the key is absent."""
-    item = h5.get(key)
+    item = lookup(h5, key)
     if not isinstance(item, h5py.Dataset):
         return None
     value = np.atleast_1d(np.asarray(item[()])).ravel()
@@ -183,7 +279,7 @@ def numbered_members(group: h5py.Group, *, layout: str) -> tuple[tuple[str, ...]
     """
     names, numbers = [], []
     for name in group:
-        if not isinstance(name, str) or not isinstance(group.get(name), h5py.Dataset):
+        if not isinstance(name, str) or not isinstance(group[name], h5py.Dataset):
             continue
         number = integer_suffix(name)
         if number is None:

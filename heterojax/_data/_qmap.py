@@ -22,7 +22,7 @@ import numpy as np
 from jaxtyping import Float, Int, UInt
 
 from .._model._bins import BinGeometry
-from ._hdf5 import read_scalar
+from ._hdf5 import check_numbers, lookup, read_scalar
 
 
 KEV_ANGSTROM = 12.398  # λ[Å] = 12.398 / E[keV]
@@ -86,22 +86,38 @@ def nexus_bin_reader(
     """A reader of the selected maps' bin geometry from a NeXus file's q map, or `None` when the
     file lacks the ROI map or any of the detector geometry (beam centre, pixel size, distance,
     energy: `/xpcs/qmap/energy` or the incident energy)."""
-    roi = h5.get(f"{QMAP}/dynamic_roi_map")
-    if not isinstance(roi, h5py.Dataset) or roi.ndim != 2:
+    filename = os.path.basename(h5.filename)
+    roi = lookup(h5, f"{QMAP}/dynamic_roi_map")
+    if roi is None:
         return None
     values = {
         name: read_scalar(h5, f"{QMAP}/{name}")
         for name in ("beam_center_x", "beam_center_y", "pixel_size", "detector_distance")
     }
     values["energy"] = read_scalar(h5, f"{QMAP}/energy", read_scalar(h5, INCIDENT_ENERGY))
-    if any(v is None or not np.isfinite(v) for v in values.values()):
+    if any(v is None for v in values.values()):
         return None
-    if not all(values[k] > 0 for k in ("pixel_size", "detector_distance", "energy")):  # pyright: ignore[reportOptionalOperand]
-        return None
-    filename = os.path.basename(h5.filename)
+    if not isinstance(roi, h5py.Dataset) or roi.ndim != 2:
+        raise ValueError(
+            f"{filename!r}: {QMAP}/dynamic_roi_map should be a 2-D detector image of bin labels; "
+            f"got {roi}."
+        )
+    for name, value in values.items():
+        # Recorded but unusable geometry is a damaged file, not a file without geometry.
+        positive = name in ("pixel_size", "detector_distance", "energy")
+        if not np.isfinite(value) or (positive and not value > 0):  # pyright: ignore[reportArgumentType, reportOptionalOperand]
+            raise ValueError(
+                f"{filename!r}: the q map's {name} is {value}; it should be a finite"
+                f"{' positive' if positive else ''} number."
+            )
 
     def read(indices: Int[np.ndarray, " selected"]) -> BinGeometry | None:
         roi_map = np.asarray(roi[()])
+        if roi_map.dtype.kind not in "iu":
+            raise ValueError(
+                f"{filename!r}: {QMAP}/dynamic_roi_map should hold integer bin labels; got "
+                f"{roi_map.dtype} values."
+            )
         q_pixels, phi_pixels = pixel_q_phi(roi_map.shape, **values)  # pyright: ignore[reportArgumentType]
         try:
             return bins_from_labels(roi_map, labels[indices], q_pixels, phi_pixels, phi[indices])
@@ -125,8 +141,11 @@ def legacy_bin_reader(
     n_q = read_scalar(h5, "/xpcs/dnoq")
     if n_phi is None or n_q is None or "/xpcs/dqspan" not in h5 or "/xpcs/dphispan" not in h5:
         return None
-    q_edges = np.asarray(h5["/xpcs/dqspan"][()], dtype=np.float64).ravel()  # pyright: ignore[reportIndexIssue]
-    phi_edges = np.asarray(h5["/xpcs/dphispan"][()], dtype=np.float64).ravel()  # pyright: ignore[reportIndexIssue]
+    filename = os.path.basename(h5.filename)
+    q_edges, phi_edges = (
+        check_numbers(np.asarray(h5[key][()]), key=key, filename=filename)  # pyright: ignore[reportIndexIssue]
+        for key in ("/xpcs/dqspan", "/xpcs/dphispan")
+    )
     if q_edges.size != int(n_q) + 1 or phi_edges.size != n_phi + 1:
         return None
 

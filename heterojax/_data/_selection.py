@@ -12,7 +12,7 @@ falling in an empty sector finds nothing; a single φ bin accepts every angle). 
 the 20° across ±180° and `(-10, 10)` the 20° around 0°.
 
 Frames: `(first, last)`, 1-based and inclusive in the frame numbering of the file, frame k at
-t = k·dt (SPEC §2).
+t = k·dt.
 """
 
 import numbers

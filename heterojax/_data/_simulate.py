@@ -101,7 +101,7 @@ def simulate(
     detector bin (the ROI model of `HeterodyneModel.c2`), with the node count chosen for this
     model to 1e-4 in c2 (`BinGeometry.for_model`); the data carry the geometry, so fits use it.
 
-    Use absolute times (SPEC §2): for frames first..last, `t = dt * arange(first, last + 1)`;
+    Use absolute times: for frames first..last, `t = dt * arange(first, last + 1)`;
     the frame window is then recorded in the metadata and the data can be saved as an APS file.
 
     **Arguments:**

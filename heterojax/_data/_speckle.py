@@ -1,6 +1,6 @@
 """`simulate_speckle`: photon-count frames of a heterodyne speckle experiment, pixel by pixel.
 
-The reference for what measured c2 noise looks like (SPEC §4): every entry of a row t1 of a
+The reference for what measured c2 noise looks like: every entry of a row t1 of a
 correlated map uses the same frame intensities I(t1), so the noise of c2 is correlated along
 rows and columns. Here fields are simulated per pixel, turned into photon counts, and
 correlated by `two_time` exactly as a beamline does it.
@@ -215,7 +215,7 @@ def simulate_speckle(
         ρ_k = exp(−½ q_p² ∫_{t_k}^{t_{k+1}} J_n),
 
     ξ independent standard complex normals (E|ξ|² = 1) and ∫J_n the cumulative trapezoid of
-    the component's transport rate (floored at 0), so ⟨E(t_i) E(t_j)*⟩ = h_n of SPEC §2.
+    the component's transport rate (floored at 0), so ⟨E(t_i) E(t_j)*⟩ = h_n.
     The sample field is carried by the flow: it is multiplied by exp(i θ_p(t)),
     θ_p(t) = q_p cos(φ_p + φ0) ∫_{t_0}^{t} v (the phase q·Δr of a displacement Δr = ∫v along
     the flow; c2 sees only cos Φ, so the sign is a convention). The field of mode m is
@@ -227,7 +227,7 @@ def simulate_speckle(
     the mean number of photons). For circular Gaussian fields (Siegert),
     ⟨|E|²|E'|²⟩ = 1 + |⟨E E'*⟩|² and
 
-        |⟨E E'*⟩|² = |a_r a_r' h_r + a_s a_s' h_s e^{−iΦ}|² = num / f²   (SPEC §2),
+        |⟨E E'*⟩|² = |a_r a_r' h_r + a_s a_s' h_s e^{−iΦ}|² = num / f²  ,
 
     cross term 2 f_r f_s f_r' f_s' h_r h_s cos Φ included. **Partial coherence**: a pixel
     integrates M = ⌈1/β⌉ independent modes, I = Σ_m w_m |E_m|² with Σ w_m = 1 and Σ w_m² = β
@@ -246,7 +246,7 @@ def simulate_speckle(
     **Arguments:**
 
     - `model`: a `HeterodyneModel` (any laws).
-    - `t`: strictly increasing absolute frame times in seconds (SPEC §2: t = k·dt).
+    - `t`: strictly increasing absolute frame times in seconds (t = k·dt).
     - `q`: the bin wavevectors (Å⁻¹), a scalar or one per bin.
     - `phi`: the bin angles (degrees), one per bin.
     - `key`: a `jax.random` key (`jax.random.key(seed)`).

@@ -8,7 +8,6 @@ as soon as one bin of the grid holds no map), and the frame period.
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import h5py
 import numpy as np
 from jaxtyping import Float, Int, UInt
 
+from .._io._atomic import new_temporary
 from .._model._bins import BinGeometry
 from .._version import __version__
 from ._qmap import INCIDENT_ENERGY, synthetic_detector
@@ -28,6 +28,7 @@ _LEGACY_NAMES = ("sequential", "label")
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _SYMMETRY_RTOL = 1e-12
 _PIXELS_PER_BIN = 4  # side of each bin's block in the synthetic detector image
+_COMPACT_BYTES = 16 * 1024  # the largest dataset stored inside its (checksummed) object header
 MapReader = Callable[[int], Float[np.ndarray, "t t"]]
 
 
@@ -60,7 +61,7 @@ def frame_numbers(t: Float[np.ndarray, " t"], dt: float) -> int:
     expected = (first + np.arange(t.size)) * dt
     if first < 1 or not np.allclose(t, expected, rtol=1e-9, atol=0.0):
         raise ValueError(
-            "`data.t` must be t = k·dt on consecutive 1-based frames k (SPEC §2) to be written as "
+            "`data.t` must be t = k·dt on consecutive 1-based frames k to be written as "
             f"an APS file, which records only the frame period; got t[0] = {t[0]:.6g} s, "
             f"dt = {dt:.6g} s. Build t as dt·arange(first, last + 1)."
         )
@@ -73,6 +74,34 @@ def _roi_map(n_q: int, n_phi: int, labels: Int[np.ndarray, " bin"]) -> UInt[np.n
     return np.kron(labels.reshape(n_q, n_phi).astype(np.uint32), block)
 
 
+def _put(group: h5py.Group, name: str, value: Any) -> None:
+    """Writes the dataset `group[name]` so that a damaged byte is detected when it is read.
+
+    The file uses the HDF5 1.8 object format, whose metadata carry checksums; a small dataset is
+    stored inside its object header (compact layout), so the checksum covers its values too, and
+    a larger one in chunks with a Fletcher-32 checksum. Text is stored as fixed-length bytes
+    (variable-length strings live in the unchecksummed global heap).
+    """
+    parent, _, name = name.rpartition("/")
+    if parent:
+        group = group.require_group(parent)
+    if isinstance(value, str):
+        value = np.bytes_(value)
+    value = np.asarray(value)
+    if value.ndim:  # (ascontiguousarray would turn a scalar into shape (1,))
+        value = np.ascontiguousarray(value)
+    if value.nbytes > _COMPACT_BYTES:
+        group.create_dataset(name, data=value, chunks=True, fletcher32=True)
+        return
+    # h5py's high-level call stores scalars contiguously whatever the layout asked for.
+    layout = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    layout.set_layout(h5py.h5d.COMPACT)
+    space = h5py.h5s.create_simple(value.shape) if value.shape else h5py.h5s.create(h5py.h5s.SCALAR)
+    kind = h5py.h5t.py_create(value.dtype, logical=True)
+    dataset = h5py.h5d.create(group.id, name.encode(), kind, space, dcpl=layout)
+    dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, value)
+
+
 def _write_atomically(path: str, overwrite: bool, write: Callable[[h5py.File], None]) -> None:
     if os.path.isdir(path):
         raise ValueError(f"`path` must be a file name; {path!r} is a directory.")
@@ -83,12 +112,9 @@ def _write_atomically(path: str, overwrite: bool, write: Callable[[h5py.File], N
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"`path`: the folder {directory!r} does not exist.")
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    os.close(handle)
+    temporary = new_temporary(path)
     try:
-        with h5py.File(temporary, "w") as h5:
+        with h5py.File(temporary, "w", libver=("v110", "latest")) as h5:
             write(h5)
         os.replace(temporary, path)
     except BaseException:
@@ -172,44 +198,48 @@ def write_result_file(
                     f"map {int(index)} has shape {full.shape}; expected ({n_frames}, {n_frames})."
                 )
             group.create_dataset(
-                name, data=cut(full).astype(stored), chunks=chunks, compression=compression
+                name,
+                data=cut(full).astype(stored),
+                chunks=chunks,
+                compression=compression,
+                fletcher32=True,
             )
             g2[:, position] = _diagonal_means(full)
         return g2
 
     def write_nexus(h5: h5py.File) -> None:
         h5.attrs["creator"] = f"heterojax {__version__} save_aps"
-        h5["/entry/schema_version"] = "heterojax-synthetic"
+        _put(h5.require_group("/entry"), "schema_version", "heterojax-synthetic")
         detector = h5.require_group("/entry/instrument/detector_1")
-        detector["frame_time"] = np.float64(dt)
-        detector["count_time"] = np.float64(dt)
+        _put(detector, "frame_time", np.float64(dt))
+        _put(detector, "count_time", np.float64(dt))
         qmap = h5.require_group("/xpcs/qmap")
         detector_image = None
         if bins is not None:
             detector_image = synthetic_detector(bins, labels_by_bin[natural])
         if detector_image is None:
-            qmap["dynamic_roi_map"] = _roi_map(n_q, n_phi, labels_by_bin)
+            _put(qmap, "dynamic_roi_map", _roi_map(n_q, n_phi, labels_by_bin))
         else:
             for name, value in detector_image.items():
-                qmap[name] = value
-            h5[INCIDENT_ENERGY] = np.float64(detector_image["energy"])
-        qmap["dynamic_index_mapping"] = natural[order].astype(np.int64)
-        qmap["dynamic_num_pts"] = np.array([n_q, n_phi], np.int64)
-        qmap["dynamic_v_list_dim0"] = q_centres
-        qmap["dynamic_v_list_dim1"] = phi_centres
-        qmap["map_names"] = np.array([b"q", b"phi"])
-        qmap["map_units"] = np.array([b"1/A", b"deg"])
+                _put(qmap, name, value)
+            _put(h5, INCIDENT_ENERGY, np.float64(detector_image["energy"]))
+        _put(qmap, "dynamic_index_mapping", natural[order].astype(np.int64))
+        _put(qmap, "dynamic_num_pts", np.array([n_q, n_phi], np.int64))
+        _put(qmap, "dynamic_v_list_dim0", q_centres)
+        _put(qmap, "dynamic_v_list_dim1", phi_centres)
+        _put(qmap, "map_names", np.array([b"q", b"phi"]))
+        _put(qmap, "map_units", np.array([b"1/A", b"deg"]))
         twotime = h5.require_group("/xpcs/twotime")
         config = twotime.require_group("config")
-        config["stride_frame"] = np.int64(1)
-        config["avg_frame"] = np.int64(1)
-        config["begin_frame"] = np.int64(first_frame - 1)  # 0-based raw frame of row 0
-        config["end_frame"] = np.int64(first_frame - 1 + n_frames)  # 0-based, exclusive
-        config["analysis_type"] = "Twotime"
-        twotime["processed_bins"] = np.arange(1, natural.size + 1, dtype=np.int32)
+        _put(config, "stride_frame", np.int64(1))
+        _put(config, "avg_frame", np.int64(1))
+        _put(config, "begin_frame", np.int64(first_frame - 1))  # 0-based raw frame of row 0
+        _put(config, "end_frame", np.int64(first_frame - 1 + n_frames))  # 0-based, exclusive
+        _put(config, "analysis_type", "Twotime")
+        _put(twotime, "processed_bins", np.arange(1, natural.size + 1, dtype=np.int32))
         names = [f"c2_{k:05d}" for k in range(1, natural.size + 1)]
         g2 = write_maps(twotime.require_group("correlation_map"), names)
-        twotime["normalized_g2"] = g2.astype(np.float32)
+        _put(twotime, "normalized_g2", g2.astype(np.float32))
 
     def write_legacy(h5: h5py.File) -> None:
         h5.attrs["creator"] = f"heterojax {__version__} save_aps (legacy layout)"
@@ -217,27 +247,27 @@ def write_result_file(
         grid_q = np.repeat(q_centres, n_phi)
         grid_phi = np.tile(phi_centres, n_q)
         xpcs = h5.require_group("/xpcs")
-        xpcs["dqlist"] = grid_q[None, :]
-        xpcs["dphilist"] = grid_phi[None, :]
-        xpcs["dnoq"] = np.array([[n_q]], np.float64)
-        xpcs["dnophi"] = np.array([[n_phi]], np.float64)
-        xpcs["dqmap"] = _roi_map(n_q, n_phi, np.arange(1, n_q * n_phi + 1))
-        xpcs["analysis_type"] = "Twotime"
-        xpcs["output_data"] = "/exchange"
-        xpcs["stride_frames"] = np.array([[1.0]])
-        xpcs["avg_frames"] = np.array([[1.0]])
-        xpcs["data_begin"] = np.array([[float(first_frame)]])  # 1-based raw frame of row 0
-        xpcs["data_end"] = np.array([[float(first_frame + n_frames - 1)]])
+        _put(xpcs, "dqlist", grid_q[None, :])
+        _put(xpcs, "dphilist", grid_phi[None, :])
+        _put(xpcs, "dnoq", np.array([[n_q]], np.float64))
+        _put(xpcs, "dnophi", np.array([[n_phi]], np.float64))
+        _put(xpcs, "dqmap", _roi_map(n_q, n_phi, np.arange(1, n_q * n_phi + 1)))
+        _put(xpcs, "analysis_type", "Twotime")
+        _put(xpcs, "output_data", "/exchange")
+        _put(xpcs, "stride_frames", np.array([[1.0]]))
+        _put(xpcs, "avg_frames", np.array([[1.0]]))
+        _put(xpcs, "data_begin", np.array([[float(first_frame)]]))  # 1-based raw frame of row 0
+        _put(xpcs, "data_end", np.array([[float(first_frame + n_frames - 1)]]))
         detector = h5.require_group("/measurement/instrument/detector")
-        detector["exposure_period"] = np.array([[dt]])
-        detector["exposure_time"] = np.array([[dt]])
+        _put(detector, "exposure_period", np.array([[dt]]))
+        _put(detector, "exposure_time", np.array([[dt]]))
         if legacy_names == "sequential":
-            xpcs["qphi_bin_to_process"] = dq_labels[None, :].astype(np.float64)
+            _put(xpcs, "qphi_bin_to_process", dq_labels[None, :].astype(np.float64))
             names = [f"g2_{k:05d}" for k in range(1, natural.size + 1)]
         else:
             names = [f"g2_{int(label):05d}" for label in dq_labels]
         g2 = write_maps(h5.require_group("/exchange/C2T_all"), names)
-        h5["/exchange/g2full"] = g2
+        _put(h5.require_group("/exchange"), "g2full", g2)
 
     _write_atomically(path, overwrite, write_nexus if layout == "nexus" else write_legacy)
 

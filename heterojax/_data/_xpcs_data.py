@@ -26,7 +26,7 @@ class XPCSData(eqx.Module):
     **Fields:**
 
     - `c2`: the maps, shape `(phi, t, t)`, symmetric.
-    - `t`: absolute times of the frames in seconds (SPEC §2: frame k sits at t = k·dt).
+    - `t`: absolute times of the frames in seconds (frame k sits at t = k·dt).
     - `q`: wavevector of each map in Å⁻¹, shape `(phi,)`.
     - `phi`: detector angle of each map in degrees, shape `(phi,)`.
     - `dt`: the frame period in seconds.

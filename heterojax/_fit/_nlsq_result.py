@@ -36,6 +36,13 @@ class StartsSummary(eqx.Module):
         return f"{self.strategy} ({len(self.screening_chi2)} screened, {fitted} fitted)"
 
 
+def _relative(relative: float) -> str:
+    """A relative error for the table's 8-character column (never wider)."""
+    if not np.isfinite(relative):
+        return "–"
+    return f"{relative:.1%}" if relative < 10 else ">1000%"
+
+
 class NLSQResult(eqx.Module):
     """A joint least-squares fit of a `HeterodyneModel` to all maps of an `XPCSData`.
 
@@ -55,14 +62,16 @@ class NLSQResult(eqx.Module):
     - `wall_time`: seconds for the whole call, compilation included.
     - `fitted_c2`: the model maps at the solution, shape `(phi, t, t)`.
     - `sigma`: σ per map used as weights; `noise`: `"data"` (σ from the data), `"argument"`
-      (passed to the fit) or `"estimated"` (from the maps' second differences; the covariance
-      is then scaled by the reduced χ²).
+      (passed to the fit) or `"estimated"` (the maps' second differences, rescaled at the
+      solution so that E[χ²] = n_points at the truth; the reduced χ² is then a little below 1
+      on correlated noise, and does not judge the fit).
     - `scaling`: the resolved scaling mode; `diagonal`: the data's diagonal convention.
     - `singular`: whether JᵀJ was singular at the solution.
     - `quality`: the `QualityReport`; `starts`: a `StartsSummary`.
     - `metadata`: the data's metadata.
     - `formal_stderr`: the independent-noise errors s²(JᵀJ)⁻¹ (equal to `stderr` when
-      `errors` is `"FormalErrors"`); `errors`: the estimator that gave `stderr`.
+      `errors` is `"FormalErrors"`) and `formal_covariance` over `names`; `errors`: the
+      estimator that gave `stderr` and `covariance`.
     """
 
     model: HeterodyneModel
@@ -94,6 +103,7 @@ class NLSQResult(eqx.Module):
     bins: BinGeometry | None = None
     model_description: str = "model = bin centre"
     formal_stderr: dict[str, Any] | None = None
+    formal_covariance: np.ndarray | None = None
     errors: str = "FormalErrors"
 
     def parameters(self) -> dict[str, float]:
@@ -103,14 +113,14 @@ class NLSQResult(eqx.Module):
     def summary(self) -> str:
         """A readable table of values, errors and flags, then the fit statistics and warnings."""
         lines = []
-        header = f"{'parameter':<22}{'value':>14}{'std. error':>14}{'rel.':>9}  flags"
+        header = f"{'parameter':<22}{'value':>14}  {'std. error':>12}  {'rel.':>8}  flags"
         lines += [header, "-" * len(header)]
         at_bounds = set(self.quality.at_bounds)
         loose = set(self.quality.unconstrained)
         free = dict(zip(self.names, self.values))
         for name, value in self.parameters().items():
             if name not in free:
-                lines.append(f"{name:<22}{value:>14.6g}{'fixed':>14}")
+                lines.append(f"{name:<22}{value:>14.6g}  {'fixed':>12}")
                 continue
             error = float(self.stderr[name])
             relative = error / abs(value) if value != 0 else np.inf
@@ -121,7 +131,8 @@ class NLSQResult(eqx.Module):
             if name in loose:
                 flags.append("unconstrained")
             lines.append(
-                f"{name:<22}{value:>14.6g}{error:>14.3g}{relative:>9.1%}  {', '.join(flags)}"
+                f"{name:<22}{value:>14.6g}  {error:>12.3g}  {_relative(relative):>8}  "
+                f"{', '.join(flags)}".rstrip()
             )
         for name in self.names:
             if name in self.parameters():
@@ -130,7 +141,7 @@ class NLSQResult(eqx.Module):
             # which holds one (equal) error per map.
             error = float(np.max(np.atleast_1d(self.stderr[name])))
             flag = "at bound" if name in at_bounds else ""
-            lines.append(f"{name:<22}{free[name]:>14.6g}{error:>14.3g}{'':>9}  {flag}")
+            lines.append(f"{name:<22}{free[name]:>14.6g}  {error:>12.3g}  {'':>8}  {flag}".rstrip())
         lines.append("")
         lines.append(
             f"χ² = {self.chi2:.6g}   dof = {self.dof}   reduced χ² = {self.reduced_chi2:.4f} "
@@ -139,11 +150,15 @@ class NLSQResult(eqx.Module):
         lines.append(
             f"scaling = {self.scaling}   diagonal = {self.diagonal}   noise = {self.noise}   "
             f"starts = {self.starts.describe()}   steps = {self.n_steps}   "
-            f"success = {self.success}   time = {self.wall_time:.2f} s"
+            f"time = {self.wall_time:.2f} s"
         )
         lines.append(self.model_description)
-        if self.message:
-            lines.append(f"solver: {self.message}")
+        # Two separate verdicts: whether LM met its convergence test, and whether the answer
+        # passes the quality report (a converged fit can still be a poor or ambiguous one).
+        solver = "converged" if self.success else f"did not converge: {self.message}"
+        lines.append(f"solver: {solver}")
+        quality = "ok" if self.quality.ok else "NOT ok (see the warnings below)"
+        lines.append(f"quality report: {quality}")
         for warning in self.quality.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)

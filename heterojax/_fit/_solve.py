@@ -60,14 +60,17 @@ def listening(progress: Any) -> Iterator[bool]:
     if not progress:
         yield False
         return
-    began, last = time.perf_counter(), [-1.0]
+    began, last, best = time.perf_counter(), [-1.0], [np.inf]
 
     def print_step(step: int, chi2: float) -> None:
+        # Starts report in turn, with χ² = 0 before their first evaluation: show the best.
+        if np.isfinite(chi2) and chi2 > 0:
+            best[0] = min(best[0], chi2)
         now = time.perf_counter() - began
-        if now - last[0] >= 1.0:
+        if now - last[0] >= 1.0 and np.isfinite(best[0]):
             last[0] = now
             print(
-                f"[heterojax.fit_nlsq] step {step:4d}   χ² = {chi2:.6g}   {now:6.1f} s",
+                f"[heterojax.fit_nlsq] step {step:4d}   best χ² = {best[0]:.6g}   {now:6.1f} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -141,11 +144,41 @@ def _coordinate_scales(problem: FitProblem, thetas: np.ndarray) -> np.ndarray:
     )
 
 
+_NOT_AT_MINIMUM = (
+    "Levenberg–Marquardt used its whole step budget (max_steps; CLI: nlsq.max_steps) without "
+    "meeting its tolerances (rtol, atol), so the fit may not be at a minimum of χ²; raise the "
+    "budget or start closer"
+)
+_LINEAR_SOLVE = (
+    "the linear solve inside Levenberg–Marquardt failed (JᵀJ singular or ill-conditioned): some "
+    "free parameters do not change the model at these values; fix them or free fewer"
+)
+# What each optimistix outcome means for this fit (optimistix's own texts speak of root-finds
+# and linear solvers in general).
+_OUTCOMES = {
+    "successful": "",
+    "max_steps_reached": _NOT_AT_MINIMUM,
+    "nonlinear_max_steps_reached": _NOT_AT_MINIMUM,
+    "nonlinear_divergence": (
+        "the fit diverged: χ² kept growing from this start; check the start values and bounds"
+    ),
+    "nonfinite": (
+        "the model or χ² became NaN/Inf during the fit (parameters reached values where the "
+        "model is not finite); check the start values and bounds"
+    ),
+    "nonfinite_input": "the model or χ² is NaN/Inf at the start values; check them",
+    "singular": _LINEAR_SOLVE,
+    "breakdown": _LINEAR_SOLVE,
+    "stagnation": _LINEAR_SOLVE,
+    "conlim": _LINEAR_SOLVE,
+}
+
+
 def result_message(code: int) -> str:
-    """The optimistix message of a result code ("" for success)."""
+    """What the optimistix result `code` means for this fit, in words ("" for success)."""
     for name, item in optx.RESULTS._name_to_item.items():
         if int(item._value) == int(code):
-            return optx.RESULTS[item] or ("" if name == "successful" else name)
+            return _OUTCOMES.get(name, f"the solver stopped: {name.replace('_', ' ')}")
     return f"solver result code {code}"
 
 

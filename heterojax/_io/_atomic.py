@@ -29,6 +29,30 @@ def check_writable(paths: Iterable[str | os.PathLike], *, overwrite: bool) -> No
         )
 
 
+def umask_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process umask.
+
+    The umask can only be read by setting it; it is put back at once.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def new_temporary(path: str) -> str:
+    """An empty temporary file next to `path`, keeping its extension, with the mode `open()`
+    would give `path` (`tempfile.mkstemp` makes it 0600, and the rename would keep that)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    _, extension = os.path.splitext(base)
+    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{extension}", dir=folder)
+    try:
+        os.fchmod(handle, umask_mode())
+    finally:
+        os.close(handle)
+    return temporary
+
+
 def write_atomically(
     path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = False
 ) -> str:
@@ -41,16 +65,15 @@ def write_atomically(
         The temporary name keeps the extension of `path` (some writers insist on it).
     - `overwrite`: replace an existing `path`; otherwise `FileExistsError`.
 
+    The file gets the mode `open()` would give it (0o666 less the umask).
+
     **Returns:** `path` as a string.
     """
     path = os.fspath(path)
     check_writable([path], overwrite=overwrite)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    _, extension = os.path.splitext(base)
-    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{extension}", dir=folder)
-    os.close(handle)
+    temporary = new_temporary(path)
     try:
         write(temporary)
         with open(temporary, "rb+") as stream:

@@ -21,7 +21,7 @@ from jaxtyping import Float
 
 from .._data._xpcs_data import XPCSData
 from .._fit._nlsq_result import NLSQResult
-from .._parameters import PARAMETER_NAMES
+from .._parameters import PARAMETER_NAMES, PARAMETERS
 from ._atomic import check_writable, write_atomically
 from ._jsonable import jsonable
 from ._versions import versions
@@ -50,6 +50,45 @@ def _data_record(data: XPCSData) -> dict[str, Any]:
     }
 
 
+def _selection_record(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The data's metadata, with what was asked for under `request` (not
+    `selection.selection`)."""
+    record = dict(metadata)
+    if "selection" in record:
+        record["request"] = record.pop("selection")
+    return record
+
+
+def _model_name(description: str) -> str:
+    """ "model = bin centre" → "bin centre": the key already says what the value is."""
+    return (
+        description.split("=", 1)[1].strip() if description.startswith("model =") else description
+    )
+
+
+def _unit(name: str) -> str:
+    spec = PARAMETERS.get(name.split("[", 1)[0])
+    return "-" if spec is None else spec.unit
+
+
+def _units(result: Any) -> dict[str, Any]:
+    """The unit of every quantity in the record ("-": dimensionless; "count": a number of
+    things). Parameters, their values and errors share the parameter's unit."""
+    names = list(dict.fromkeys([*result.parameters(), *result.names]))
+    return {
+        "parameters": {name: _unit(name) for name in names},
+        "values, stderr, formal_stderr, bounds, scaling_coefficients": "as parameters",
+        "contrast, offset, sigma, c2": "-",
+        "chi2, reduced_chi2, correlation": "-",
+        "covariance": "product of the two parameters' units",
+        "dof, n_points, n_steps, starts.n_steps": "count",
+        "wall_time": "s",
+        "data.q, selection q": "1/Å",
+        "data.phi, selection phi": "deg",
+        "data.dt, data.t_first, data.t_last": "s",
+    }
+
+
 def _common(data: XPCSData, config: Any, seed: int | None, method: str) -> dict[str, Any]:
     return {
         "format": f"heterojax.{method}/{FORMAT_VERSION}",
@@ -58,7 +97,7 @@ def _common(data: XPCSData, config: Any, seed: int | None, method: str) -> dict[
         "versions": versions(),
         "config": config,
         "seed": seed,
-        "selection": dict(data.metadata),
+        "selection": _selection_record(dict(data.metadata)),
         "data": _data_record(data),
     }
 
@@ -73,6 +112,21 @@ def _bins_record(bins: Any) -> dict[str, Any] | None:
         "phi_centre": np.asarray(bins.phi_centre),
         "phi_width": np.asarray(bins.phi_width),
         "nodes_per_map": int(np.asarray(bins.weights).shape[-1]),
+    }
+
+
+def _start_outcomes(result: NLSQResult) -> dict[str, Any]:
+    """Per local fit: `converged` (the solver met its tolerances) and `success` (converged
+    *and* reached the kept solution: χ² within 3·√(2·dof), the spread of χ² itself, of the
+    best). A start that converged to another basin is not a success."""
+    chi2 = np.asarray(result.starts.chi2, dtype=np.float64)
+    converged = np.asarray(result.starts.success, dtype=bool)
+    tolerance = 3.0 * np.sqrt(2.0 * max(int(result.dof), 1))
+    best = float(np.min(np.where(np.isfinite(chi2), chi2, np.inf)))
+    return {
+        "converged": converged,
+        "success": converged & np.isfinite(chi2) & (chi2 - best <= tolerance),
+        "success_rule": f"converged and χ² − min χ² ≤ 3·√(2·dof) = {tolerance:.4g}",
     }
 
 
@@ -114,13 +168,14 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
         "scaling": result.scaling,
         "diagonal": result.diagonal,
         "singular": result.singular,
-        "model": result.model_description,
+        "model": _model_name(result.model_description),
         "bins": _bins_record(result.bins),
         "quality": {"ok": quality.ok, **dataclasses.asdict(quality)},
+        "units": _units(result),
         "starts": {
             "chi2": np.asarray(result.starts.chi2),
             "n_steps": np.asarray(result.starts.n_steps),
-            "success": np.asarray(result.starts.success),
+            **_start_outcomes(result),
             "best": int(result.starts.best),
             "strategy": result.starts.strategy,
             "screening_chi2": result.starts.screening_chi2,
@@ -151,7 +206,7 @@ def _cmc_record(result: Any) -> dict[str, Any]:
         "combined_diagnostics": result.combined_diagnostics,
         "settings": {
             "combine": result.combine,
-            "model": getattr(result, "model_description", "model = bin centre"),
+            "model": _model_name(getattr(result, "model_description", "bin centre")),
             "n_shards": int(result.n_shards),
             "shard_sizes": np.asarray(result.shard_sizes),
             "shard_strategy": result.shard_strategy,
@@ -343,7 +398,8 @@ class SavedResult:
             quality = self.info.get("quality", {})
             lines.append(
                 f"reduced χ² = {self.info.get('reduced_chi2')}  band = {quality.get('band')}  "
-                f"ok = {quality.get('ok')}  success = {self.info.get('success')}"
+                f"quality report ok = {quality.get('ok')}  "
+                f"solver converged = {self.info.get('success')}"
             )
         else:
             lines.append(f"verdict passed = {self.info.get('verdict', {}).get('passed')}")

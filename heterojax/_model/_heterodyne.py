@@ -277,7 +277,7 @@ class HeterodyneModel(eqx.Module):
 
         **Arguments:**
 
-        - `t`: strictly increasing 1-D time grid in seconds (absolute times, SPEC §2).
+        - `t`: strictly increasing 1-D time grid in seconds (absolute times).
         - `q`: wavevector in Å⁻¹; a scalar or one value per angle.
         - `phi`: detector angles in degrees; a scalar or a 1-D array.
         - `contrast`, `offset`: scalars or one value per angle.

@@ -1,4 +1,4 @@
-"""Numerical primitives shared by every law and by the two-time model (SPEC §2)."""
+"""Numerical primitives shared by every law and by the two-time model."""
 
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -17,7 +17,7 @@ def as_parameter(value: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
 def power_of_time(
     t: Float[Array, "*shape"], exponent: Float[ArrayLike, ""]
 ) -> Float[Array, "*shape"]:
-    """`t**exponent` for t ≥ 0, with t^a := 0 at t = 0 for every a (SPEC §2).
+    """`t**exponent` for t ≥ 0, with t^a := 0 at t = 0 for every a.
 
     The base is replaced by 1 where t = 0 *before* the power is taken, so neither the value nor
     the gradient with respect to `exponent` (which carries `log t`) can become inf or nan.

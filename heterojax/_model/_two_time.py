@@ -1,4 +1,4 @@
-"""Kernels of the two-time correlation c2(t1, t2) (SPEC §2, SI Eqs. S-77–S-98).
+"""Kernels of the two-time correlation c2(t1, t2) (SI Eqs. S-77–S-98).
 
 With cumulative integrals C_r, C_s, C_v of J_ref, J_sample, v on the grid and f_r = 1 − f_s,
 

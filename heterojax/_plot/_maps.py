@@ -38,7 +38,7 @@ def _select(view: FitView, angles: Any) -> list[int]:
     return indices
 
 
-def _map_axes(ax, image, t, title=None, *, cmap, vmin, vmax, ylabel=True):
+def _map_axes(ax, image, t, title=None, *, cmap, vmin, vmax, ylabel=True, xlabel=True):
     from matplotlib import colormaps
 
     colour = colormaps[cmap].with_extremes(bad="0.85")
@@ -52,7 +52,8 @@ def _map_axes(ax, image, t, title=None, *, cmap, vmin, vmax, ylabel=True):
         interpolation="nearest",
         aspect="equal",
     )
-    ax.set_xlabel("t₂ (s)")
+    if xlabel:  # only under the bottom panel: above another row it collides with its title
+        ax.set_xlabel("t₂ (s)")
     if ylabel:
         ax.set_ylabel("t₁ (s)")
     if title:
@@ -75,6 +76,7 @@ def _fit_figure(view: FitView, angles, fit_name: str) -> "Figure":
         # With σ known, pure noise stays pale below ±3σ and real misfit saturates.
         bound = max(bound, 3.0) if normalised else (bound if bound > 0 else 1.0)
         data_ax, fit_ax, residual_ax = axes[row]
+        bottom = row == len(rows) - 1
         _map_axes(
             data_ax,
             view.c2[a],
@@ -83,9 +85,18 @@ def _fit_figure(view: FitView, angles, fit_name: str) -> "Figure":
             cmap=_MAP_CMAP,
             vmin=low,
             vmax=high,
+            xlabel=bottom,
         )
         handle = _map_axes(
-            fit_ax, view.fit[a], view.t, fit_name, cmap=_MAP_CMAP, vmin=low, vmax=high, ylabel=False
+            fit_ax,
+            view.fit[a],
+            view.t,
+            fit_name,
+            cmap=_MAP_CMAP,
+            vmin=low,
+            vmax=high,
+            ylabel=False,
+            xlabel=bottom,
         )
         figure.colorbar(handle, ax=[data_ax, fit_ax], label="c2", shrink=0.9)
         label = f"(data − {fit_name})/σ" if normalised else f"data − {fit_name}"
@@ -98,6 +109,7 @@ def _fit_figure(view: FitView, angles, fit_name: str) -> "Figure":
             vmin=-bound,
             vmax=bound,
             ylabel=False,
+            xlabel=bottom,
         )
         figure.colorbar(handle, ax=residual_ax, label=label, shrink=0.9)
     figure.suptitle(view.label)
@@ -170,6 +182,7 @@ def plot_data(
             vmin=low,
             vmax=high,
             ylabel=k % columns == 0,
+            xlabel=k + columns >= len(indices),
         )
         figure.colorbar(handle, ax=ax, label="c2", shrink=0.85)
     source = data.metadata.get("source", "")

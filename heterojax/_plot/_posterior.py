@@ -40,7 +40,14 @@ def _pick(names: list[str], parameters: Any) -> list[int]:
     physics = [
         k for k, n in enumerate(names) if n in PARAMETERS and n not in ("contrast", "offset")
     ]
-    return (physics or list(range(len(names))))[:_MAX_CORNER]
+    # Contrast and offset trade off with the physics (the fringe amplitude against the
+    # fraction): the first angle's pair is shown too.
+    scaling = [
+        next(k for k, n in enumerate(names) if n.split("[", 1)[0] == base)
+        for base in ("contrast", "offset")
+        if any(n.split("[", 1)[0] == base for n in names)
+    ]
+    return (physics[:_MAX_CORNER] + scaling) or list(range(len(names)))[:_MAX_CORNER]
 
 
 def _digits(value: float, spread: float) -> str:
@@ -52,7 +59,7 @@ def _digits(value: float, spread: float) -> str:
 
 
 def _label(name: str) -> str:
-    spec = PARAMETERS.get(name)
+    spec = PARAMETERS.get(name.split("[", 1)[0])
     return f"{name} ({spec.unit})" if spec is not None and spec.unit != "-" else name
 
 
@@ -134,6 +141,11 @@ def plot_posterior(
             else:
                 ax.set_xticklabels([])
             ax.tick_params(labelsize=7)
+            # Plain tick values: an offset ("+3e2") sits far from the ticks and is misread.
+            for axis in (ax.xaxis, ax.yaxis):
+                formatter = axis.get_major_formatter()
+                if hasattr(formatter, "set_useOffset"):  # hidden labels have none
+                    formatter.set_useOffset(False)
             for label in ax.get_xticklabels():
                 label.set_rotation(45)
     title = "posterior (CMC, combined)"
