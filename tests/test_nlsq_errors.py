@@ -8,7 +8,14 @@ import pytest
 
 import heterojax as hj
 from heterojax._fit._nlsq import _build
-from heterojax._fit._uncertainty import FormalErrors, FrameClusteredErrors, resolve_errors
+from heterojax._fit._problem import estimate_noise
+from heterojax._fit._uncertainty import (
+    FormalErrors,
+    FrameClusteredErrors,
+    correlation_frames,
+    frame_autocorrelation,
+    resolve_errors,
+)
 
 
 TRUTH = hj.HeterodyneModel.from_dict({"D0_ref": 100.0, "D0_sample": 2000.0, "v0": 300.0, "f0": 0.4})
@@ -25,10 +32,14 @@ def test_errors_argument_resolves():
         resolve_errors("sandwich")
 
 
-@pytest.mark.parametrize("diagonal", ["mask", "none"])
-def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal):
-    """M = Σ over pairs of used entries (e, e') of the same map sharing a frame of s_e s_e'ᵀ,
-    computed from the dense Jacobian of the residual maps."""
+@pytest.mark.parametrize(
+    ("diagonal", "block", "shift"),
+    [("mask", 1, 0), ("none", 1, 0), ("mask", 3, 0), ("none", 3, 2), ("mask", 8, 5)],
+)
+def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal, block, shift):
+    """M = Σ over pairs of used entries (e, e') of the same map with a frame of each in the same
+    block of frames, of s_e s_e'ᵀ, computed from the dense Jacobian of the residual maps
+    (frame i in block ⌊(i + shift) / block⌋)."""
     t = 0.05 * np.arange(1, 9)
     simulated = hj.simulate(
         TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(3)
@@ -64,9 +75,10 @@ def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal):
         entries = [(i, j) for i in range(n) for j in range(n) if used[a, i, j]]
         for i, j in entries:
             for k, m in entries:
-                if {i, j} & {k, m}:
+                of = lambda frames: {(f + shift) // block for f in frames}  # noqa: E731
+                if of((i, j)) & of((k, m)):
                     expected += np.outer(scores[a, i, j], scores[a, k, m])
-    meat = np.asarray(problem.frame_clustered_meat(x))
+    meat = np.asarray(problem.frame_clustered_meat(x, block, (shift,)))
     np.testing.assert_allclose(meat, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
 
 
@@ -100,5 +112,64 @@ def test_clustered_errors_agree_with_formal_errors_on_independent_noise():
     result = hj.fit_nlsq(TRUTH, data, fixed=FIXED, starts=1, errors="frame-clustered")
     for name in FREE:
         assert result.stderr[name] == pytest.approx(result.formal_stderr[name], rel=0.35)
-    default = hj.fit_nlsq(TRUTH, data, fixed=FIXED, starts=1)
-    assert default.errors == "FormalErrors" and default.stderr == default.formal_stderr
+    formal = hj.fit_nlsq(TRUTH, data, fixed=FIXED, starts=1, errors="formal")
+    assert formal.errors == "FormalErrors" and formal.stderr == formal.formal_stderr
+
+
+def test_the_default_errors_are_the_frame_clustered_sandwich():
+    t = 0.05 * np.arange(1, 41)
+    data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.002, key=jr.key(2))
+    result = hj.fit_nlsq(TRUTH, data, fixed=FIXED, starts=1)
+    assert result.errors == "FrameClusteredErrors"
+
+
+def test_frame_autocorrelation_and_correlation_time():
+    """White noise: τ ≈ 1. Row effects a_i + a_j with a an AR(1) process of coefficient φ:
+    the per-frame mean residual is ≈ a, so ρ(k) ≈ φ^k and τ ≈ (1 + φ)/(1 − φ)."""
+    rng = np.random.default_rng(0)
+    n, maps = 300, 4
+    upper = np.triu(np.ones((n, n), bool), 1)
+    white = np.where(upper, rng.normal(size=(maps, n, n)), 0.0)
+    assert correlation_frames(frame_autocorrelation(white)) < 1.5
+    phi = 0.8
+    a = np.zeros((maps, n))
+    for k in range(1, n):
+        a[:, k] = phi * a[:, k - 1] + np.sqrt(1 - phi**2) * rng.normal(size=maps)
+    rows = np.where(upper, 5 * (a[:, :, None] + a[:, None, :]) + white, 0.0)
+    rho = frame_autocorrelation(rows)
+    assert rho[0] == pytest.approx(1.0)
+    assert rho[1] == pytest.approx(phi, abs=0.1)
+    assert correlation_frames(rho) == pytest.approx((1 + phi) / (1 - phi), rel=0.35)
+
+
+def test_estimated_sigma_gives_reduced_chi2_one_at_the_truth_on_speckle_data():
+    """Speckle noise is shared by neighbouring frames, so the local (second-difference) σ̂ is
+    too small (the truth's reduced χ² under it is well above 1); the fit's σ, rescaled so that
+    E[χ²] = n at the truth (`_calibrate_noise`), gives ≈ 1 there."""
+    t = 0.1 * np.arange(1, 161)  # the sample decorrelates ~3 times over the window
+    data = hj.simulate_speckle(
+        TRUTH,
+        t,
+        q=0.01,
+        phi=[0.0, 60.0],
+        pixels=300,
+        counts=5.0,
+        contrast=0.3,
+        key=jr.key(4),
+        correlate=True,
+    )
+    result = hj.fit_nlsq(TRUTH, data, fixed=FIXED, starts=1)
+    assert result.noise == "estimated"
+    # The fit absorbs some of the correlated noise: χ² at the solution is below n − p.
+    assert result.reduced_chi2 < 1.0
+    clean = np.asarray(TRUTH.c2(t, q=0.01, phi=np.array([0.0, 60.0]), contrast=0.3, offset=1.0))
+    mask = np.asarray(data.mask)
+    residual = np.asarray(data.c2) - clean
+
+    def truth_reduced(sigma):
+        return float(np.mean((residual / np.reshape(sigma, (-1, 1, 1)))[mask] ** 2))
+
+    local = truth_reduced(estimate_noise(np.asarray(data.c2), mask))
+    calibrated = truth_reduced(result.sigma)
+    assert local > 1.3
+    assert abs(calibrated - 1.0) < 0.25 and abs(calibrated - 1.0) < abs(local - 1.0) / 2

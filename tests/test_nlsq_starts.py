@@ -302,3 +302,19 @@ def test_local_solver_keeps_given_scaling_when_asked():
     np.testing.assert_array_equal(solver.starting_rows(problem, x0[None])[0], x0)
     scaled = LocalSolver().starting_rows(problem, x0[None])[0]
     np.testing.assert_array_equal(scaled[: problem.n_free_physics], x0[: problem.n_free_physics])
+
+
+def test_the_users_start_is_kept_for_slow_samples_and_only_nudged_off_an_exact_bound():
+    """D0 = 5 Å²/s and v0 = 3 Å/s are slow but ordinary; a start there (the truth, a refit) must
+    not be moved to 1e-4 of the range (100 Å²/s, 10 Å/s) as generated design points are."""
+    from heterojax._fit._starts import pulled_inside
+
+    names = ("D0_ref", "v0", "f0")
+    lower, upper = np.array([0.0, 0.0, 0.0]), np.array([1e6, 1e5, 1.0])
+    rows = np.array([[5.0, 3.0, 0.5], [5.0, 3.0, 0.5], [0.0, 0.0, 0.0]])
+    pulled = pulled_inside(names, rows, lower, upper, user_rows=1)
+    np.testing.assert_array_equal(pulled[0], rows[0])
+    assert pulled[1, 0] == pytest.approx(100.0) and pulled[1, 1] == pytest.approx(10.0)
+    assert np.all(pulled[2] > 0)
+    user_at_bound = pulled_inside(names, rows[2:], lower, upper, user_rows=1)[0]
+    assert 0 < user_at_bound[0] < 1e-2 and 0 < user_at_bound[1] < 1e-3

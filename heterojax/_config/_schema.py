@@ -207,9 +207,9 @@ class NLSQSection(Section):
         "finished).",
     )
     errors: Literal["formal", "frame-clustered"] = Field(
-        default="formal",
-        description="Error estimator: formal (independent noise) or frame-clustered (a "
-        "sandwich for the row/column-correlated noise of measured maps).",
+        default="frame-clustered",
+        description="Error estimator: frame-clustered (default; a sandwich for the noise "
+        "that neighbouring frames share in measured maps) or formal (independent noise).",
     )
     global_search: bool = Field(default=False, description="Run a CMA-ES global search first.")
     global_evaluations: Annotated[int, Field(ge=1)] = Field(

@@ -80,6 +80,13 @@ def fringe_frequencies(c2: np.ndarray, dt: float, rows: slice | None = None) -> 
     return np.array(estimates)
 
 
+def estimate_velocity(c2: np.ndarray, q: np.ndarray, dt: float) -> float | None:
+    """The flow speed |v| (Å/s) as max_a ω_a / q_a (`fringe_frequencies`): the map most aligned
+    with the flow shows the fastest fringes. None when no map shows a peak."""
+    speeds = fringe_frequencies(c2, dt) / np.asarray(q, float)
+    return float(np.nanmax(speeds)) if np.any(np.isfinite(speeds)) else None
+
+
 def speed_and_angle(omega: np.ndarray, q: np.ndarray, phi: np.ndarray) -> tuple[float, float]:
     """|v| and φ0 from per-map fringe frequencies: ω_a = q_a |v| |cos(φ_a + φ0)|.
 

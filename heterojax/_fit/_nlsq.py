@@ -7,6 +7,7 @@ choose the solution (in its canonical form) → uncertainty → quality report �
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
@@ -16,7 +17,7 @@ from .._model._heterodyne import HeterodyneModel
 from ._global import global_search as run_global_search
 from ._nlsq_result import NLSQResult, StartsSummary
 from ._problem import FitProblem, build_problem, evaluate_at
-from ._quality import SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS, build_quality_report
+from ._quality import build_quality_report, similar_chi2
 from ._roi import bin_widths, describe_model, fit_bins
 from ._scaling import estimate_contrast_offset, resolve_scaling
 from ._solve import SUCCESSFUL, LocalSolver, Solved, listening, result_message
@@ -124,7 +125,7 @@ def _fold_exchange(problem, final: Solved, best: int, x, stderr, chi2: float, do
         return best, none
     images = _exchange_images(problem, final, x)
     if not reference_is_slower(problem, x):
-        tolerance = max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * np.sqrt(2 * dof))
+        tolerance = similar_chi2(dof)
         candidates = [
             k
             for k in np.flatnonzero(images)
@@ -134,6 +135,45 @@ def _fold_exchange(problem, final: Solved, best: int, x, stderr, chi2: float, do
             chosen = int(min(candidates, key=lambda k: final.chi2[k]))
             return chosen, _exchange_images(problem, final, final.values[chosen])
     return best, images
+
+
+def _calibrate_noise(
+    problem: FitProblem, evaluation, uncertainty: Uncertainty, sigma_used, outcome: SearchOutcome
+):
+    """Phase 4b, for an estimated σ: rescale it so that E[χ²] = n_points at the truth.
+
+    The second-difference estimate (`estimate_noise`) sees only the part of the noise that
+    changes from one frame to the next; on measured (speckle) maps much of the noise is shared
+    by neighbouring frames, and the local σ̂ is 1.5–3× too small. For weighted residuals with
+    noise covariance Σ (in units of the current σ), E[‖r(θ_true)‖²] = tr Σ = κ·n and, at the
+    least-squares solution, E[‖r(θ̂)‖²] = tr Σ − tr(G⁻¹ JᵀΣJ) = κ·n − tr(G·C), C the
+    covariance of θ̂ (G = JᵀJ). So
+
+        κ = (χ²(θ̂) + tr(G·C)) / n,   σ ← σ̂·√κ,
+
+    with C the chosen error estimator's (for the formal one tr(G·C) = s²·p and κ = χ²/dof, the
+    usual s²). The covariance is unchanged (the formal one already carries s², the sandwich is
+    free of σ); χ², the reduced χ² and every start's χ² are divided by κ. One factor for all
+    maps keeps the relative weights, hence the solution.
+
+    **Returns:** `(problem, evaluation, sigma, outcome)` in the rescaled units.
+    """
+    determined = np.isfinite(uncertainty.stderr_vector)
+    gram = np.asarray(evaluation.gram)[np.ix_(determined, determined)]
+    covariance = uncertainty.covariance[np.ix_(determined, determined)]
+    kappa = (float(evaluation.ssr) + float(np.sum(gram * covariance.T))) / problem.n_points
+    if not np.isfinite(kappa) or kappa <= 0:
+        return problem, evaluation, sigma_used, outcome
+    problem = eqx.tree_at(lambda p: p.weights, problem, problem.weights / np.sqrt(kappa))
+    evaluation = evaluation._replace(
+        gram=evaluation.gram / kappa,
+        gradient=evaluation.gradient / kappa,
+        ssr=evaluation.ssr / kappa,
+        scaling_sums=evaluation.scaling_sums / kappa,
+    )
+    rescale = lambda solved: None if solved is None else solved._replace(chi2=solved.chi2 / kappa)  # noqa: E731
+    outcome = SearchOutcome(rescale(outcome.final), rescale(outcome.screening))
+    return problem, evaluation, np.asarray(sigma_used) * np.sqrt(kappa), outcome
 
 
 def _solution(problem: FitProblem, x: np.ndarray, noise: str, errors: AbstractErrors):
@@ -211,7 +251,7 @@ def fit_nlsq(
     offset=None,
     sigma=None,
     starts: int | str | AbstractStarts = "auto",
-    errors: str | AbstractErrors = "formal",
+    errors: str | AbstractErrors = "frame-clustered",
     global_search: bool = False,
     global_evaluations: int = 2000,
     seed: int = 0,
@@ -265,13 +305,14 @@ def fit_nlsq(
     - `contrast`, `offset`: start values (scalar or per map); default: for every start, the
         values that minimise χ² for its physics (a linear least-squares solve), with the
         far-lag plateau / near-diagonal estimate as the fallback bounds-clipped guess.
-    - `sigma`: σ per entry or per map; default `data.sigma`, else estimated from the maps and
-      the covariance scaled by the reduced χ².
-    - `errors`: the error estimator, a name or an `AbstractErrors` Module: `"formal"`
-        (default; s²(JᵀJ)⁻¹, exact for independent noise) or `"frame-clustered"` (a sandwich
-        whose middle term clusters the scores by frame, for the row/column-correlated noise
-        of measured maps; see `FrameClusteredErrors`). `result.formal_stderr` always holds the
-        independent-noise errors.
+    - `sigma`: σ per entry or per map; default `data.sigma`, else estimated: the maps'
+      second differences set the relative σ of the maps, rescaled at the solution so that
+      E[χ²] = n_points at the truth (`_calibrate_noise`).
+    - `errors`: the error estimator, a name or an `AbstractErrors` Module:
+        `"frame-clustered"` (default; a sandwich whose middle term clusters the scores by
+        blocks of frames, for the noise that neighbouring frames share in measured maps; see
+        `FrameClusteredErrors`) or `"formal"` (s²(JᵀJ)⁻¹, exact only for independent noise).
+        `result.formal_stderr` always holds the independent-noise errors.
     - `starts`, `global_search`, `global_evaluations`, `seed`: the start strategy (above);
         the same `seed` gives the same starts.
     - `rtol`, `atol`, `max_steps`: solver tolerances (on the fit coordinates, which are scaled
@@ -320,9 +361,14 @@ def fit_nlsq(
             seed=int(seed),
             global_evaluations=int(global_evaluations) if global_search else None,
         )
-    final = outcome.final
-    best, x = _choose(problem, final)
+    best, x = _choose(problem, outcome.final)
     evaluation, uncertainty, formal, reduced, dof = _solution(problem, x, noise, error_strategy)
+    if noise == "estimated":
+        problem, evaluation, sigma_used, outcome = _calibrate_noise(
+            problem, evaluation, uncertainty, sigma_used, outcome
+        )
+        reduced = float(evaluation.ssr) / dof
+    final = outcome.final
     folded, images = _fold_exchange(
         problem, final, best, x, uncertainty.stderr_vector, float(evaluation.ssr), dof
     )
@@ -345,6 +391,7 @@ def fit_nlsq(
         values=np.asarray(x),
         stderr=uncertainty.stderr,
         formal_stderr=formal.stderr,
+        formal_covariance=formal.covariance,
         errors=type(error_strategy).__name__,
         covariance=uncertainty.covariance,
         correlation=uncertainty.correlation,

@@ -158,29 +158,49 @@ class FitProblem(eqx.Module):
         )
         return columns, residual, g, fitted, expand
 
-    def frame_clustered_meat(self, x: Float[Array, " p"]) -> Float[Array, "p p"]:
+    def frame_clustered_meat(
+        self, x: Float[Array, " p"], block: int = 1, shifts: tuple[int, ...] = (0,)
+    ) -> Float[Array, "p p"]:
         """The middle term of the frame-clustered sandwich covariance, one pass over the maps.
 
         Entry (i, j) of map a is built from the intensities of frames i and j, so its score
         s_e = J_eᵀ r_e (the entry's row of the weighted Jacobian times its residual) is
-        correlated with every other entry that shares a frame. With the clusters (a, k) — map a,
-        frame k — and g_ak = Σ_{e of map a involving frame k} s_e,
+        correlated with every other entry that shares a frame — and, when the intensities
+        themselves are correlated over several frames (slow dynamics, a static reference),
+        with entries whose frames are close. Frames are grouped into consecutive blocks of
+        `block` frames (frame i in block ⌊(i + shift)/block⌋); with the clusters (a, K) — map
+        a, block K — and the block sums
 
-            M = Σ_a Σ_k g_ak g_akᵀ − Σ_{e: i ≠ j} s_e s_eᵀ,
+            g_aK = Σ_{e of map a with a frame in K} s_e,
+            h_a{KL} = Σ_{e of map a with one frame in K, the other in L} s_e   (K ≠ L),
 
-        which counts Σ s_e s_e'ᵀ once for every pair of entries sharing a frame (an entry with
-        i ≠ j sits in two clusters, so its own square is removed once). Maps are independent
-        clusters (different pixels).
+            M = Σ_a [ Σ_K g_aK g_aKᵀ − Σ_{K<L} h_a{KL} h_a{KL}ᵀ ],
+
+        which counts s_e s_e'ᵀ once for every pair of entries sharing a block (a pair whose
+        entries both span the blocks K ≠ L sits in two clusters, hence the second sum).
+        `block=1` is clustering by frame. With several `shifts` (block edges moved), M is the
+        average of their M's (overlapping blocks: less variance, the same pass over the data).
+        Maps are independent clusters (different pixels).
         """
+        if block < 1 or not shifts or not all(0 <= shift < block for shift in shifts):
+            raise ValueError(f"Need block ≥ 1 and 0 ≤ shifts < block; got {block}, {shifts}.")
+
+        def clustered(scores, shift):
+            p, n = scores.shape[0], scores.shape[1]
+            n_blocks = -(-(n + shift) // block)
+            pad = n_blocks * block - n - shift
+            scores = jnp.pad(scores, ((0, 0), (shift, pad), (shift, pad)))
+            cells = scores.reshape(p, n_blocks, block, n_blocks, block).sum(axis=(2, 4))
+            diagonal = jnp.diagonal(cells, axis1=1, axis2=2)
+            per_block = cells.sum(axis=2) + cells.sum(axis=1) - diagonal
+            off_diagonal = cells - jax.vmap(jnp.diag)(diagonal)
+            pairs = (off_diagonal + jnp.swapaxes(off_diagonal, 1, 2)).reshape(p, -1)
+            return per_block @ per_block.T - 0.5 * pairs @ pairs.T
 
         def one_map(meat, inputs):
             columns, residual, _, _, expand = self._map_jacobian(x, inputs)
             scores = columns * residual[None]
-            diagonal = jnp.diagonal(scores, axis1=1, axis2=2)
-            per_frame = scores.sum(axis=2) + scores.sum(axis=1) - diagonal
-            off_diagonal = scores - jax.vmap(jnp.diag)(diagonal)
-            flat = off_diagonal.reshape(scores.shape[0], -1)
-            local = per_frame @ per_frame.T - flat @ flat.T
+            local = sum(clustered(scores, shift) for shift in shifts) / len(shifts)
             return meat + expand.T @ local @ expand, None
 
         p = x.shape[0]

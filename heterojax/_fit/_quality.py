@@ -30,6 +30,14 @@ EXCESS_CHI2_SIGMAS = 5.0
 _EXPONENTS = ("alpha_ref", "alpha_sample")
 
 
+def similar_chi2(dof: int | None) -> float:
+    """The χ² difference within which two minima count as similar: max(SIMILAR_CHI2,
+    SIMILAR_CHI2_SIGMAS·√(2·dof)), or SIMILAR_CHI2 without dof."""
+    if dof is None:
+        return SIMILAR_CHI2
+    return max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * float(np.sqrt(2 * dof)))
+
+
 @dataclasses.dataclass(frozen=True)
 class QualityReport:
     """Checks on a fit, each with the numbers behind it.
@@ -185,9 +193,7 @@ def build_quality_report(
         )
     distinct, competing = [], []
     scale = max(reduced_chi2, 1.0)
-    similar = (
-        SIMILAR_CHI2 if dof is None else max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * np.sqrt(2 * dof))
-    )
+    similar = similar_chi2(dof)
     best = start_values[best_index]
     physics_error = np.where(np.isfinite(stderr) & (stderr > 0), stderr, np.inf)[:n_physics]
     for k, (chi2, vector) in enumerate(zip(start_chi2, start_values)):

@@ -163,29 +163,3 @@ def estimate_contrast_offset(
         offset.append(plateau)
         contrast.append(float(np.clip(top - plateau, 1e-3, CONTRAST_SPEC.upper)))
     return np.array(contrast), np.array(offset)
-
-
-def estimate_velocity(c2: np.ndarray, q: np.ndarray, dt: float) -> float | None:
-    """A data-driven start for the flow speed from the fringe frequency of each map.
-
-    The one-time cut g2(τ) (diagonal means) oscillates as cos(q |cos(φ + φ0)| v τ). After
-    removing a moving average (width N/8) and tapering, the peak of its spectrum gives the
-    angular frequency ω_a of map a; the map most aligned with the flow has the largest
-    ω_a / q_a ≈ |v|. Returns that value in Å/s, or None when no map shows a peak.
-    """
-    estimates = []
-    for values, wavevector in zip(np.asarray(c2, float), np.asarray(q, float)):
-        n = values.shape[0]
-        lags = np.arange(1, n)
-        g2 = np.array([np.mean(np.diagonal(values, offset=k)) for k in lags])
-        if n < 16:
-            continue
-        width = max(3, n // 8)
-        trend = np.convolve(g2, np.ones(width) / width, mode="same")
-        tapered = (g2 - trend) * np.hanning(g2.shape[0])
-        spectrum = np.abs(np.fft.rfft(tapered, 8 * g2.shape[0]))
-        frequencies = np.fft.rfftfreq(8 * g2.shape[0], d=dt)
-        peak = int(np.argmax(spectrum[1:])) + 1
-        if spectrum[peak] > 4 * np.median(spectrum[1:]):
-            estimates.append(2 * np.pi * frequencies[peak] / wavevector)
-    return float(np.max(estimates)) if estimates else None

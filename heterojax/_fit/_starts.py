@@ -49,23 +49,38 @@ def _sampling_rule(name: str, start: float, lower: float, upper: float):
 # Free parameters starting on (or within this fraction of the range from) a two-sided bound are
 # moved this far inside: the logistic transform is flat at a bound, so a parameter started there
 # never moves. D0 and v0 span decades (their transform is logarithmic near the lower bound) and
-# get a smaller margin.
+# get a smaller margin. A start the user gives (a local refit, or the truth) is only nudged off
+# an exact bound (`USER_MARGIN_LOG`): near the lower bound the transform of D0 and v0 is
+# logarithmic, so any positive value is a working start, and a margin of 1e-4 of the range
+# (100 Å²/s for D0) would move a slow sample's start far from where the user put it.
 _BOUND_MARGIN = 1e-2
 _BOUND_MARGIN_LOG = 1e-4
+USER_MARGIN_LOG = 1e-9
 
 
 def pulled_inside(
-    names: tuple[str, ...], x: np.ndarray, lower: np.ndarray, upper: np.ndarray
+    names: tuple[str, ...],
+    x: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    user_rows: int = 0,
 ) -> np.ndarray:
     """Rows of start vectors with every free parameter moved off its bounds (see
-    `_BOUND_MARGIN`): x ← clip(x, l + m·(u − l), u − m·(u − l)) for two-sided boxes."""
-    x = np.array(x, float)
+    `_BOUND_MARGIN`): x ← clip(x, l + m·(u − l), u − m·(u − l)) for two-sided boxes. The
+    first `user_rows` rows are the user's start: D0 and v0 there get `USER_MARGIN_LOG`."""
+    x = np.array(x, float, ndmin=2)
     width = upper - lower
+    user = np.arange(x.shape[0]) < user_rows
     for k, name in enumerate(names):
         if not np.isfinite(width[k]) or width[k] <= 0:
             continue
-        margin = (_BOUND_MARGIN_LOG if name.startswith(("D0", "v0")) else _BOUND_MARGIN) * width[k]
-        x[..., k] = np.clip(x[..., k], lower[k] + margin, upper[k] - margin)
+        if name.startswith(("D0", "v0")):
+            fraction = np.where(user, USER_MARGIN_LOG, _BOUND_MARGIN_LOG)
+        else:
+            fraction = np.full(x.shape[0], _BOUND_MARGIN)
+        margin = fraction * width[k]
+        x[:, k] = np.clip(x[:, k], lower[k] + margin, upper[k] - margin)
     return x
 
 

@@ -23,9 +23,8 @@ import numpy as np
 
 from .._data._xpcs_data import XPCSData
 from .._model._heterodyne import HeterodyneModel
-from ._estimate import estimate_start
+from ._estimate import estimate_start, estimate_velocity
 from ._problem import FitProblem
-from ._scaling import estimate_velocity
 from ._solve import LocalSolver, Solved
 from ._starts import pulled_inside, start_design
 from ._symmetry import basin_signature, exchanged
@@ -78,7 +77,8 @@ class LocalStart(AbstractStarts):
 
     def search(self, problem, data, x0, solve, *, seed):
         lower, upper = _bounds(problem)
-        return SearchOutcome(solve(problem, pulled_inside(problem.names, x0[None], lower, upper)))
+        start = pulled_inside(problem.names, x0[None], lower, upper, user_rows=1)
+        return SearchOutcome(solve(problem, start))
 
 
 class MultiStart(AbstractStarts):
@@ -115,7 +115,7 @@ class MultiStart(AbstractStarts):
             anchors.append(_fit_vector(problem, swapped, x0))
         rng = np.random.default_rng(seed)
         design = start_design(names, anchors[: self.n], centre, lower, upper, self.n, rng)
-        return pulled_inside(names, design, lower, upper)
+        return pulled_inside(names, design, lower, upper, user_rows=1)
 
     def search(self, problem, data, x0, solve, *, seed):
         design = self.design(problem, data, x0, seed)
@@ -289,7 +289,7 @@ class AutoStarts(AbstractStarts):
             k = names.index("f1")
             rates = rng.uniform(-4.0, 4.0, n_total - len(anchors)) / window
             design[len(anchors) :, k] = np.clip(rates, lower[k], upper[k])
-        return pulled_inside(names, design, lower, upper), estimate
+        return pulled_inside(names, design, lower, upper, user_rows=1), estimate
 
     def search(self, problem, data, x0, solve, *, seed):
         design, estimate = self.design(problem, data, x0, seed)

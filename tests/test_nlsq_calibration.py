@@ -1,0 +1,45 @@
+"""Error calibration on speckle-level data (issue 13): a subset of `bench_calibration`'s suite.
+
+The full figures (≥ 40 datasets, per parameter) come from `benchmarks/bench_calibration.py`;
+this slow test runs a few cases and checks what holds there with margin: the default
+(frame-clustered) errors are several times closer to the scatter than the formal ones, and the
+estimated σ gives a reduced χ² near 1 at the truth where the local estimate does not.
+"""
+
+import numpy as np
+import pytest
+from _calibration_cases import calibration_cases, coverage, z_scores
+
+import heterojax as hj
+from heterojax._fit._problem import estimate_noise
+
+
+def _truth_reduced_chi2(case, data, sigma) -> float:
+    clean = np.asarray(
+        case.truth.c2(case.t, q=case.q, phi=case.phi, contrast=case.contrast, offset=1.0)
+    )
+    mask = np.asarray(data.mask)
+    scaled = (np.asarray(data.c2) - clean) / np.reshape(np.asarray(sigma, float), (-1, 1, 1))
+    return float(np.mean(scaled[mask] ** 2))
+
+
+@pytest.mark.slow
+def test_default_errors_cover_far_better_than_formal_errors_on_speckle_data():
+    cases = [case for case in calibration_cases(12, seed=2) if case.n_frames <= 250][:6]
+    z, z_formal, truth_chi2, local_chi2 = [], [], [], []
+    for case in cases:
+        data = case.data()
+        result = hj.fit_nlsq(case.truth, data, fixed=list(case.fixed), starts=1)
+        assert result.errors == "FrameClusteredErrors"
+        scores = z_scores(case, result)
+        z += list(scores.values())
+        z_formal += [scores[n] * result.stderr[n] / result.formal_stderr[n] for n in scores]
+        truth_chi2.append(_truth_reduced_chi2(case, data, result.sigma))
+        local_chi2.append(
+            _truth_reduced_chi2(case, data, estimate_noise(np.asarray(data.c2), data.mask))
+        )
+    honest, formal = coverage(z), coverage(z_formal)
+    assert formal["median_abs_z"] > 3.0  # the independent-noise errors are far too small
+    assert honest["median_abs_z"] < formal["median_abs_z"] / 3
+    assert honest["cover_90"] > formal["cover_90"] + 0.3
+    assert abs(np.median(truth_chi2) - 1.0) < abs(np.median(local_chi2) - 1.0)
