@@ -25,7 +25,7 @@ the median |z|) over all parameters and per parameter, the same for the formal e
 target of the issue (90 % intervals cover 82–96 %, median |z| 0.5–0.85) and one record per case.
 
 Usage: `python benchmarks/bench_calibration.py [--cases 40] [--seed 0] [--starts N|auto]
-[--errors NAME] [--only SUBSTRING] [--progress] [--output FILE]`.
+[--errors NAME] [--only SUBSTRING] [--skip N] [--progress] [--output FILE]`.
 """
 
 import argparse
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--starts", type=_starts_option, help="fit_nlsq(starts=...) (default 1)")
     parser.add_argument("--errors", help="fit_nlsq(errors=...) (default: the library's)")
     parser.add_argument("--only", help="run only the cases whose name contains this")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N cases (resume)")
     parser.add_argument("--progress", action="store_true", help="one line per case to stderr")
     parser.add_argument("--output", help="also write the JSON here (after every case)")
     args = parser.parse_args()
@@ -129,6 +130,7 @@ def main() -> None:
     if args.errors:
         options["errors"] = args.errors
     cases = calibration_cases(args.cases, args.seed)
+    cases = cases[args.skip :]
     if args.only:
         cases = [case for case in cases if args.only in case.name]
     records = []
