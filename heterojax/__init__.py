@@ -13,12 +13,19 @@ if _os.environ.get("JAX_ENABLE_X64") is None:
     _jax.config.update("jax_enable_x64", True)
 
 from ._cache import enable_compilation_cache as enable_compilation_cache
+from ._cmc._adjustment import (
+    AbstractLikelihoodAdjustment as AbstractLikelihoodAdjustment,
+    CurvatureAdjustment as CurvatureAdjustment,
+    MagnitudeAdjustment as MagnitudeAdjustment,
+    NoAdjustment as NoAdjustment,
+)
 from ._cmc._combine import (
     consensus_combine as consensus_combine,
     mixture_combine as mixture_combine,
 )
 from ._cmc._fit import fit_cmc as fit_cmc
 from ._cmc._result import CMCResult as CMCResult
+from ._cmc._settings import NUTS as NUTS
 from ._cmc._verdict import CMCVerdict as CMCVerdict
 from ._data._aps import load_aps as load_aps
 from ._data._correlator import two_time as two_time

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from heterojax._cmc._diagnostics import bfmi, ess_bulk, ess_tail, rhat
-from heterojax._cmc._verdict import Thresholds, make_verdict
+from heterojax._cmc._verdict import RunSettings, Thresholds, make_verdict
 
 
 def _ar1(rng, rho, shape):
@@ -86,18 +86,31 @@ def _diagnostics(n_shards=2, n_parameters=2):
     }
 
 
-def _verdict(diagnostics, agreement=None):
+def _settings(**changes):
+    settings = dict(
+        warmup=500,
+        samples=1000,
+        chains=4,
+        n_shards=2,
+        shards_auto=False,
+        reduced_from=None,
+        target_accept=0.8,
+        max_tree_depth=10,
+        dense_mass=False,
+        nlsq=True,
+        shard_strategy="random",
+    )
+    return RunSettings(**{**settings, **changes})
+
+
+def _verdict(diagnostics, agreement=None, **settings):
+    n_shards = settings.get("n_shards", 2)
     return make_verdict(
         names=("v0", "f0"),
         shard_diagnostics=diagnostics,
-        agreement=np.zeros((2, 2)) if agreement is None else agreement,
-        widest="f0",
+        agreement=np.zeros((n_shards, 2)) if agreement is None else agreement,
         thresholds=Thresholds(),
-        warmup=500,
-        samples=1000,
-        target_accept=0.8,
-        max_tree_depth=10,
-        n_shards=2,
+        settings=_settings(**settings),
     )
 
 
@@ -110,14 +123,14 @@ def test_verdict_passes_a_clean_run():
 @pytest.mark.parametrize(
     "change, words",
     [
-        (("r_hat", (1, 0), 1.05), ["R̂ of v0", "shard 1", "warmup=1000", "fix v0"]),
-        (("ess_bulk", (0, 1), 120.0), ["Bulk ESS of f0", "samples="]),
-        (("ess_tail", (0, 1), 120.0), ["Tail ESS of f0", "interval"]),
-        (("bfmi", (1, 2), 0.1), ["E-BFMI", "shard 1, chain 2", "dense_mass"]),
-        (("divergences", (0,), 3), ["3 divergent", "target_accept=0.95", "fewer shards", "f0"]),
-        (("tree_depth_saturation", (1,), 0.2), ["maximum tree depth", "max_tree_depth=12"]),
-        (("width_ratio", (1, 1), 2.4), ["f0 are not Gaussian", "shard 1", "2.4×", "fewer shards"]),
-        (("skewness", (0, 0), -0.8), ["v0 are not Gaussian", "skewness in shard 0 is 0.80"]),
+        (("r_hat", (1, 0), 1.05), ["v0:", "R̂ 1.050 in shard 1", "shards=1"]),
+        (("ess_bulk", (0, 1), 120.0), ["f0:", "bulk ESS 120 in shard 0", "samples=4000"]),
+        (("ess_tail", (0, 1), 120.0), ["f0:", "tail ESS 120 in shard 0", "samples=4000"]),
+        (("bfmi", (1, 2), 0.1), ["E-BFMI", "shard 1, chain 2", "warmup=1000"]),
+        (("divergences", (0,), 3), ["divergences: 3", "in shard 0", "target_accept=0.95"]),
+        (("tree_depth_saturation", (1,), 0.2), ["20.0 %", "shard 1", "dense_mass=True"]),
+        (("width_ratio", (1, 1), 2.4), ["f0:", "shard 1 2.4× as wide", "shards=1"]),
+        (("skewness", (0, 0), -0.8), ["v0:", "skewness 0.80 in shard 0", "shards=1"]),
     ],
 )
 def test_verdict_gives_advice_per_failure(change, words):
@@ -126,16 +139,60 @@ def test_verdict_gives_advice_per_failure(change, words):
     diagnostics[key][index] = value
     verdict = _verdict(diagnostics)
     assert not verdict.passed
+    # One line per failing parameter or run-level check, one piece of advice each.
     assert len(verdict.failures) == 1
     for word in words:
         assert word in verdict.failures[0]
+    assert verdict.failures[0].count("→") == 1
     assert "FAILED" in str(verdict)
+
+
+def test_verdict_names_each_failing_parameter_once():
+    diagnostics = _diagnostics()
+    diagnostics["r_hat"][1, 0] = 1.05
+    diagnostics["ess_bulk"][0, 0] = 50.0
+    diagnostics["ess_tail"][1, 1] = 90.0
+    verdict = _verdict(diagnostics)
+    assert len(verdict.failures) == 2
+    v0, f0 = verdict.failures
+    assert v0.startswith("v0:") and "R̂ 1.050" in v0 and "bulk ESS 50" in v0
+    assert f0.startswith("f0:") and "tail ESS 90" in f0
+
+
+@pytest.mark.parametrize(
+    "change, settings, advised, not_advised",
+    [
+        # Chains disagree: a start from NLSQ first, unless the run had one.
+        (("r_hat", (0, 0), 1.2), dict(nlsq=False), "nlsq=", None),
+        (("r_hat", (0, 0), 1.2), dict(n_shards=1), "dense_mass=True", "nlsq="),
+        (("r_hat", (0, 0), 1.2), dict(n_shards=1, dense_mass=True), "warmup=1000", "dense_mass"),
+        # Divergences: a higher target acceptance unless it is already high.
+        (("divergences", (0,), 5), dict(target_accept=0.99), "shards=1", "target_accept"),
+        (("divergences", (0,), 5), dict(target_accept=0.99, n_shards=1), "fix a", "shards="),
+        # Saturated trees: a dense metric unless it was used.
+        (("tree_depth_saturation", (0,), 0.3), dict(dense_mass=True), "max_tree_depth=12", "dense"),
+    ],
+)
+def test_verdict_never_advises_what_was_already_done(change, settings, advised, not_advised):
+    n_shards = settings.get("n_shards", 2)
+    diagnostics = _diagnostics(n_shards=n_shards)
+    key, index, value = change
+    diagnostics[key][index] = value
+    verdict = _verdict(diagnostics, **settings)
+    assert len(verdict.failures) == 1
+    advice = verdict.failures[0].split("→")[1]
+    assert advised in advice
+    if not_advised is not None:
+        assert not_advised not in advice
 
 
 def test_verdict_flags_disagreeing_shards():
     verdict = _verdict(_diagnostics(), agreement=np.array([[0.5, 6.0], [0.2, 0.1]]))
     assert not verdict.passed
-    assert "f0" in verdict.failures[0] and "disagree" in verdict.failures[0]
+    assert len(verdict.failures) == 1
+    line = verdict.failures[0]
+    assert line.startswith("f0:") and "shard 0 mean 6.0 sd from the combined mean" in line
+    assert "shards=1" in line
 
 
 def test_gaussian_shard_checks_ignore_narrow_shards_and_single_shards():
@@ -144,17 +201,8 @@ def test_gaussian_shard_checks_ignore_narrow_shards_and_single_shards():
     diagnostics["width_ratio"][0, 0] = 0.4
     assert _verdict(diagnostics).passed
     diagnostics["width_ratio"][0, 0] = 3.0
-    single = make_verdict(
-        names=("v0", "f0"),
-        shard_diagnostics={k: v[:1] for k, v in diagnostics.items()},
-        agreement=np.zeros((1, 2)),
-        widest="f0",
-        thresholds=Thresholds(),
-        warmup=500,
-        samples=1000,
-        target_accept=0.8,
-        max_tree_depth=10,
-        n_shards=1,
-    )
+    diagnostics["skewness"][0, 1] = 2.0
+    assert not _verdict(diagnostics).passed
+    single = _verdict({k: v[:1] for k, v in diagnostics.items()}, n_shards=1)
     # One shard is the full posterior: nothing is combined, so Gaussianity is not needed.
     assert single.passed

@@ -12,6 +12,7 @@ from heterojax._cmc._posterior import (
     AffinePreconditioner,
     PreconditionedPosterior,
     ShardPosterior,
+    WhitenedShard,
     gather_shard_data,
     gauss_newton_information,
 )
@@ -213,11 +214,12 @@ def test_preconditioned_density_and_gauss_newton(setup):
     theta = problem.transform.to_unconstrained(x0)
     p = len(problem.names)
     factor = jnp.asarray(np.tril(np.random.default_rng(0).normal(size=(p, p))) + 3 * np.eye(p))
-    preconditioned = PreconditionedPosterior(posterior, AffinePreconditioner(theta, factor))
+    preconditioned = PreconditionedPosterior(posterior)
     z = jnp.asarray(np.random.default_rng(1).normal(size=p)) * 0.01
     one = jax.tree.map(lambda a: a[0], shard_data)
+    whitened = WhitenedShard(one, AffinePreconditioner(theta, factor))
     np.testing.assert_allclose(
-        _log_density(preconditioned, z, one),
+        _log_density(preconditioned, z, whitened),
         _log_density(posterior, theta + factor @ z, one),
         rtol=1e-12,
     )

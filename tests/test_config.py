@@ -19,7 +19,7 @@ from heterojax._config._calls import (
 from heterojax._config._degeneracy import DEFAULT_FIXED, config_degeneracies, degeneracies
 from heterojax._config._errors import ConfigError
 from heterojax._config._load import load_config, validate_config
-from heterojax._config._schema import Config, NLSQSection
+from heterojax._config._schema import CMCSection, Config, NLSQSection
 from heterojax._config._template import estimated_start, template
 
 
@@ -173,7 +173,7 @@ ALTERNATIVES = {
     "scaling.offset.upper": 1.2,
     "scaling.offset.fixed": True,
     "nlsq.starts": 8,
-    "nlsq.errors": "frame-clustered",
+    "nlsq.errors": "formal",
     "nlsq.global_search": True,
     "nlsq.global_evaluations": 500,
     "nlsq.seed": 3,
@@ -194,6 +194,7 @@ ALTERNATIVES = {
     "cmc.max_tree_depth": 8,
     "cmc.dense_mass": True,
     "cmc.init_jitter": 0.1,
+    "cmc.adjustment": "none",
     "cmc.chain_method": "sequential",
     "cmc.seed": 5,
     "cmc.thresholds.r_hat": 1.05,
@@ -310,10 +311,16 @@ def test_schema_defaults_equal_the_api_defaults():
         except ImportError:
             pytest.skip("fit_cmc not available")
     cmc = inspect.signature(fit_cmc).parameters
+    sampler = heterojax.NUTS()
     for key, value in config.cmc.model_dump().items():
         if key in ("warm_start", "seed", "thresholds"):
             continue
         assert cmc[key].default == value, key
+        if key in ("target_accept", "max_tree_depth", "dense_mass", "init_jitter"):
+            # null = the field of NUTS(), whose value the description states
+            default = getattr(sampler, key)
+            description = CMCSection.model_fields[key].description
+            assert value is None and f"null = NUTS() default, {default}" in description, key
     from heterojax._cmc._verdict import Thresholds
 
     assert Thresholds(**config.cmc.thresholds.model_dump()) == Thresholds()

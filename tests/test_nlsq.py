@@ -129,9 +129,7 @@ def test_covariance_matches_dense_jacobian(local_fit):
         result.formal_covariance, dense, rtol=1e-6, atol=1e-12 * np.abs(dense).max()
     )
     diagonal = np.sqrt(np.diagonal(dense))
-    np.testing.assert_allclose(
-        [result.formal_stderr[n] for n in result.names], diagonal, rtol=1e-6
-    )
+    np.testing.assert_allclose([result.formal_stderr[n] for n in result.names], diagonal, rtol=1e-6)
     # The default (frame-clustered) errors are a sandwich around the same (JᵀJ)⁻¹.
     assert result.errors == "FrameClusteredErrors"
     assert np.all(np.isfinite([result.stderr[n] for n in result.names]))

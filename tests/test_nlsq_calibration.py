@@ -36,7 +36,9 @@ def test_default_errors_cover_far_better_than_formal_errors_on_speckle_data():
         z_formal += [scores[n] * result.stderr[n] / result.formal_stderr[n] for n in scores]
         truth_chi2.append(_truth_reduced_chi2(case, data, result.sigma))
         local_chi2.append(
-            _truth_reduced_chi2(case, data, estimate_noise(np.asarray(data.c2), np.asarray(data.mask)))
+            _truth_reduced_chi2(
+                case, data, estimate_noise(np.asarray(data.c2), np.asarray(data.mask))
+            )
         )
     honest, formal = coverage(z), coverage(z_formal)
     assert formal["median_abs_z"] > 3.0  # the independent-noise errors are far too small

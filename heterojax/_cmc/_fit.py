@@ -1,7 +1,20 @@
-"""`fit_cmc`: consensus Monte Carlo over data shards with BlackJAX NUTS."""
+"""`fit_cmc`: consensus Monte Carlo over data shards with BlackJAX NUTS.
+
+`fit_cmc` runs in phases, each a function of this module:
+
+1. `_problem_setup`: the fit problem (free parameters, bounds, scaling, σ) and the prior;
+2. `_shards_and_coordinates`: the data split into K shards, each shard's Laplace fit and the
+   whitened coordinates NUTS samples in (`_coordinates`); `shards="auto"` lowers K here while
+   a shard is not Gaussian;
+3. `run_nuts` (`_sampler`): warmup and draws of every shard × chain;
+4. `_combine_draws`: draws back in θ, put in the canonical labelling of the exchange symmetry,
+   combined (consensus or mixture) and mapped to the bounded parameters;
+5. `_diagnose`: per-shard R̂, ESS, E-BFMI, divergences, the Gaussian-shard checks, the verdict.
+"""
 
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -17,26 +30,46 @@ from .._fit._problem import FitProblem, build_problem
 from .._fit._roi import describe_model, fit_bins
 from .._fit._scaling import estimate_contrast_offset, resolve_scaling
 from .._model._heterodyne import HeterodyneModel
+from ._adjustment import (
+    AbstractLikelihoodAdjustment,
+    describe_adjustment,
+    resolve_adjustment,
+)
 from ._combine import consensus_combine, consensus_gaussian, mixture_combine, shard_moments
+from ._coordinates import (
+    MAX_THETA_SD,
+    OffsetShear,
+    ShearedPosterior,
+    gaussian_defect,
+    offset_shear,
+    shard_laplace,
+    shard_preconditioners,
+    sheared_laplace,
+    sheared_to_theta,
+)
 from ._diagnostics import bfmi, ess_bulk, ess_tail, rhat
+from ._labelling import canonical_theta
 from ._posterior import (
-    AffinePreconditioner,
     PreconditionedPosterior,
     ShardPosterior,
+    WhitenedShard,
     gather_shard_data,
     gauss_newton_information,
 )
 from ._result import CMCResult
-from ._sampler import CHAIN_METHODS, resolve_chain_method, run_nuts
-from ._shards import SHARD_STRATEGIES, make_shards
-from ._verdict import Thresholds, make_verdict
+from ._sampler import CHAIN_METHODS, NUTSRun, resolve_chain_method, run_nuts
+from ._settings import NUTS
+from ._shards import SHARD_STRATEGIES, Shards, make_shards
+from ._verdict import RunSettings, Thresholds, make_verdict
 
 
 COMBINE_METHODS = ("consensus", "mixture")
 PRIOR_KINDS = ("uniform", "informed")
-# The preconditioner never assumes a shard sd above this many units of θ: beyond ~3 a
-# sigmoid-bounded parameter already spans its whole box.
-_MAX_THETA_SD = 3.0
+# shards="auto" halves K while some shard's log density departs from its Laplace approximation
+# by more than this many nats within two shard sds (`_coordinates.gaussian_defect`). A Gaussian
+# gives 0; a defect of 1 nat at 2 sd changes the density there by a factor e, beyond which the
+# Gaussian product of the consensus step is visibly biased.
+AUTO_GAUSSIAN_DEFECT = 1.0
 
 
 def _scaling_kind_free(names: tuple[str, ...], kind: str) -> bool:
@@ -65,42 +98,196 @@ def _settings_from_nlsq(nlsq: NLSQResult, model: HeterodyneModel, fixed, bounds,
     return fixed, bounds, scaling, order
 
 
-def _theta_covariance(
-    problem: FitProblem,
-    posterior: ShardPosterior,
-    center: jax.Array,
-    shard_data,
-    nlsq: NLSQResult | None,
-    n_shards: int,
-) -> tuple[np.ndarray, str]:
-    """The expected covariance of one shard posterior in θ, and where it came from.
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"`{name}` must be an integer ≥ {minimum}; got {value!r}.")
+    return int(value)
 
-    From the NLSQ covariance C_x (full data) when it is finite for every parameter:
-    C_θ = K · D⁻¹ C_x D⁻¹ with D = dx/dθ at the centre (a shard holds 1/K of the data).
-    Otherwise from the Gauss–Newton information of the likelihood and the curvature of the
-    tempered prior at the centre: C_θ = (F / K − (1/K) ∇² log p(θ))⁻¹.
-    """
+
+# ------------------------------------------------------------------ phase 1: the problem
+
+
+class _Setup(NamedTuple):
+    """What phase 1 hands on: the problem, its centre, the prior, the noise."""
+
+    problem: FitProblem
+    center_x: np.ndarray
+    prior_mean: np.ndarray
+    prior_precision: np.ndarray
+    sigma: np.ndarray
+    noise: str
+
+
+def _problem_setup(
+    model,
+    data,
+    nlsq,
+    *,
+    fixed,
+    bounds,
+    scaling,
+    fourier_order,
+    contrast,
+    offset,
+    sigma,
+    priors,
+    prior_width,
+    roi,
+) -> _Setup:
+    """The `FitProblem`, the centre x̂ (NLSQ values where given), the (informed) prior, σ."""
+    template = model
+    if nlsq is not None:
+        fixed, bounds, scaling, fourier_order = _settings_from_nlsq(
+            nlsq, model, fixed, bounds, scaling, fourier_order
+        )
+        template = nlsq.model
+    fixed = () if fixed is None else tuple(fixed)
+    scaling = "auto" if scaling is None else scaling
+    phi = np.asarray(data.phi)
+    resolved = resolve_scaling(scaling, phi, order=fourier_order)
+    if nlsq is not None and contrast is None and offset is None:
+        start_contrast, start_offset = np.asarray(nlsq.contrast), np.asarray(nlsq.offset)
+    else:
+        estimated = estimate_contrast_offset(np.asarray(data.c2), np.asarray(data.mask))
+        start_contrast = estimated[0] if contrast is None else np.asarray(contrast, float)
+        start_offset = estimated[1] if offset is None else np.asarray(offset, float)
+    if sigma is not None:
+        noise = "argument"
+    elif data.sigma is not None:
+        noise = "data"
+    elif nlsq is not None:
+        noise, sigma = "nlsq", np.asarray(nlsq.sigma, float)[:, None, None]
+    else:
+        noise = "estimated"
+    problem, x0, sigma_used = build_problem(
+        template,
+        data,
+        fixed=fixed,
+        bounds=bounds,
+        scaling=resolved,
+        contrast=np.broadcast_to(start_contrast, phi.shape),
+        offset=np.broadcast_to(start_offset, phi.shape),
+        sigma=sigma,
+        bins=nlsq.bins if nlsq is not None and roi is None else fit_bins(template, data, roi=roi),
+    )
+    names = problem.names
+    if not names:
+        raise ValueError("Every parameter is fixed; free at least one to sample.")
+    center_x = np.array(x0, float)
+    prior_mean = np.zeros(len(names))
+    prior_precision = np.zeros(len(names))
+    if nlsq is not None:
+        lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
+        nlsq_values = dict(zip(nlsq.names, np.asarray(nlsq.values, float)))
+        nlsq_sd = np.sqrt(np.abs(np.diagonal(np.asarray(nlsq.covariance, float))))
+        nlsq_sd = dict(zip(nlsq.names, nlsq_sd))
+        for p, name in enumerate(names):
+            if name in nlsq_values:
+                center_x[p] = np.clip(nlsq_values[name], lower[p], upper[p])
+                if priors == "informed" and np.isfinite(nlsq_sd[name]) and nlsq_sd[name] > 0:
+                    prior_mean[p] = nlsq_values[name]
+                    prior_precision[p] = 1.0 / (float(prior_width) * nlsq_sd[name]) ** 2
+    return _Setup(problem, center_x, prior_mean, prior_precision, np.asarray(sigma_used), noise)
+
+
+# ------------------------------------------------------------------ phase 2: shards, coordinates
+
+
+class _Coordinates(NamedTuple):
+    """What phase 2 hands on: the shards, the posterior, and each shard's whitened coordinates."""
+
+    shards: Shards
+    posterior: ShearedPosterior
+    whitened: WhitenedShard
+    laplace_sd: np.ndarray  # (shard, p): sd of each shard's Laplace approximation in θ
+    gaussian_defect: np.ndarray  # (shard,)
+    reduced_from: int | None  # the K "auto" started from, when it lowered K
+
+
+def _nlsq_covariance(problem, posterior, center, shard_data, nlsq, n_shards) -> np.ndarray:
+    """K × the NLSQ covariance in θ, C_θ = K · D⁻¹ C_x D⁻¹ (D = dx/dθ at the centre), or the
+    Gauss–Newton one at the centre where NLSQ gives none (`NUTS(whitening="nlsq")`)."""
     names = problem.names
     if nlsq is not None and all(n in nlsq.names for n in names):
         index = [nlsq.names.index(n) for n in names]
         covariance = np.asarray(nlsq.covariance, float)[np.ix_(index, index)]
-        if np.all(np.isfinite(covariance)):
-            derivative = np.diag(np.asarray(jax.jacfwd(problem.transform.to_bounded)(center)))
-            if np.all(derivative > 0):
-                scaled = covariance / np.outer(derivative, derivative)
-                return n_shards * scaled, "nlsq"
-    information, prior_curvature = _curvatures(posterior, center, shard_data)
-    information, prior_curvature = np.asarray(information), np.asarray(prior_curvature)
-    shard_information = (information + prior_curvature) / n_shards
-    shard_information += np.eye(len(names)) / _MAX_THETA_SD**2
-    return np.linalg.pinv(0.5 * (shard_information + shard_information.T), hermitian=True), "gn"
+        derivative = np.asarray(problem.transform.derivative(center))
+        if np.all(np.isfinite(covariance)) and np.all(derivative > 0):
+            return n_shards * covariance / np.outer(derivative, derivative)
+    information = np.asarray(gauss_newton_information(posterior, center, shard_data))
+    information = information / n_shards + np.eye(len(names)) / MAX_THETA_SD**2
+    return np.linalg.pinv(0.5 * (information + information.T), hermitian=True)
 
 
-@eqx.filter_jit
-def _curvatures(posterior: ShardPosterior, center, shard_data):
-    """Gauss–Newton information of the whole likelihood and −∇² log p(θ) at the centre."""
-    information = gauss_newton_information(posterior, center, shard_data)
-    return information, -jax.hessian(posterior.log_prior)(center)
+def _coordinates_for(
+    setup: _Setup, data, shards: Shards, sampler: NUTS, adjustment, nlsq
+) -> _Coordinates:
+    n_shards = shards.n_shards
+    shard_data = gather_shard_data(shards, np.asarray(data.c2), setup.sigma)
+    posterior = ShardPosterior(
+        problem=setup.problem,
+        t=jnp.asarray(data.t),
+        q=jnp.asarray(data.q),
+        phi=jnp.asarray(data.phi),
+        tempering=jnp.asarray(1.0 / n_shards),
+        prior_mean=jnp.asarray(setup.prior_mean),
+        prior_precision=jnp.asarray(setup.prior_precision),
+    )
+    center = setup.problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
+    posterior = adjustment.adjust(posterior, shard_data=shard_data, nlsq=nlsq, center=center)
+    shear = offset_shear(
+        setup.problem,
+        data.t,
+        data.q,
+        data.phi,
+        center,
+        enabled=sampler.shear_offset and sampler.whitening == "shard",
+    )
+    if sampler.whitening == "shard":
+        modes, covariances = shard_laplace(posterior, center, shard_data)
+    else:
+        covariance = _nlsq_covariance(setup.problem, posterior, center, shard_data, nlsq, n_shards)
+        modes = jnp.broadcast_to(center, (n_shards, center.shape[0]))
+        covariances = jnp.broadcast_to(jnp.asarray(covariance), (n_shards, *covariance.shape))
+    laplace_sd = np.sqrt(np.clip(np.diagonal(np.asarray(covariances), axis1=1, axis2=2), 0, None))
+    modes, covariances = sheared_laplace(shear, modes, covariances)
+    preconditioner = shard_preconditioners(modes, covariances)
+    sampled = ShearedPosterior(posterior, shear)
+    defect = np.asarray(gaussian_defect(sampled, preconditioner, shard_data))
+    return _Coordinates(
+        shards, sampled, WhitenedShard(shard_data, preconditioner), laplace_sd, defect, None
+    )
+
+
+def _shards_and_coordinates(
+    setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq
+) -> _Coordinates:
+    """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
+    K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT`."""
+    mask = np.asarray(data.mask)
+    index = make_shards(mask, shards, strategy=shard_strategy, seed=seed)
+    coordinates = _coordinates_for(setup, data, index, sampler, adjustment, nlsq)
+    first = index.n_shards
+    while shards == "auto" and index.n_shards > 1:
+        if not np.max(coordinates.gaussian_defect) > AUTO_GAUSSIAN_DEFECT:
+            break
+        index = make_shards(mask, index.n_shards // 2, strategy=shard_strategy, seed=seed)
+        coordinates = _coordinates_for(setup, data, index, sampler, adjustment, nlsq)
+    if index.n_shards != first:
+        coordinates = coordinates._replace(reduced_from=first)
+    return coordinates
+
+
+# ------------------------------------------------------------------ phase 4: combination
+
+
+class _Draws(NamedTuple):
+    theta_shards: jax.Array  # (shard, chain, draw, p), canonical labelling
+    x_shards: np.ndarray
+    x_combined: np.ndarray
+    samples: dict[str, np.ndarray]
+    shard_samples: dict[str, np.ndarray]
+    n_exchanged: int  # shard draws moved to the canonical labelling
 
 
 @eqx.filter_jit
@@ -119,19 +306,32 @@ def _per_map_scaling(problem: FitProblem, x):
     return contrast.reshape(shape), offset.reshape(shape)
 
 
-def _preconditioner(center: jax.Array, covariance: np.ndarray) -> AffinePreconditioner:
-    """θ = center + L z with L Lᵀ the covariance, its spread capped along every direction.
+def _combine_draws(
+    problem: FitProblem, run: NUTSRun, whitened: WhitenedShard, shear: OffsetShear, combine, key
+):
+    """Shard draws in θ (canonical labelling), combined; both also as bounded parameters."""
+    theta_shards = sheared_to_theta(shear, whitened.preconditioner.shards_to_theta(run.position))
+    theta_shards, exchanged = canonical_theta(problem, theta_shards)
+    if combine == "consensus":
+        theta_combined = consensus_combine(theta_shards)
+    else:
+        theta_combined = mixture_combine(theta_shards, key)
+    x_shards = np.asarray(_to_bounded(problem, theta_shards))
+    x_combined = np.asarray(_to_bounded(problem, theta_combined))
+    samples, shard_samples = {}, {}
+    for p, name in enumerate(problem.names):
+        if name in ("contrast", "offset"):
+            continue
+        samples[name] = x_combined[..., p]
+        shard_samples[name] = x_shards[..., p]
+    for target, values in ((samples, x_combined), (shard_samples, x_shards)):
+        contrast_values, offset_values = _per_map_scaling(problem, jnp.asarray(values))
+        target["contrast"] = np.asarray(contrast_values)
+        target["offset"] = np.asarray(offset_values)
+    return _Draws(theta_shards, x_shards, x_combined, samples, shard_samples, int(exchanged))
 
-    The cap acts on eigenvalues (sd ≤ `_MAX_THETA_SD` along any direction, and a floor of 1e-10
-    of the largest), not on marginal sds: rescaling a coordinate of a strongly correlated pair
-    would misplace its narrow direction, which sets the step size.
-    """
-    covariance = 0.5 * (covariance + covariance.T)
-    values, vectors = np.linalg.eigh(covariance)
-    values = np.clip(values, 0.0, _MAX_THETA_SD**2)
-    values = np.clip(values, 1e-10 * np.max(values), None)
-    factor = np.linalg.cholesky((vectors * values) @ vectors.T)
-    return AffinePreconditioner(center=center, factor=jnp.asarray(factor))
+
+# ------------------------------------------------------------------ phase 5: diagnostics
 
 
 def _per_shard_diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
@@ -147,10 +347,92 @@ def _per_shard_diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
-        raise ValueError(f"`{name}` must be an integer ≥ {minimum}; got {value!r}.")
-    return int(value)
+def _diagnose(
+    names, draws: _Draws, run: NUTSRun, coordinates: _Coordinates, thresholds, settings
+) -> tuple[dict, dict, dict, Any]:
+    """Per-shard diagnostics (after canonicalisation), their worst values, those of the combined
+    draws, and the verdict."""
+    n_shards = draws.x_shards.shape[0]
+    n_parameters = len(names)
+    per_shard = _per_shard_diagnostics(draws.x_shards)
+    energy = np.asarray(run.energy)
+    divergent = np.asarray(run.divergent)
+    depth = np.asarray(run.tree_depth)
+    theta_flat = np.asarray(draws.theta_shards).reshape(n_shards, -1, n_parameters)
+    expected_sd = coordinates.laplace_sd
+    shard_diagnostics = {
+        **per_shard,
+        # The Gaussian-shard checks of the consensus product, in the unconstrained θ.
+        "width_ratio": theta_flat.std(axis=1) / np.where(expected_sd > 0, expected_sd, np.inf),
+        "skewness": np.asarray(stats.skew(theta_flat, axis=1)),
+        "gaussian_defect": coordinates.gaussian_defect,
+        "bfmi": np.stack([bfmi(energy[k]) for k in range(n_shards)]),
+        "divergences": divergent.sum(axis=(1, 2)),
+        "warmup_divergences": np.asarray(run.warmup_divergences).sum(axis=1),
+        "tree_depth_saturation": (depth >= settings.max_tree_depth).mean(axis=(1, 2)),
+        "acceptance": np.asarray(run.acceptance).mean(axis=(1, 2)),
+        "step_size": np.asarray(run.step_size),
+    }
+    diagnostics = {
+        "r_hat": {n: float(np.nanmax(per_shard["r_hat"][:, p])) for p, n in enumerate(names)},
+        "ess_bulk": {n: float(np.nanmin(per_shard["ess_bulk"][:, p])) for p, n in enumerate(names)},
+        "ess_tail": {n: float(np.nanmin(per_shard["ess_tail"][:, p])) for p, n in enumerate(names)},
+        "bfmi": shard_diagnostics["bfmi"].min(axis=1),
+        "divergences": shard_diagnostics["divergences"],
+    }
+    x_combined = draws.x_combined
+    combined_diagnostics = {
+        "r_hat": {n: rhat(x_combined[..., p]) for p, n in enumerate(names)},
+        "ess_bulk": {n: ess_bulk(x_combined[..., p]) for p, n in enumerate(names)},
+        "ess_tail": {n: ess_tail(x_combined[..., p]) for p, n in enumerate(names)},
+    }
+    means, covariances = shard_moments(draws.theta_shards)
+    means, covariances = np.asarray(means), np.asarray(covariances)
+    combined_mean = np.asarray(consensus_gaussian(means, covariances)[0])
+    shard_sd = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
+    agreement = np.abs(means - combined_mean) / np.where(shard_sd > 0, shard_sd, np.inf)
+    verdict = make_verdict(
+        names=names,
+        shard_diagnostics=shard_diagnostics,
+        agreement=agreement,
+        thresholds=thresholds,
+        settings=settings,
+    )
+    return diagnostics, shard_diagnostics, combined_diagnostics, verdict
+
+
+# ------------------------------------------------------------------ the entry point
+
+
+def _resolve_sampler(sampler, target_accept, max_tree_depth, dense_mass, init_jitter) -> NUTS:
+    if sampler is None:
+        sampler = NUTS()
+    if not isinstance(sampler, NUTS):
+        raise TypeError(f"`sampler` must be a heterojax.NUTS; got {type(sampler).__name__}.")
+    changes = {
+        name: value
+        for name, value in (
+            ("target_accept", target_accept),
+            ("max_tree_depth", max_tree_depth),
+            ("dense_mass", dense_mass),
+            ("init_jitter", init_jitter),
+        )
+        if value is not None
+    }
+    if not changes:
+        return sampler
+    fields = {
+        name: getattr(sampler, name)
+        for name in (
+            "target_accept",
+            "max_tree_depth",
+            "dense_mass",
+            "init_jitter",
+            "whitening",
+            "shear_offset",
+        )
+    }
+    return NUTS(**{**fields, **changes})  # validated by NUTS.__check_init__
 
 
 def fit_cmc(
@@ -174,10 +456,12 @@ def fit_cmc(
     sigma=None,
     priors: str = "uniform",
     prior_width: float = 2.0,
-    target_accept: float = 0.8,
-    max_tree_depth: int = 10,
-    dense_mass: bool = False,
-    init_jitter: float = 0.5,
+    sampler: NUTS | None = None,
+    adjustment: AbstractLikelihoodAdjustment | str = "auto",
+    target_accept: float | None = None,
+    max_tree_depth: int | None = None,
+    dense_mass: bool | str | None = None,
+    init_jitter: float | None = None,
     chain_method: str = "auto",
     progress: bool = True,
     thresholds: Thresholds | None = None,
@@ -191,21 +475,25 @@ def fit_cmc(
         p_k(θ) ∝ p(θ)^{1/K} · Π_{(a,i,j) ∈ shard k} N(c2_aij | model(θ), σ_aij²),
 
     in unconstrained coordinates θ (x = x(θ) the bounded parameters; the tempered prior includes
-    the log-Jacobian), by BlackJAX NUTS with Stan's window adaptation, every shard × chain in one
-    vmapped program. The shard posteriors are then combined: `"consensus"` (precision-weighted
+    the log-Jacobian), by BlackJAX NUTS with Stan's window adaptation, each shard whitened by the
+    Laplace approximation at its own mode (`NUTS.whitening`). At a constant fraction the exchange
+    reference ↔ sample (f ↔ 1 − f) is an exact symmetry; draws are reported in the canonical
+    labelling (the slower component is the reference) before they are combined and diagnosed.
+    The shard posteriors are then combined: `"consensus"` (precision-weighted
     Gaussian product with full covariances, draw by draw) or `"mixture"` (pooled draws). The
     model is evaluated only at each shard's pairs (never as an N × N map).
 
     **Choices that matter:**
 
-    - Pass `nlsq=fit_nlsq(...)`: chains then start at its solution (jittered by `init_jitter`
-      shard sds), the sampler is preconditioned by its covariance (scaled by K), and `fixed`,
-      `bounds`, `scaling` default to the NLSQ fit's. Without it, chains start at `model`'s values
-      and the preconditioner is a Gauss–Newton estimate there — fine near the optimum, unreliable
-      far from it (the likelihood has false minima).
+    - Pass `nlsq=fit_nlsq(...)`: each shard's mode is then sought from its solution (chains start
+      there, jittered by `init_jitter` shard sds), and `fixed`, `bounds`, `scaling` default to
+      the NLSQ fit's. Without it the search starts at `model`'s values — fine near the optimum,
+      unreliable far from it (the likelihood has false minima).
     - `shards="auto"` takes K = clip(⌊n / 20 000⌋, 1, 64) for n used entries, so each shard keeps
-      ≥ 20 000 points and small data are not split. More shards parallelise better but make each
-      subposterior wider and less Gaussian; lower K if the verdict reports shard disagreement.
+      ≥ 20 000 points and small data are not split; then, while a shard's log density departs
+      from its Laplace approximation by more than `AUTO_GAUSSIAN_DEFECT` nats within two sds
+      (`_coordinates.gaussian_defect`), K is halved: the consensus product is exact only for
+      Gaussian shards. An explicit K is used as given (the verdict reports non-Gaussian shards).
 
     **Arguments:**
 
@@ -225,8 +513,16 @@ def fit_cmc(
         a noise estimate from the maps.
     - `priors`: `"uniform"` (on the box, default) or `"informed"` (Gaussian around the NLSQ
         values with sd = `prior_width` × NLSQ standard error; needs `nlsq`).
-    - `target_accept`, `max_tree_depth`, `dense_mass`: NUTS settings.
-    - `init_jitter`: spread of the starting points in shard-posterior sds.
+    - `sampler`: the `NUTS` settings (target acceptance 0.9, tree depth 10, dense metric for
+        ≤ 16 parameters, per-shard whitening); `target_accept`, `max_tree_depth`, `dense_mass`,
+        `init_jitter`, when given, replace the field of the same name.
+    - `adjustment`: how the likelihood, which treats c2 entries as independent, is adjusted
+        for their correlation (a composite likelihood; see `CurvatureAdjustment`): an
+        `AbstractLikelihoodAdjustment`, `"none"`, `"curvature"`, `"magnitude"`, or `"auto"`
+        (default): `CurvatureAdjustment()` when `nlsq` carries honest errors (an estimator
+        other than `FormalErrors`, e.g. the default frame-clustered sandwich), so that the
+        posterior has the NLSQ fit's honest covariance near its mode; else `NoAdjustment()`
+        (exact for independent noise of known σ, as `simulate` makes).
     - `chain_method`: `"vectorized"` (vmap over shards × chains; split across devices when
         several exist), `"sequential"` (one chain after another, low memory), or `"auto"`:
         sequential on a single CPU device when every shard holds ≥ 2048
@@ -254,7 +550,6 @@ def fit_cmc(
     chains = _check_positive_int("chains", chains)
     warmup = _check_positive_int("warmup", warmup, 1)
     samples = _check_positive_int("samples", samples, 4)
-    max_tree_depth = _check_positive_int("max_tree_depth", max_tree_depth, 1)
     if combine not in COMBINE_METHODS:
         raise ValueError(f"`combine` must be one of {COMBINE_METHODS}; got {combine!r}.")
     if shard_strategy not in SHARD_STRATEGIES:
@@ -267,203 +562,94 @@ def fit_cmc(
         raise ValueError(f"`priors` must be one of {PRIOR_KINDS}; got {priors!r}.")
     if priors == "informed" and nlsq is None:
         raise ValueError("priors='informed' needs an NLSQ result: pass nlsq=fit_nlsq(...).")
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueError(f"`target_accept` must lie in (0, 1); got {target_accept!r}.")
     if not float(prior_width) > 0:
         raise ValueError(f"`prior_width` must be positive; got {prior_width!r}.")
-    if not float(init_jitter) >= 0:
-        raise ValueError(f"`init_jitter` must be non-negative; got {init_jitter!r}.")
+    sampler = _resolve_sampler(sampler, target_accept, max_tree_depth, dense_mass, init_jitter)
+    adjustment = resolve_adjustment(adjustment, nlsq)
     thresholds = Thresholds() if thresholds is None else thresholds
 
-    # ---------------------------------------------------------------- the problem
-    template = model
-    if nlsq is not None:
-        fixed, bounds, scaling, fourier_order = _settings_from_nlsq(
-            nlsq, model, fixed, bounds, scaling, fourier_order
-        )
-        template = nlsq.model
-    fixed = () if fixed is None else tuple(fixed)
-    scaling = "auto" if scaling is None else scaling
-    phi = np.asarray(data.phi)
-    resolved = resolve_scaling(scaling, phi, order=fourier_order)
-    mask = np.asarray(data.mask)
-    if nlsq is not None and contrast is None and offset is None:
-        start_contrast, start_offset = np.asarray(nlsq.contrast), np.asarray(nlsq.offset)
-    else:
-        estimated = estimate_contrast_offset(np.asarray(data.c2), mask)
-        start_contrast = estimated[0] if contrast is None else np.asarray(contrast, float)
-        start_offset = estimated[1] if offset is None else np.asarray(offset, float)
-    start_contrast = np.broadcast_to(start_contrast, phi.shape)
-    start_offset = np.broadcast_to(start_offset, phi.shape)
-    if sigma is not None:
-        noise = "argument"
-    elif data.sigma is not None:
-        noise = "data"
-    elif nlsq is not None:
-        noise, sigma = "nlsq", np.asarray(nlsq.sigma, float)[:, None, None]
-    else:
-        noise = "estimated"
-    problem, x0, sigma_used = build_problem(
-        template,
-        data,
-        fixed=fixed,
-        bounds=bounds,
-        scaling=resolved,
-        contrast=start_contrast,
-        offset=start_offset,
-        sigma=sigma,
-        bins=nlsq.bins if nlsq is not None and roi is None else fit_bins(template, data, roi=roi),
-    )
-    names = problem.names
-    if not names:
-        raise ValueError("Every parameter is fixed; free at least one to sample.")
-    n_parameters = len(names)
-    center_x = np.array(x0, float)
-    prior_mean = np.zeros(n_parameters)
-    prior_precision = np.zeros(n_parameters)
-    if nlsq is not None:
-        lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
-        nlsq_values = dict(zip(nlsq.names, np.asarray(nlsq.values, float)))
-        nlsq_sd = np.sqrt(np.abs(np.diagonal(np.asarray(nlsq.covariance, float))))
-        nlsq_sd = dict(zip(nlsq.names, nlsq_sd))
-        for p, name in enumerate(names):
-            if name in nlsq_values:
-                center_x[p] = np.clip(nlsq_values[name], lower[p], upper[p])
-                if priors == "informed" and np.isfinite(nlsq_sd[name]) and nlsq_sd[name] > 0:
-                    prior_mean[p] = nlsq_values[name]
-                    prior_precision[p] = 1.0 / (float(prior_width) * nlsq_sd[name]) ** 2
+    # 1. the problem
+    setup = _problem_setup(
+        model, data, nlsq, fixed=fixed, bounds=bounds, scaling=scaling,
+        fourier_order=fourier_order, contrast=contrast, offset=offset, sigma=sigma,
+        priors=priors, prior_width=prior_width, roi=roi,
+    )  # fmt: skip
+    problem, names = setup.problem, setup.problem.names
 
-    # ---------------------------------------------------------------- shards and posterior
+    # 2. shards and coordinates
     shard_key, init_key, sample_key, mixture_key = jr.split(key, 4)
     seed = int(jr.randint(shard_key, (), 0, 2**31 - 1))
-    shard_index = make_shards(mask, shards, strategy=shard_strategy, seed=seed)
-    n_shards = shard_index.n_shards
-    shard_data = gather_shard_data(shard_index, np.asarray(data.c2), np.asarray(sigma_used))
-    posterior = ShardPosterior(
-        problem=problem,
-        t=jnp.asarray(data.t),
-        q=jnp.asarray(data.q),
-        phi=jnp.asarray(data.phi),
-        tempering=jnp.asarray(1.0 / n_shards),
-        prior_mean=jnp.asarray(prior_mean),
-        prior_precision=jnp.asarray(prior_precision),
-    )
-    center = problem.transform.to_unconstrained(jnp.asarray(center_x))
-    covariance, _ = _theta_covariance(problem, posterior, center, shard_data, nlsq, n_shards)
-    expected_sd = np.sqrt(np.clip(np.diagonal(covariance), 0.0, None))
-    preconditioner = _preconditioner(center, covariance)
-    log_density = PreconditionedPosterior(posterior, preconditioner)
-    start = float(init_jitter) * jr.normal(init_key, (n_shards, chains, n_parameters))
-    chain_method = resolve_chain_method(chain_method, shard_data)
+    coordinates = _shards_and_coordinates(
+        setup, data, shards=shards, shard_strategy=shard_strategy, seed=seed, sampler=sampler,
+        adjustment=adjustment, nlsq=nlsq,
+    )  # fmt: skip
+    n_shards = coordinates.shards.n_shards
+    start = sampler.init_jitter * jr.normal(init_key, (n_shards, chains, len(names)))
+    chain_method = resolve_chain_method(chain_method, coordinates.whitened)
 
-    # ---------------------------------------------------------------- sampling
+    # 3. sampling
     sampling_began = time.perf_counter()
     run, n_devices = run_nuts(
-        log_density,
-        shard_data,
+        PreconditionedPosterior(coordinates.posterior),
+        coordinates.whitened,
         start,
         sample_key,
         warmup=warmup,
         samples=samples,
-        target_accept=float(target_accept),
-        max_tree_depth=max_tree_depth,
-        dense_mass=bool(dense_mass),
+        target_accept=float(sampler.target_accept),
+        max_tree_depth=int(sampler.max_tree_depth),
+        dense_mass=sampler.dense(len(names)),
         chain_method=chain_method,
         progress=progress,
     )
     sampling_time = time.perf_counter() - sampling_began
 
-    # ---------------------------------------------------------------- combination
-    theta_shards = preconditioner.to_theta(run.position)
-    if combine == "consensus":
-        theta_combined = consensus_combine(theta_shards)
-    else:
-        theta_combined = mixture_combine(theta_shards, mixture_key)
-    x_shards = np.asarray(_to_bounded(problem, theta_shards))
-    x_combined = np.asarray(_to_bounded(problem, theta_combined))
-    samples_out, shard_samples_out = {}, {}
-    for p, name in enumerate(names):
-        if name in ("contrast", "offset"):
-            continue
-        samples_out[name] = x_combined[..., p]
-        shard_samples_out[name] = x_shards[..., p]
-    for target, values in ((samples_out, x_combined), (shard_samples_out, x_shards)):
-        contrast_values, offset_values = _per_map_scaling(problem, jnp.asarray(values))
-        target["contrast"] = np.asarray(contrast_values)
-        target["offset"] = np.asarray(offset_values)
+    # 4. combination
+    draws = _combine_draws(
+        problem, run, coordinates.whitened, coordinates.posterior.shear, combine, mixture_key
+    )
 
-    # ---------------------------------------------------------------- diagnostics
-    per_shard = _per_shard_diagnostics(x_shards)
-    energy = np.asarray(run.energy)
-    divergent = np.asarray(run.divergent)
-    depth = np.asarray(run.tree_depth)
-    theta_flat = np.asarray(theta_shards).reshape(n_shards, -1, n_parameters)
-    shard_diagnostics = {
-        **per_shard,
-        # The Gaussian-shard checks of the consensus product, in the sampler's coordinates θ.
-        "width_ratio": theta_flat.std(axis=1) / np.where(expected_sd > 0, expected_sd, np.inf),
-        "skewness": np.asarray(stats.skew(theta_flat, axis=1)),
-        "bfmi": np.stack([bfmi(energy[k]) for k in range(n_shards)]),
-        "divergences": divergent.sum(axis=(1, 2)),
-        "warmup_divergences": np.asarray(run.warmup_divergences).sum(axis=1),
-        "tree_depth_saturation": (depth >= max_tree_depth).mean(axis=(1, 2)),
-        "acceptance": np.asarray(run.acceptance).mean(axis=(1, 2)),
-        "step_size": np.asarray(run.step_size),
-    }
-    diagnostics = {
-        "r_hat": {n: float(np.nanmax(per_shard["r_hat"][:, p])) for p, n in enumerate(names)},
-        "ess_bulk": {n: float(np.nanmin(per_shard["ess_bulk"][:, p])) for p, n in enumerate(names)},
-        "ess_tail": {n: float(np.nanmin(per_shard["ess_tail"][:, p])) for p, n in enumerate(names)},
-        "bfmi": shard_diagnostics["bfmi"].min(axis=1),
-        "divergences": shard_diagnostics["divergences"],
-    }
-    combined_diagnostics = {
-        "r_hat": {n: rhat(x_combined[..., p]) for p, n in enumerate(names)},
-        "ess_bulk": {n: ess_bulk(x_combined[..., p]) for p, n in enumerate(names)},
-        "ess_tail": {n: ess_tail(x_combined[..., p]) for p, n in enumerate(names)},
-    }
-    means, covariances = shard_moments(theta_shards)
-    means, covariances = np.asarray(means), np.asarray(covariances)
-    combined_mean = np.asarray(consensus_gaussian(means, covariances)[0])
-    shard_sd = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
-    agreement = np.abs(means - combined_mean) / np.where(shard_sd > 0, shard_sd, np.inf)
-    widest = names[int(np.argmax(shard_sd.mean(axis=0)))]
-    verdict = make_verdict(
-        names=names,
-        shard_diagnostics=shard_diagnostics,
-        agreement=agreement,
-        widest=widest,
-        thresholds=thresholds,
+    # 5. diagnostics
+    settings = RunSettings(
         warmup=warmup,
         samples=samples,
-        target_accept=float(target_accept),
-        max_tree_depth=max_tree_depth,
+        chains=chains,
         n_shards=n_shards,
+        shards_auto=shards == "auto",
+        reduced_from=coordinates.reduced_from,
+        target_accept=float(sampler.target_accept),
+        max_tree_depth=int(sampler.max_tree_depth),
+        dense_mass=sampler.dense(len(names)),
+        nlsq=nlsq is not None,
+        shard_strategy=shard_strategy,
     )
-    posterior_model = problem.unpack(jnp.asarray(x_combined.reshape(-1, n_parameters).mean(0)))[0]
+    diagnostics, shard_diagnostics, combined_diagnostics, verdict = _diagnose(
+        names, draws, run, coordinates, thresholds, settings
+    )
+    x_mean = jnp.asarray(draws.x_combined.reshape(-1, len(names)).mean(0))
     return CMCResult(
         names=names,
-        samples=samples_out,
-        shard_samples=shard_samples_out,
-        draws=x_combined,
-        shard_draws=x_shards,
-        model=posterior_model,
+        samples=draws.samples,
+        shard_samples=draws.shard_samples,
+        draws=draws.x_combined,
+        shard_draws=draws.x_shards,
+        model=problem.unpack(x_mean)[0],
         combine=combine,
         diagnostics=diagnostics,
         shard_diagnostics=shard_diagnostics,
         combined_diagnostics=combined_diagnostics,
         verdict=verdict,
         sample_stats={
-            "diverging": divergent,
-            "energy": energy,
+            "diverging": np.asarray(run.divergent),
+            "energy": np.asarray(run.energy),
             "acceptance_rate": np.asarray(run.acceptance),
-            "tree_depth": depth,
+            "tree_depth": np.asarray(run.tree_depth),
             "n_steps": np.asarray(run.n_steps),
         },
-        phi=phi,
+        phi=np.asarray(data.phi),
         q=np.asarray(data.q),
         n_shards=n_shards,
-        shard_sizes=shard_index.counts(),
+        shard_sizes=coordinates.shards.counts(),
         shard_strategy=shard_strategy,
         chains=chains,
         warmup=warmup,
@@ -472,10 +658,12 @@ def fit_cmc(
         n_devices=n_devices,
         priors=priors,
         prior_width=float(prior_width),
-        sigma=np.sqrt(np.mean(np.asarray(sigma_used) ** 2, axis=(1, 2))),
-        noise=noise,
+        sigma=np.sqrt(np.mean(setup.sigma**2, axis=(1, 2))),
+        noise=setup.noise,
         wall_time=time.perf_counter() - began,
         sampling_time=sampling_time,
         metadata=dict(data.metadata),
         model_description=describe_model(problem.bins),
+        exchanged_draws=draws.n_exchanged,
+        adjustment=describe_adjustment(coordinates.posterior.posterior),
     )

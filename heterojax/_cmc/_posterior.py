@@ -35,11 +35,14 @@ every exponential ≤ 1 and phases measured from a nearby pivot. A b × b tile t
 transcendental functions and b² multiply-adds instead of b² sets (about 3× faster, gradients
 included). Diagonal tiles use the pair-by-pair formula (`pair_correlation`).
 
-Sampling runs in a second, affine coordinate z with θ = θ̂ + L z (`AffinePreconditioner`), L a
-square root of the expected shard covariance in θ (from the NLSQ covariance, or a Gauss–Newton
-estimate at the start). An identity mass matrix in z is then the preconditioned metric in θ.
+Sampling runs in a second, affine coordinate z with θ = m_k + L_k z per shard
+(`AffinePreconditioner`, built in `_coordinates`: m_k the shard's mode, L_k a square root of its
+Laplace covariance). An identity mass matrix in z is then the preconditioned metric in θ.
 The map has a constant Jacobian, so the density in z is the density in θ.
 """
+
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -161,6 +164,12 @@ class ShardPosterior(eqx.Module):
     - `tempering`: 1/K, the power of the prior.
     - `prior_mean`, `prior_precision`: the informed Gaussian prior in x per parameter; a
         precision of 0 means the uniform prior on the box.
+    - `likelihood_weight`: w in log p_k = (1/K) log p + w · log L_k, the magnitude adjustment
+        of a composite likelihood (1: entries independent, the default; set by an
+        `AbstractLikelihoodAdjustment`, see `_adjustment`).
+    - `likelihood_center`, `likelihood_map`: θ̂ and A of the curvature adjustment: the
+        likelihood (the model values) is evaluated at θ* = θ̂ + A (θ − θ̂), the prior at θ.
+        None (default): at θ.
     """
 
     problem: FitProblem
@@ -170,6 +179,15 @@ class ShardPosterior(eqx.Module):
     tempering: Float[Array, ""]
     prior_mean: Float[Array, " p"]
     prior_precision: Float[Array, " p"]
+    likelihood_weight: float | Float[Array, ""] = 1.0
+    likelihood_center: Float[Array, " p"] | None = None
+    likelihood_map: Float[Array, "p p"] | None = None
+
+    def likelihood_theta(self, theta: Float[Array, " p"]) -> Float[Array, " p"]:
+        """θ* at which the likelihood is evaluated: θ̂ + A (θ − θ̂), or θ without adjustment."""
+        if self.likelihood_map is None or self.likelihood_center is None:
+            return theta
+        return self.likelihood_center + self.likelihood_map @ (theta - self.likelihood_center)
 
     def model_values(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, "tile b b"]:
         """The model c2 at one shard's tiles for parameters θ.
@@ -177,8 +195,9 @@ class ShardPosterior(eqx.Module):
         The rates are integrated once on the whole grid (`HeterodyneModel.grid_integrals`); each
         tile then gathers 2b grid values. Diagonal tiles evaluate their b² pairs by the direct
         formula (`pair_correlation`), tiles above the diagonal by the pivot split of the module
-        docstring.
+        docstring. With a curvature adjustment they are those of θ* (`likelihood_theta`).
         """
+        theta = self.likelihood_theta(theta)
         model, contrast, offset = self.problem.unpack(self.problem.transform.to_bounded(theta))
         n_times, b = self.t.shape[0], shard.observed.shape[-1]
         n_tiles = shard.observed.shape[-3]
@@ -249,33 +268,55 @@ class ShardPosterior(eqx.Module):
         return gaussian + transform.log_abs_det_jacobian(theta)
 
     def __call__(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
-        """log p_k(θ) = (1/K) log p(θ) + log L_k."""
-        value = self.tempering * self.log_prior(theta) + self.log_likelihood(theta, shard)
+        """log p_k(θ) = (1/K) log p(θ) + w · log L_k."""
+        likelihood = self.likelihood_weight * self.log_likelihood(theta, shard)
+        value = self.tempering * self.log_prior(theta) + likelihood
         return jnp.where(jnp.isnan(value), -jnp.inf, value)
 
 
 class AffinePreconditioner(eqx.Module):
     """θ = center + factor · z, the coordinates in which the sampler runs.
 
-    **Fields:** `center` θ̂ `(p,)`; `factor` L `(p, p)` (lower triangular or diagonal).
+    **Fields:** `center` θ̂ `(*shard, p)`; `factor` L `(*shard, p, p)` (lower triangular), one
+    per shard when they carry a leading shard axis.
     """
 
-    center: Float[Array, " p"]
-    factor: Float[Array, "p p"]
+    center: Float[Array, "*shard p"]
+    factor: Float[Array, "*shard p p"]
 
     def to_theta(self, z: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
-        """θ of z (works on any leading batch shape)."""
-        return self.center + z @ self.factor.T
+        """θ of z for one map (any leading batch shape of z)."""
+        return self.center + z @ jnp.swapaxes(self.factor, -1, -2)
+
+    def shards_to_theta(self, z: Float[Array, "shard *batch p"]) -> Float[Array, "shard *batch p"]:
+        """θ of z with one map per shard (leading shard axis on z and on the fields)."""
+        flat = z.reshape(z.shape[0], -1, z.shape[-1])
+        theta = self.center[:, None, :] + jnp.einsum("kij,knj->kni", self.factor, flat)
+        return theta.reshape(z.shape)
+
+
+class WhitenedShard(eqx.Module):
+    """A shard's data together with its own coordinates θ = m_k + L_k z (see `_coordinates`).
+
+    **Fields:** `data` (`ShardData`), `preconditioner` (`AffinePreconditioner`), both with the
+    same leading shard axis, or none for a single shard.
+    """
+
+    data: ShardData
+    preconditioner: AffinePreconditioner
 
 
 class PreconditionedPosterior(eqx.Module):
-    """The shard density as a function of z: log p_k(center + L z)."""
+    """The shard density as a function of z: log p_k(m_k + L_k z), for a `WhitenedShard`.
 
-    posterior: ShardPosterior
-    preconditioner: AffinePreconditioner
+    **Fields:** `posterior`, `(θ, ShardData) ↦ log p_k(θ)` (a `ShardPosterior`, or one seen
+    through a change of coordinates such as `_coordinates.ShearedPosterior`).
+    """
 
-    def __call__(self, z: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
-        return self.posterior(self.preconditioner.to_theta(z), shard)
+    posterior: Callable[..., Any]
+
+    def __call__(self, z: Float[Array, " p"], shard: WhitenedShard) -> Float[Array, ""]:
+        return self.posterior(shard.preconditioner.to_theta(z), shard.data)
 
 
 def gauss_newton_information(

@@ -6,6 +6,7 @@ import equinox as eqx
 import numpy as np
 
 from .._model._heterodyne import HeterodyneModel
+from ._export import inference_container
 from ._verdict import CMCVerdict
 
 
@@ -53,6 +54,12 @@ class CMCResult(eqx.Module):
     - `wall_time`: seconds for the whole call; `sampling_time`: seconds of warmup and sampling
         (compilation included).
     - `metadata`: the data's metadata.
+    - `model_description`: which model of the detector bins was fitted.
+    - `exchanged_draws`: shard draws moved to the canonical labelling of the exchange symmetry
+        reference ↔ sample (the slower component is the reference) before they were combined
+        and diagnosed; 0 unless the fraction is constant and the exchange exact.
+    - `adjustment`: the likelihood adjustment sampled (`"none"`, `"curvature"`, or
+        `"magnitude (k = …)"`; see `CurvatureAdjustment`).
     """
 
     names: tuple[str, ...]
@@ -85,6 +92,8 @@ class CMCResult(eqx.Module):
     sampling_time: float
     metadata: dict[str, Any]
     model_description: str = "model = bin centre"
+    exchanged_draws: int = 0
+    adjustment: str = "none"
 
     # ----------------------------------------------------------------- summaries
 
@@ -130,7 +139,8 @@ class CMCResult(eqx.Module):
             f"chains = {self.chains}   warmup = {self.warmup}   samples = {self.n_samples}"
         )
         lines.append(
-            f"priors = {self.priors}   noise = {self.noise}   chain_method = {self.chain_method} "
+            f"priors = {self.priors}   noise = {self.noise}   "
+            f"adjustment = {self.adjustment}   chain_method = {self.chain_method} "
             f"({self.n_devices} device{'s' if self.n_devices > 1 else ''})   "
             f"divergences = {int(np.sum(self.diagnostics['divergences']))}   "
             f"min E-BFMI = {float(np.min(self.diagnostics['bfmi'])):.2f}   "
@@ -171,6 +181,7 @@ class CMCResult(eqx.Module):
             "n_shards": self.n_shards,
             "shard_strategy": self.shard_strategy,
             "priors": self.priors,
+            "adjustment": self.adjustment,
             "verdict": str(self.verdict),
         }
         coords_p = {"chain": np.arange(self.chains), "draw": np.arange(self.n_samples)}
@@ -187,25 +198,12 @@ class CMCResult(eqx.Module):
         dimension, `shard`) and `sample_stats` (per shard: diverging, energy, acceptance_rate,
         tree_depth, n_steps).
 
-        **Returns:** an `arviz.InferenceData` (ArviZ < 1) or an `xarray.DataTree` (ArviZ ≥ 1,
-        whose containers are DataTrees). Needs `arviz` installed.
+        **Returns:** an `arviz.InferenceData` (ArviZ 0.x) or an `xarray.DataTree` with one child
+        per group (ArviZ ≥ 1, whose containers are DataTrees). Needs `arviz` installed.
         """
-        try:
-            import arviz
-        except ImportError as error:
-            raise ImportError("CMCResult.to_arviz needs ArviZ: `pip install arviz`.") from error
-        groups = self._datasets()
-        major = int(str(arviz.__version__).split(".")[0])
-        if major >= 1:
-            import xarray as xr
-
-            return xr.DataTree.from_dict(groups)
-        return arviz.InferenceData(
-            posterior=groups["posterior"],
-            sample_stats=groups["sample_stats"],
-            shard_posterior=groups["shard_posterior"],
-        )
+        return inference_container(self._datasets())
 
     def save_netcdf(self, path) -> None:
-        """Writes `to_arviz()` to a NetCDF file (readable with `arviz.from_netcdf`)."""
+        """Writes `to_arviz()` to a NetCDF file, one group per ArviZ group (readable with
+        `arviz.from_netcdf` of ArviZ 0.x and 1.x)."""
         self.to_arviz().to_netcdf(str(path))

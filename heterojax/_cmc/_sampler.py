@@ -46,7 +46,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._posterior import ShardData
+from ._posterior import ShardData, WhitenedShard
 
 
 CHAIN_METHODS = ("auto", "vectorized", "sequential")
@@ -119,10 +119,10 @@ def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: i
     )
     step_init, step_update, step_final = dual_averaging_adaptation(settings.target_accept)
 
-    def density(shard: ShardData):
+    def density(shard):
         return lambda z: log_density(z, shard)
 
-    def init(position, shard: ShardData):
+    def init(position, shard):
         state = blackjax.nuts.init(position, density(shard))
         mass_state = mass_init(n_parameters)
         adaptation = _Adaptation(
@@ -159,7 +159,7 @@ def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: i
         )
         return jax.lax.cond(is_end, window_end, lambda a: a, adaptation)
 
-    def step(key, state, adaptation: _Adaptation, shard: ShardData, index, stage, is_end):
+    def step(key, state, adaptation: _Adaptation, shard, index, stage, is_end):
         """One transition; during warmup (index < warmup) it also adapts."""
         warming = index < settings.warmup
         # After warmup: the average step size of the last window (Stan), the last metric.
@@ -267,7 +267,7 @@ def _maybe_report(progress: bool, phase: str, total: int, done) -> None:
 
 
 @eqx.filter_jit
-def _run_vectorized(log_density, shard_data: ShardData, positions, key, settings: _Settings):
+def _run_vectorized(log_density, shard_data, positions, key, settings: _Settings):
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
     n_steps = settings.warmup + settings.samples
@@ -294,7 +294,7 @@ def _run_vectorized(log_density, shard_data: ShardData, positions, key, settings
 
 
 @eqx.filter_jit
-def _run_sequential(log_density, shard_data: ShardData, positions, key, settings: _Settings):
+def _run_sequential(log_density, shard_data, positions, key, settings: _Settings):
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
     n_steps = settings.warmup + settings.samples
@@ -325,7 +325,7 @@ def _run_sequential(log_density, shard_data: ShardData, positions, key, settings
     return jax.tree.map(reshape, records), jax.tree.map(reshape, adaptations)
 
 
-def _place_on_devices(shard_data: ShardData, positions):
+def _place_on_devices(shard_data: ShardData | WhitenedShard, positions):
     """Splits the shard (or chain) axis across local devices when more than one exists."""
     devices = jax.local_devices()
     n_devices = len(devices)
@@ -345,14 +345,15 @@ def _place_on_devices(shard_data: ShardData, positions):
     return shard_data, positions, n_devices
 
 
-def resolve_chain_method(chain_method: str, shard_data: ShardData) -> str:
+def resolve_chain_method(chain_method: str, shard_data: ShardData | WhitenedShard) -> str:
     """The chain execution `"auto"` stands for (module docstring); others unchanged."""
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}; got {chain_method!r}.")
     if chain_method != "auto":
         return chain_method
     devices = jax.local_devices()
-    entries = int(np.prod(shard_data.observed.shape[-3:]))
+    data = shard_data.data if isinstance(shard_data, WhitenedShard) else shard_data
+    entries = int(np.prod(data.observed.shape[-3:]))
     if len(devices) == 1 and devices[0].platform == "cpu" and entries >= SEQUENTIAL_MIN_ENTRIES:
         return "sequential"
     return "vectorized"
@@ -360,7 +361,7 @@ def resolve_chain_method(chain_method: str, shard_data: ShardData) -> str:
 
 def run_nuts(
     log_density: Callable[[Float[Array, " p"], ShardData], Float[Array, ""]],
-    shard_data: ShardData,
+    shard_data: ShardData | WhitenedShard,
     positions: Float[Array, "shard chain p"],
     key: PRNGKeyArray,
     *,
@@ -378,7 +379,8 @@ def run_nuts(
 
     - `log_density`: `(z, shard) ↦ log p_k(z)`, a pytree (e.g. an `eqx.Module`) so that its
         arrays are arguments of the compiled program, not constants.
-    - `shard_data`: the `ShardData` of all shards (leading shard axis).
+    - `shard_data`: what `log_density` takes as its second argument, for all shards (a
+        leading shard axis): a `ShardData`, or a `WhitenedShard` (data and coordinates).
     - `positions`: starting points `(shard, chain, p)`.
     - `key`: a `jax.random` key.
     - `warmup`, `samples`: adaptation steps and kept draws per chain.

@@ -1,4 +1,5 @@
-"""Pass/fail verdict on a CMC run, with one sentence of advice per failure."""
+"""Pass/fail verdict on a CMC run: one line per failing parameter (its worst shard, the figure,
+one piece of advice that applies to this run), then one per failing run-level check."""
 
 import dataclasses
 import math
@@ -51,7 +52,8 @@ class Thresholds:
 class CMCVerdict:
     """Whether a CMC run meets its `Thresholds`, and what to do when it does not.
 
-    **Fields:** `passed`; `failures`, one sentence of advice per failed check; `thresholds`.
+    **Fields:** `passed`; `failures`, one line per failing parameter or run-level check (figures
+    and one piece of advice); `thresholds`.
     """
 
     passed: bool
@@ -68,6 +70,23 @@ class CMCVerdict:
         return "FAILED:\n" + "\n".join(f"- {failure}" for failure in self.failures)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What the run did, so that advice never repeats it (see `make_verdict`)."""
+
+    warmup: int
+    samples: int
+    chains: int
+    n_shards: int
+    shards_auto: bool
+    reduced_from: int | None
+    target_accept: float
+    max_tree_depth: int
+    dense_mass: bool
+    nlsq: bool
+    shard_strategy: str
+
+
 def _worst(values: np.ndarray, larger_is_worse: bool) -> tuple[int, float]:
     """(shard index, value) of the worst finite entry of a per-shard vector."""
     finite = np.where(np.isfinite(values), values, -np.inf if larger_is_worse else np.inf)
@@ -75,123 +94,132 @@ def _worst(values: np.ndarray, larger_is_worse: bool) -> tuple[int, float]:
     return index, float(values[index])
 
 
+def _fewer_shards(run: RunSettings) -> str:
+    return f"use fewer shards (shards={max(run.n_shards // 2, 1)})"
+
+
+def _parameter_advice(kinds: set[str], run: RunSettings, ess_wanted: int) -> str:
+    """One piece of advice for a parameter's failed checks that this run has not already taken.
+
+    Shard disagreement or non-Gaussian shards come first (more draws do not fix a biased
+    product), then chains that disagree (a start or geometry problem), then too few draws.
+    """
+    if kinds & {"agreement", "gaussian"} and run.n_shards > 1:
+        return _fewer_shards(run)
+    if "r_hat" in kinds:
+        if not run.nlsq:
+            return "start from an NLSQ fit (nlsq=fit_nlsq(...))"
+        if run.n_shards > 1:
+            return _fewer_shards(run)
+        if not run.dense_mass:
+            return "adapt a dense metric (dense_mass=True)"
+        return f"run a longer warmup (warmup={2 * run.warmup})"
+    if kinds & {"ess_bulk", "ess_tail"}:
+        return f"draw more samples (samples={ess_wanted})"
+    return "fix it or a parameter it trades off against"
+
+
+def _parameter_line(name: str, p: int, diagnostics, agreement, t: Thresholds, run: RunSettings):
+    """The one line of a parameter with failed checks (None when it passes them all)."""
+    figures, kinds, ratios = [], set(), [1.0]
+    shard, value = _worst(diagnostics["r_hat"][:, p], larger_is_worse=True)
+    if not value <= t.r_hat:
+        figures.append(f"R̂ {value:.3f} in shard {shard} (> {t.r_hat:g})")
+        kinds.add("r_hat")
+    for kind, limit, label in (("ess_bulk", t.ess_bulk, "bulk"), ("ess_tail", t.ess_tail, "tail")):
+        shard, value = _worst(diagnostics[kind][:, p], larger_is_worse=False)
+        if not value >= limit:
+            figures.append(f"{label} ESS {value:.0f} in shard {shard} (< {limit:g})")
+            kinds.add(kind)
+            ratios.append(limit / max(value, 1.0))
+    if run.n_shards > 1:
+        shard, value = _worst(agreement[:, p], larger_is_worse=True)
+        if value > t.shard_agreement:
+            figures.append(
+                f"shard {shard} mean {value:.1f} sd from the combined mean "
+                f"(> {t.shard_agreement:g})"
+            )
+            kinds.add("agreement")
+        width = diagnostics.get("width_ratio")
+        if width is not None:
+            shard, value = _worst(width[:, p], larger_is_worse=True)
+            if value > t.shard_width:
+                figures.append(
+                    f"shard {shard} {value:.1f}× as wide as its Laplace approximation "
+                    f"(> {t.shard_width:g})"
+                )
+                kinds.add("gaussian")
+        skewness = diagnostics.get("skewness")
+        if skewness is not None:
+            shard, value = _worst(np.abs(skewness[:, p]), larger_is_worse=True)
+            if value > t.shard_skewness:
+                figures.append(f"skewness {value:.2f} in shard {shard} (> {t.shard_skewness:g})")
+                kinds.add("gaussian")
+    if not figures:
+        return None
+    wanted = int(math.ceil(1.2 * run.samples * max(ratios) / 100) * 100)
+    return f"{name}: {'; '.join(figures)} → {_parameter_advice(kinds, run, wanted)}."
+
+
 def make_verdict(
     *,
     names: tuple[str, ...],
     shard_diagnostics: dict[str, np.ndarray],
     agreement: np.ndarray,
-    widest: str,
     thresholds: Thresholds,
-    warmup: int,
-    samples: int,
-    target_accept: float,
-    max_tree_depth: int,
-    n_shards: int,
+    settings: RunSettings,
 ) -> CMCVerdict:
-    """Checks every threshold and writes the advice (see `Thresholds`).
+    """Checks every threshold and writes one line per failing parameter, then one per failing
+    run-level check (divergences, tree depth, E-BFMI), each with one piece of advice that this
+    run has not already taken (`settings`).
 
     **Arguments:** the parameter `names`; `shard_diagnostics` with `"r_hat"`, `"ess_bulk"`,
     `"ess_tail"` `(shard, p)`, `"bfmi"` `(shard, chain)`, `"divergences"` `(shard,)`,
     `"tree_depth_saturation"` `(shard,)`, and optionally `"width_ratio"` and `"skewness"`
     `(shard, p)` (the Gaussian-shard checks, made when K > 1); `agreement` `(shard, p)`,
-    |μ_k − μ*| / sd_k; `widest`, the name of the least constrained parameter; the thresholds
-    and the run's settings.
+    |μ_k − μ*| / sd_k; the thresholds; the run's `settings`.
     """
-    t = thresholds
+    t, run = thresholds, settings
     failures = []
     for p, name in enumerate(names):
-        shard, value = _worst(shard_diagnostics["r_hat"][:, p], larger_is_worse=True)
-        if not value <= t.r_hat:
-            failures.append(
-                f"R̂ of {name} is {value:.3f} in shard {shard} (> {t.r_hat}): the chains disagree. "
-                f"Run more warmup (e.g. warmup={2 * warmup}) or start from an NLSQ result "
-                f"(nlsq=...); if it persists the posterior may be multimodal — fix {name} or "
-                "narrow its bounds."
-            )
-        for kind, limit, what in (
-            ("ess_bulk", t.ess_bulk, "the posterior mean and sd"),
-            ("ess_tail", t.ess_tail, "the interval ends"),
-        ):
-            shard, value = _worst(shard_diagnostics[kind][:, p], larger_is_worse=False)
-            if not value >= limit:
-                wanted = int(math.ceil(1.2 * samples * limit / max(value, 1.0) / 100) * 100)
-                failures.append(
-                    f"{'Bulk' if kind == 'ess_bulk' else 'Tail'} ESS of {name} is {value:.0f} in "
-                    f"shard {shard} (< {limit:g}), so {what} are not yet reliable: draw more "
-                    f"samples (e.g. samples={wanted}) or run more chains."
-                )
-    bfmi = shard_diagnostics["bfmi"]
-    if bfmi.size and not np.nanmin(bfmi) >= t.bfmi:
-        shard, chain = np.unravel_index(int(np.nanargmin(bfmi)), bfmi.shape)
-        failures.append(
-            f"E-BFMI is {float(bfmi[shard, chain]):.2f} in shard {shard}, chain {chain} "
-            f"(< {t.bfmi}): the sampler explores the energy levels poorly (heavy tails or a "
-            f"funnel). Run more warmup (warmup={2 * warmup}), try dense_mass=True, or fix the "
-            f"least constrained parameter ({widest})."
-        )
+        line = _parameter_line(name, p, shard_diagnostics, agreement, t, run)
+        if line is not None:
+            failures.append(line)
     divergences = shard_diagnostics["divergences"]
     if np.any(divergences > t.divergences):
         shard = int(np.argmax(divergences))
-        higher = min(0.99, max(0.95, target_accept + 0.1))
-        advice = (
-            f"use fewer shards (now {n_shards}; each shard posterior is then better identified) "
-            if n_shards > 1
-            else ""
-        )
+        if run.target_accept < 0.97:
+            advice = f"raise the target acceptance (target_accept={_higher(run.target_accept)})"
+        elif run.n_shards > 1:
+            advice = _fewer_shards(run)
+        else:
+            advice = "fix a parameter the data cannot determine"
         failures.append(
-            f"{int(divergences.sum())} divergent transitions ({int(divergences[shard])} in shard "
-            f"{shard}): raise the target acceptance (target_accept={higher:.2f}); if they persist, "
-            f"{advice}{'or ' if advice else ''}fix a parameter the data cannot determine "
-            f"(least constrained: {widest})."
+            f"divergences: {int(divergences.sum())} ({int(divergences[shard])} in shard {shard}, "
+            f"> {t.divergences}) → {advice}."
         )
     saturation = shard_diagnostics["tree_depth_saturation"]
     if np.any(saturation > t.tree_depth_fraction):
         shard = int(np.argmax(saturation))
-        failures.append(
-            f"{100 * float(saturation[shard]):.1f} % of transitions in shard {shard} hit the "
-            f"maximum tree depth ({max_tree_depth}): the posterior is strongly correlated or "
-            f"badly scaled. Try dense_mass=True or max_tree_depth={max_tree_depth + 2}."
+        advice = (
+            "adapt a dense metric (dense_mass=True)"
+            if not run.dense_mass
+            else f"allow deeper trees (max_tree_depth={run.max_tree_depth + 2})"
         )
-    if n_shards > 1:
-        for p, name in enumerate(names):
-            shard, value = _worst(agreement[:, p], larger_is_worse=True)
-            if value > t.shard_agreement:
-                failures.append(
-                    f"Shard {shard} places {name} {value:.1f} of its sds away from the combined "
-                    f"mean (> {t.shard_agreement:g}): the shards disagree, so the consensus "
-                    "product is not to be trusted. Use fewer shards, shard_strategy='stratified', "
-                    "or check the model against the data."
-                )
-        failures.extend(_gaussian_shard_failures(names, shard_diagnostics, t, n_shards))
+        failures.append(
+            f"tree depth: {100 * float(saturation[shard]):.1f} % of transitions in shard {shard} "
+            f"at the maximum ({run.max_tree_depth}; > {100 * t.tree_depth_fraction:g} %) → "
+            f"{advice}."
+        )
+    bfmi = shard_diagnostics["bfmi"]
+    if bfmi.size and not np.nanmin(bfmi) >= t.bfmi:
+        shard, chain = np.unravel_index(int(np.nanargmin(bfmi)), bfmi.shape)
+        failures.append(
+            f"E-BFMI: {float(bfmi[shard, chain]):.2f} in shard {shard}, chain {chain} "
+            f"(< {t.bfmi}) → run a longer warmup (warmup={2 * run.warmup})."
+        )
     return CMCVerdict(passed=not failures, failures=tuple(failures), thresholds=thresholds)
 
 
-def _gaussian_shard_failures(names, shard_diagnostics, t: Thresholds, n_shards: int) -> list:
-    """The consensus product assumes Gaussian shard posteriors: one sentence per parameter
-    whose shards are too wide for their Laplace approximation or too skewed."""
-    failures = []
-    width = shard_diagnostics.get("width_ratio")
-    skewness = shard_diagnostics.get("skewness")
-    for p, name in enumerate(names):
-        problems = []
-        if width is not None:
-            shard, value = _worst(width[:, p], larger_is_worse=True)
-            if value > t.shard_width:
-                problems.append(
-                    f"in shard {shard} it is {value:.1f}× as wide as its Gaussian (Laplace) "
-                    f"approximation (> {t.shard_width:g})"
-                )
-        if skewness is not None:
-            shard, value = _worst(np.abs(skewness[:, p]), larger_is_worse=True)
-            if value > t.shard_skewness:
-                problems.append(
-                    f"its skewness in shard {shard} is {value:.2f} (> {t.shard_skewness:g})"
-                )
-        if problems:
-            failures.append(
-                f"The shard posteriors of {name} are not Gaussian: {'; '.join(problems)}. The "
-                "consensus product is exact only for Gaussian shards, so its mean and sd may be "
-                f"biased. Use fewer shards (now {n_shards}; each then holds more data), or fix "
-                f"{name} or a parameter it trades off against."
-            )
-    return failures
+def _higher(target_accept: float) -> str:
+    return f"{min(0.99, max(0.95, target_accept + 0.05)):.2f}"

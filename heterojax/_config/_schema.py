@@ -290,15 +290,25 @@ class CMCSection(Section):
     prior_width: Annotated[float, Field(gt=0)] = Field(
         default=2.0, description="Informed prior sd in NLSQ standard errors."
     )
-    target_accept: Annotated[float, Field(gt=0, lt=1)] = Field(
-        default=0.8, description="NUTS target acceptance rate."
+    target_accept: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None, description="NUTS target acceptance rate (null = NUTS() default, 0.9)."
     )
-    max_tree_depth: Annotated[int, Field(ge=1)] = Field(
-        default=10, description="NUTS tree depth limit."
+    max_tree_depth: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="NUTS tree depth limit (null = NUTS() default, 10)."
     )
-    dense_mass: bool = Field(default=False, description="Adapt a dense mass matrix.")
-    init_jitter: Annotated[float, Field(ge=0)] = Field(
-        default=0.5, description="Spread of chain starts in shard-posterior sds."
+    dense_mass: bool | Literal["auto"] | None = Field(
+        default=None,
+        description="Adapt a dense mass matrix: true, false, or auto (≤ 16 parameters); "
+        "null = NUTS() default, auto.",
+    )
+    init_jitter: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Spread of chain starts in shard-posterior sds (null = NUTS() default, 0.5).",
+    )
+    adjustment: Literal["auto", "none", "curvature", "magnitude"] = Field(
+        default="auto",
+        description="Likelihood adjustment for correlated c2 noise: auto (curvature when the "
+        "NLSQ warm start has frame-clustered errors, else none), curvature, magnitude, none.",
     )
     chain_method: Literal["auto", "vectorized", "sequential"] = Field(
         default="auto",

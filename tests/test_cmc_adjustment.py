@@ -1,0 +1,264 @@
+"""Issue 14 point 2: the likelihood adjustment of `fit_cmc` (composite likelihood → honest
+width)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import heterojax as hj
+from heterojax._cmc._adjustment import (
+    curvature_map,
+    honest_covariance,
+    magnitude_weight,
+    resolve_adjustment,
+)
+from heterojax._cmc._posterior import ShardPosterior, gather_shard_data, gauss_newton_information
+from heterojax._cmc._shards import make_shards
+
+
+def _spd(rng, p, spread):
+    """A random symmetric positive-definite matrix with eigenvalues over `spread` decades."""
+    vectors, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    return (vectors * np.logspace(0, spread, p)) @ vectors.T
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_curvature_map_gives_the_honest_curvature_of_a_quadratic(seed):
+    rng = np.random.default_rng(seed)
+    p = 5
+    information = _spd(rng, p, 4)  # H, correlated and badly scaled as heterodyne fits are
+    # C_H = L⁻ᵀ S L⁻¹ (H = L Lᵀ), inflated by 1–100 along other axes than H's
+    inverse_factor = np.linalg.inv(np.linalg.cholesky(information))
+    honest = inverse_factor.T @ _spd(rng, p, 2) @ inverse_factor
+    center = rng.normal(size=p)  # θ̂
+    mode = center + 0.1 * rng.normal(size=p)  # ℓ's own maximum need not be θ̂
+    linear_map = jnp.asarray(curvature_map(information, honest))
+
+    def log_likelihood(theta):
+        return -0.5 * (theta - mode) @ jnp.asarray(information) @ (theta - mode)
+
+    def adjusted(theta):
+        return log_likelihood(center + linear_map @ (theta - center))
+
+    # A quadratic has one curvature everywhere: −∇²ℓ_A = C_H⁻¹ exactly (rounding only, which
+    # the condition numbers, 1e4 and 1e3, leave well below 1e-8).
+    curvature = -np.asarray(jax.hessian(adjusted)(jnp.asarray(rng.normal(size=p))))
+    np.testing.assert_allclose(curvature, np.linalg.inv(honest), rtol=1e-8, atol=0)
+    np.testing.assert_allclose(np.linalg.inv(curvature), honest, rtol=1e-8)
+    # Not positive definite: no map.
+    assert curvature_map(-information, honest) is None
+
+
+def test_curvature_map_floors_a_degenerate_sandwich():
+    rng = np.random.default_rng(3)
+    p = 4
+    information = _spd(rng, p, 3)
+    lower = np.linalg.cholesky(information)
+    vectors, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    # Inflations 1e-9 (a rank-deficient meat), 0.5, 10, 100 along the whitened axes `vectors`.
+    inflations = np.array([1e-9, 0.5, 10.0, 100.0])
+    inverse_lower = np.linalg.inv(lower)
+    honest = inverse_lower.T @ (vectors * inflations) @ vectors.T @ inverse_lower
+    linear_map = curvature_map(information, honest)
+    adjusted = linear_map.T @ information @ linear_map  # H_A = Aᵀ H A
+    # Whitened by H, the adjusted covariance has the inflations floored at 1.
+    whitened = lower.T @ np.linalg.inv(adjusted) @ lower
+    expected = (vectors * np.maximum(inflations, 1.0)) @ vectors.T
+    np.testing.assert_allclose(whitened, expected, atol=1e-8)
+    # Another floor: the inflations above it are kept.
+    linear_map = curvature_map(information, honest, min_inflation=0.1)
+    adjusted = linear_map.T @ information @ linear_map
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(lower.T @ np.linalg.inv(adjusted) @ lower),
+        np.maximum(inflations, 0.1),
+        rtol=1e-6,
+    )
+
+
+# A small problem with an NLSQ warm start whose errors are the frame-clustered sandwich.
+TRUTH = hj.HeterodyneModel.from_dict(
+    {"D0_ref": 0.0, "D0_sample": 2e3, "alpha_sample": 0.0, "v0": 60.0, "f0": 0.4}
+)
+FREE = ("D0_sample", "v0", "f0")
+
+
+@pytest.fixture(scope="module")
+def warm_start():
+    t = 0.25 * np.arange(1, 41)
+    data = hj.simulate(
+        TRUTH, t, q=0.012, phi=[0.0, 50.0], contrast=0.3, offset=1.0, noise=0.01, key=jr.key(5)
+    )
+    fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
+    nlsq = hj.fit_nlsq(
+        TRUTH, data, fixed=fixed, scaling="constant", starts=1, errors="frame-clustered"
+    )
+    return data, nlsq
+
+
+def _posterior_and_shards(nlsq, data, n_shards):
+    """The unadjusted `ShardPosterior` of the NLSQ problem, its shards and θ̂."""
+    from heterojax._cmc._fit import _problem_setup
+
+    setup = _problem_setup(
+        nlsq.model, data, nlsq, fixed=None, bounds=None, scaling=None, fourier_order=None,
+        contrast=None, offset=None, sigma=None, priors="uniform", prior_width=2.0, roi=None,
+    )  # fmt: skip
+    shards = make_shards(np.asarray(data.mask), n_shards, strategy="random", seed=0)
+    shard_data = gather_shard_data(shards, np.asarray(data.c2), setup.sigma)
+    p = len(setup.problem.names)
+    posterior = ShardPosterior(
+        problem=setup.problem,
+        t=jnp.asarray(data.t),
+        q=jnp.asarray(data.q),
+        phi=jnp.asarray(data.phi),
+        tempering=jnp.asarray(1.0 / n_shards),
+        prior_mean=jnp.zeros(p),
+        prior_precision=jnp.zeros(p),
+    )
+    center = setup.problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
+    return posterior, shard_data, center
+
+
+def test_curvature_adjustment_gives_the_nlsq_covariance_in_the_shard_posterior(warm_start):
+    data, nlsq = warm_start
+    posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=2)
+    assert posterior.problem.names == nlsq.names
+    # No floor: on independent noise the sandwich is ≈ C_F, narrower along some directions.
+    adjusted = hj.CurvatureAdjustment(min_inflation=0.0).adjust(
+        posterior, shard_data=shard_data, nlsq=nlsq, center=center
+    )
+    assert adjusted.likelihood_map is not None
+    # The Gauss–Newton information of the adjusted likelihood at θ̂, mapped back to x, is the
+    # inverse of the NLSQ fit's (honest) covariance: J_A = J·A, so J_Aᵀ P J_A = Aᵀ H A = H_A.
+    information = np.asarray(gauss_newton_information(adjusted, center, shard_data))
+    derivative = np.asarray(posterior.problem.transform.derivative(center))
+    covariance_x = np.linalg.inv(information) * np.outer(derivative, derivative)
+    np.testing.assert_allclose(covariance_x, np.asarray(nlsq.covariance), rtol=1e-6)
+    # At θ̂ the likelihood is unchanged; the prior is not adjusted.
+    first = jax.tree.map(lambda x: x[0], shard_data)
+    np.testing.assert_allclose(
+        adjusted.log_likelihood(center, first), posterior.log_likelihood(center, first)
+    )
+    assert adjusted.log_prior(center + 0.1) == posterior.log_prior(center + 0.1)
+    # With the default floor the adjusted covariance is never below the formal one.
+    floored = hj.CurvatureAdjustment().adjust(
+        posterior, shard_data=shard_data, nlsq=nlsq, center=center
+    )
+    information_floored = np.asarray(gauss_newton_information(floored, center, shard_data))
+    raw_information = np.asarray(gauss_newton_information(posterior, center, shard_data))
+    difference = np.linalg.inv(information_floored) - np.linalg.inv(raw_information)
+    assert np.min(np.linalg.eigvalsh(difference)) > -1e-8 * np.max(np.abs(difference))
+
+
+def test_magnitude_adjustment_matches_the_trace(warm_start):
+    data, nlsq = warm_start
+    posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=1)
+    adjusted = hj.MagnitudeAdjustment().adjust(
+        posterior, shard_data=shard_data, nlsq=nlsq, center=center
+    )
+    # k = p / tr(C_H H), invariant under x ↔ θ; H here is the sampled likelihood's curvature,
+    # which on this problem (σ from the NLSQ fit) is C_F⁻¹ up to the NLSQ noise scale s².
+    information = np.asarray(gauss_newton_information(posterior, center, shard_data))
+    derivative = np.asarray(posterior.problem.transform.derivative(center))
+    honest = np.asarray(nlsq.covariance) / np.outer(derivative, derivative)
+    expected = len(nlsq.names) / np.trace(honest @ information)
+    np.testing.assert_allclose(float(adjusted.likelihood_weight), expected, rtol=1e-8)
+    np.testing.assert_allclose(expected, magnitude_weight(nlsq), rtol=0.1)
+    fixed = hj.MagnitudeAdjustment(weight=0.25).adjust(
+        posterior, shard_data=shard_data, nlsq=None, center=center
+    )
+    assert fixed.likelihood_weight == 0.25
+    with pytest.raises(ValueError, match="weight"):
+        hj.MagnitudeAdjustment(weight=0.0)
+
+
+def test_honest_covariance_of_a_subset_is_the_sub_model_sandwich(warm_start):
+    _, nlsq = warm_start
+    rng = np.random.default_rng(0)
+    p = len(nlsq.names)
+    bread, meat = _spd(rng, p, 4), _spd(rng, p, 2)  # G = JᵀJ and M, over nlsq.names
+    inverse = np.linalg.inv(bread)
+    fake = dataclasses.replace(
+        nlsq, covariance=inverse @ meat @ inverse, formal_covariance=3.0 * inverse
+    )
+    np.testing.assert_allclose(honest_covariance(fake, fake.names), fake.covariance, rtol=1e-8)
+    subset = [0, 2, 3]
+    names = tuple(fake.names[i] for i in subset)
+    sub_inverse = np.linalg.inv(bread[np.ix_(subset, subset)])
+    expected = sub_inverse @ meat[np.ix_(subset, subset)] @ sub_inverse
+    np.testing.assert_allclose(honest_covariance(fake, names), expected, rtol=1e-8)
+    assert honest_covariance(fake, ("not_a_parameter",)) is None
+
+
+def test_auto_adjusts_only_with_honest_errors(warm_start):
+    _, nlsq = warm_start
+    assert isinstance(resolve_adjustment("auto", nlsq), hj.CurvatureAdjustment)
+    formal = dataclasses.replace(nlsq, errors="FormalErrors")
+    assert isinstance(resolve_adjustment("auto", formal), hj.NoAdjustment)
+    assert isinstance(resolve_adjustment("auto", None), hj.NoAdjustment)
+    assert isinstance(resolve_adjustment("magnitude", nlsq), hj.MagnitudeAdjustment)
+    with pytest.raises(ValueError, match="adjustment"):
+        resolve_adjustment("sandwich", nlsq)
+    with pytest.raises(TypeError, match="adjustment"):
+        resolve_adjustment(3, nlsq)
+    with pytest.raises(ValueError, match="nlsq="):
+        hj.CurvatureAdjustment().adjust(None, shard_data=None, nlsq=None, center=None)
+    with pytest.raises(ValueError, match="min_inflation"):
+        hj.CurvatureAdjustment(min_inflation=-1.0)
+
+
+def test_curvature_falls_back_to_magnitude_when_names_do_not_match(warm_start):
+    data, nlsq = warm_start
+    posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=1)
+    renamed = dataclasses.replace(nlsq, names=tuple(f"other_{n}" for n in nlsq.names))
+    with pytest.warns(UserWarning, match="MagnitudeAdjustment"):
+        adjusted = hj.CurvatureAdjustment().adjust(
+            posterior, shard_data=shard_data, nlsq=renamed, center=center
+        )
+    assert adjusted.likelihood_map is None
+    np.testing.assert_allclose(float(adjusted.likelihood_weight), magnitude_weight(nlsq))
+
+
+@pytest.mark.slow
+def test_adjusted_posteriors_have_the_honest_width_on_speckle_data():
+    """Three `simulate_speckle` cases of `benchmarks/bench_cmc_calibration.py`: unadjusted, the
+    posterior sds are the formal ones (3–15× too small); adjusted, they are the NLSQ fit's
+    honest errors (within the spread that 2 × 300 draws and the floor of `curvature_map` leave),
+    and the 90 % intervals cover the truth."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+    from bench_cmc_calibration import FREE as SPECKLE_FREE, make_case, score_cmc
+
+    ratios = {"none": [], "auto": []}
+    covered = []
+    for index in (0, 2, 4):  # the 2-angle × 100-frame cases
+        case = make_case(0, index)
+        truth_model = case["truth"]
+        truth = {n: float(v) for n, v in truth_model.to_dict().items()}
+        data = hj.simulate_speckle(
+            truth_model, case["t"], q=case["q"], phi=case["phi"], key=jr.key(case["data_seed"]),
+            pixels=case["pixels"], counts=case["counts"], contrast=case["contrast"],
+            correlate=True,
+        )  # fmt: skip
+        fixed = [n for n in hj.PARAMETER_NAMES if n not in SPECKLE_FREE]
+        nlsq = hj.fit_nlsq(truth_model, data, fixed=fixed, scaling="constant", starts=1)
+        for adjustment in ("none", "auto"):
+            fit = hj.fit_cmc(
+                nlsq.model, data, key=jr.key(index), nlsq=nlsq, shards=1, chains=2,
+                warmup=200, samples=300, adjustment=adjustment, progress=False,
+            )  # fmt: skip
+            score = score_cmc(fit, truth, nlsq)
+            ratios[adjustment] += list(score["sd_over_nlsq_stderr"].values())
+            if adjustment == "auto":
+                assert fit.adjustment == "curvature"
+                covered += list(score["covered"].values())
+    assert np.median(ratios["none"]) < 0.5
+    assert 0.7 < np.median(ratios["auto"]) < 1.6
+    assert np.all(np.asarray(ratios["auto"]) > 0.5)
+    assert sum(covered) >= 10  # of 12 intervals (≥ 9 expected at 90 % with 2 sd to spare)

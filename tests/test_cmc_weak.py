@@ -1,0 +1,39 @@
+"""Issue 14, point 1: CMC converges on a weakly identified problem (slow; see
+`benchmarks/bench_cmc_weak.py`, which runs this case and four more)."""
+
+import sys
+from pathlib import Path
+
+import jax.random as jr
+import numpy as np
+import pytest
+
+import heterojax as hj
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_cmc_weak as weak  # noqa: E402
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 14 target not yet met on every noise realisation: measured R̂ 1.064 / 1.015 "
+    "and 5 / 11 divergences on cases 0 / 1 with shards='auto' (K = 1)",
+)
+@pytest.mark.parametrize("case", [0])
+def test_weakly_identified_problem_converges(case):
+    truth, start, data, values = weak.make_case(case)
+    fixed = [n for n in hj.PARAMETER_NAMES if n not in weak.FREE]
+    nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="constant", starts=1)
+    result = hj.fit_cmc(
+        truth, data, nlsq=nlsq, key=jr.key(100 + case), shards="auto", chains=2, warmup=300,
+        samples=500, progress=False,
+    )  # fmt: skip
+    r_hat = np.nanmax(result.shard_diagnostics["r_hat"])
+    assert r_hat < 1.05, result.summary()
+    assert int(np.sum(result.diagnostics["divergences"])) <= 5, result.summary()
+    table = result.table()
+    for name in result.names:
+        # Truth within 3.5 posterior sd (the issue's criterion).
+        assert abs(table[name]["mean"] - values[name]) < 3.5 * table[name]["sd"], name
