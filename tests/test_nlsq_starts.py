@@ -318,3 +318,89 @@ def test_the_users_start_is_kept_for_slow_samples_and_only_nudged_off_an_exact_b
     assert np.all(pulled[2] > 0)
     user_at_bound = pulled_inside(names, rows[2:], lower, upper, user_rows=1)[0]
     assert 0 < user_at_bound[0] < 1e-2 and 0 < user_at_bound[1] < 1e-3
+
+
+@pytest.mark.parametrize("crossing", [0.3, 0.6])
+def test_velocity_branches_include_the_reversing_flow(crossing):
+    # v(t) = v0·t^β + v_offset reverses at t_c; the fringes see only |v|, so a slowing flow
+    # fits the speeds as well. One branch must be the reversing one, within the grid's step.
+    from heterojax._fit._estimate import velocity_branches
+
+    ages = np.array([5.0, 15.0, 25.0])
+    v_offset, beta = -50.0, 0.5
+    v0 = -v_offset / (crossing * 30.0) ** beta
+    speeds = np.abs(v0 * ages**beta + v_offset)
+    branches = velocity_branches(ages, speeds, v_offset)
+    assert 2 <= len(branches) <= 4
+    signs = {tuple(np.sign(a * ages**b + v_offset)) for a, b in branches}
+    assert tuple(np.sign(v0 * ages**beta + v_offset)) in signs
+    best = min(
+        branches,
+        key=lambda law: np.max(
+            np.abs(law[0] * ages ** law[1] + v_offset - (v0 * ages**beta + v_offset))
+        ),
+    )
+    assert best[1] == pytest.approx(beta, abs=0.05)
+    assert best[0] == pytest.approx(v0, rel=0.1)
+    # Without an offset there is one branch, v0 > 0.
+    assert len(velocity_branches(ages, 30.0 * ages**0.2, 0.0)) == 1
+
+
+def test_auto_design_has_flow_branches_and_fraction_shapes_only_where_they_apply():
+    from heterojax._fit._strategies import AutoStarts
+
+    truth = hj.HeterodyneModel().replace(D0_ref=100.0, D0_sample=2000.0, v0=60.0, f0=0.5)
+    data = _data(truth, frames=48)
+    plain, _ = _problem(hj.HeterodyneModel(), data)
+    with_offset, _ = _problem(hj.HeterodyneModel().replace(v_offset=-40.0), data)
+    strategy = AutoStarts()
+    x_plain = _problem(hj.HeterodyneModel(), data)[1]
+    x_offset = _problem(hj.HeterodyneModel().replace(v_offset=-40.0), data)[1]
+    rows_plain, _ = strategy.design(plain, data, x_plain, 0)
+    rows_offset, _ = strategy.design(with_offset, data, x_offset, 0)
+    # Each reversing-flow branch adds itself and its steady form.
+    assert rows_offset.shape[0] > rows_plain.shape[0]
+    f1 = plain.names.index("f1")
+    window = float(data.t[-1] - data.t[0])
+    # A fraction saturating at mid-window and one decaying from 1, each at every scanned speed.
+    growth = rows_plain[:, f1] * window
+    assert np.sum(np.isclose(growth, 2 * np.log(4.0))) >= strategy.speed_scan
+    assert np.sum(np.isclose(growth, -np.log(4.0))) >= strategy.speed_scan
+
+
+def test_a_fit_that_runs_out_of_steps_is_continued():
+    from heterojax._fit._solve import OUT_OF_STEPS, SUCCESSFUL
+
+    truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
+    data = _data(truth, frames=24)
+    start = truth.replace(D0_ref=120.0, D0_sample=2000.0, v0=43.0, f0=0.4)
+    # f3 fixed: at f1 = 0 only f0 + f3 matters, and a fit drifting along that line never stops.
+    problem, x0 = _problem(start, data, fixed=(*FIXED, "f3"))
+    solve = LocalSolver(max_steps=3)
+    stopped = solve(problem, x0[None])
+    assert int(stopped.codes[0]) in OUT_OF_STEPS
+    continued = stopped.resumed(problem, LocalSolver(max_steps=600), rounds=2)
+    assert int(continued.codes[0]) == SUCCESSFUL
+    assert continued.chi2[0] < stopped.chi2[0]
+    assert continued.steps[0] > stopped.steps[0]
+    # Fits that converged are left alone.
+    again = continued.resumed(problem, solve, rounds=2)
+    np.testing.assert_array_equal(again.values, continued.values)
+
+
+def test_a_subset_of_maps_keeps_the_fit_vector_and_splits_chi2():
+    from heterojax._fit._problem import evaluate_at
+
+    truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
+    data = _data(truth, frames=24, phi=(0.0, 30.0, 60.0, 90.0, 120.0))
+    problem, x0 = _problem(truth, data)
+    part, rest = problem.with_maps([0, 3]), problem.with_maps([1, 2, 4])
+    assert part.n_parameters == rest.n_parameters == problem.n_parameters
+    assert part.n_points + rest.n_points == problem.n_points
+    x = jnp.asarray(x0)
+    total = float(evaluate_at(problem, x).ssr)
+    pieces = float(evaluate_at(part, x).ssr) + float(evaluate_at(rest, x).ssr)
+    assert pieces == pytest.approx(total, rel=1e-12)
+    np.testing.assert_allclose(
+        evaluate_at(part, x).maps, np.asarray(evaluate_at(problem, x).maps)[[0, 3]], rtol=1e-12
+    )

@@ -265,23 +265,39 @@ def _power_law(ages: np.ndarray, values: np.ndarray, limit: float) -> tuple[floa
     return float(np.exp(np.mean(log_v - exponent * log_t))), exponent
 
 
-def _velocity_with_offset(
-    ages: np.ndarray, speeds: np.ndarray, v_offset: float
-) -> tuple[float, float]:
-    """(v0, β) with |v0·t^β + v_offset| closest to the speeds at the ages (a grid search, least
-    absolute deviations so that one window without fringes cannot dominate: with an offset the
-    flow may reverse inside the window, and the fringes see only |v|)."""
+def velocity_branches(
+    ages: np.ndarray, speeds: np.ndarray, v_offset: float, count: int = 4
+) -> list[tuple[float, float]]:
+    """Candidate (v0, β) with |v0·t^β + v_offset| closest to the speeds at the ages, best
+    first: the best of each sign pattern of v at the ages.
+
+    The fringes see only |v|. With an offset the flow may reverse inside the window, and a
+    speed that falls and rises again is either a slowing flow or one that stops and turns: the
+    sign of v at each age is a branch the data cannot choose, so each pattern of signs gets
+    its own best law (a grid search with least absolute deviations, so that one window without
+    fringes cannot dominate). Without an offset, v0 > 0 and there is one branch.
+    """
     seen = np.isfinite(speeds)
     if not np.any(seen):
-        return 0.0, 0.0
+        return [(0.0, 0.0)]
     ages, speeds = ages[seen], speeds[seen]
     scale = float(np.max(speeds) + abs(v_offset))
     prefactors = np.geomspace(1e-3 * scale, 10 * scale, 161)
     exponents = np.linspace(-1.0, 1.0, 41)
     law = prefactors[:, None, None] * ages[None, None, :] ** exponents[None, :, None] + v_offset
-    misfit = np.sum(np.abs(np.abs(law) - speeds[None, None, :]), axis=-1)
-    i, j = np.unravel_index(int(np.argmin(misfit)), misfit.shape)
-    return float(prefactors[i]), float(exponents[j])
+    misfit = np.sum(np.abs(np.abs(law) - speeds[None, None, :]), axis=-1).ravel()
+    pattern = (law > 0).reshape(misfit.shape[0], -1) @ (2 ** np.arange(ages.shape[0]))
+    branches = []
+    for code in np.unique(pattern):
+        members = np.flatnonzero(pattern == code)
+        best = int(members[np.argmin(misfit[members])])
+        branches.append((float(misfit[best]), best))
+    branches.sort()
+    laws = []
+    for _, best in branches[:count]:
+        i, j = np.unravel_index(best, (prefactors.shape[0], exponents.shape[0]))
+        laws.append((float(prefactors[i]), float(exponents[j])))
+    return laws
 
 
 def estimate_start(data: XPCSData, model: HeterodyneModel | None = None) -> HeterodyneModel:
@@ -301,6 +317,16 @@ def estimate_start(data: XPCSData, model: HeterodyneModel | None = None) -> Hete
 
     **Returns:** a `HeterodyneModel`.
     """
+    return estimate_starts(data, model)[0]
+
+
+def estimate_starts(
+    data: XPCSData, model: HeterodyneModel | None = None, *, branches: int = 4
+) -> list[HeterodyneModel]:
+    """`estimate_start`, then the same estimate on the other flow branches: with a velocity
+    offset the fringes cannot tell a slowing flow from one that reverses (`velocity_branches`),
+    so each sign pattern of v at the ages read off the cuts is a start of its own (up to
+    `branches` in all). Without an offset the list has one model."""
     model = HeterodyneModel() if model is None else model
     reading = read_cuts(data)
     values = model.to_dict()
@@ -309,27 +335,35 @@ def estimate_start(data: XPCSData, model: HeterodyneModel | None = None) -> Hete
     d0_sample, alpha_sample = _power_law(reading.ages, reading.sample_rate, 1.5)
     v_offset = float(values.get("v_offset", 0.0))
     if v_offset == 0.0:
-        v0, beta = _power_law(reading.ages, reading.speed, 1.0)
+        flows = [_power_law(reading.ages, reading.speed, 1.0)]
     else:
-        v0, beta = _velocity_with_offset(reading.ages, reading.speed, v_offset)
+        flows = velocity_branches(reading.ages, reading.speed, v_offset, count=branches)
     shares = np.clip(reading.sample_share, 1e-3, 1.0)
     if shares.shape[0] >= 2 and np.ptp(np.log(shares)) > 0.1:
         f1, log_f0 = np.polyfit(reading.ages, np.log(shares), 1)
         f0 = float(np.exp(log_f0 + f1 * f2))
     else:
         f1, f0 = 0.0, float(np.mean(shares))
-    proposal = {
+    common = {
         "D0_ref": d0_ref,
         "alpha_ref": alpha_ref,
         "D0_sample": d0_sample,
         "alpha_sample": alpha_sample,
-        "v0": v0 if v0 > 0 else None,
-        "beta": beta if v0 > 0 else None,
         "f0": f0,
         "f1": float(f1),
         "f3": 0.0,
         "phi0": None if np.isnan(reading.phi0) else reading.phi0,
     }
+    return [
+        _within_bounds(
+            model, {**common, "v0": v0 if v0 > 0 else None, "beta": beta if v0 > 0 else None}
+        )
+        for v0, beta in flows
+    ]
+
+
+def _within_bounds(model: HeterodyneModel, proposal: dict) -> HeterodyneModel:
+    """`model` with the proposed values that it has by name, finite and clipped to bounds."""
     specs = {spec.name: spec for spec in model.parameter_specs}
     changes = {}
     for name, value in proposal.items():

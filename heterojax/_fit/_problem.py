@@ -75,6 +75,28 @@ class FitProblem(eqx.Module):
             (self.t[rows], self.data[:, rows, rows], self.weights[:, rows, rows]),
         )
 
+    def with_maps(self, indices) -> "FitProblem":
+        """The same problem on a subset of its maps, with the same fit vector (the scaling
+        coefficients that only dropped maps use then have no effect). A cheap stand-in for
+        screening starts when there are many maps: the physics is shared by all of them.
+        """
+        index = np.asarray(indices, int)
+        take = lambda array: array[index]  # noqa: E731
+        fields = lambda p: (  # noqa: E731
+            p.q,
+            p.phi,
+            p.data,
+            p.weights,
+            p.contrast_basis,
+            p.offset_basis,
+            p.fixed_contrast,
+            p.fixed_offset,
+        )
+        subset = eqx.tree_at(fields, self, tuple(take(a) for a in fields(self)))
+        if self.bins is not None:
+            subset = eqx.tree_at(lambda p: p.bins, subset, jax.tree_util.tree_map(take, self.bins))
+        return subset
+
     @property
     def n_points(self) -> int:
         """The number of used entries (nonzero weights)."""

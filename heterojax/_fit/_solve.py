@@ -183,6 +183,12 @@ def result_message(code: int) -> str:
 
 
 SUCCESSFUL = int(optx.RESULTS.successful._value)
+# Outcomes where the fit was still moving when its step budget ran out.
+OUT_OF_STEPS = tuple(
+    int(item._value)
+    for name, item in optx.RESULTS._name_to_item.items()
+    if name in ("max_steps_reached", "nonlinear_max_steps_reached")
+)
 
 
 class Solved(NamedTuple):
@@ -201,6 +207,25 @@ class Solved(NamedTuple):
 
     def take(self, rows) -> "Solved":
         return Solved(*(np.asarray(a)[rows] for a in self))
+
+    def resumed(
+        self, problem: FitProblem, solve: "LocalSolver", rounds: int, within: float = np.inf
+    ) -> "Solved":
+        """The same fits with every one that ran out of steps and is within `within` of the
+        lowest χ² continued from where it stopped (a fresh step budget and damping each round;
+        up to `rounds` rounds): a long walk along a ridge (the fraction's f0–f1–f3, an exponent
+        and its prefactor) is not a minimum, and a fit that could still win must finish."""
+        solved = Solved(*(np.array(a) for a in self))
+        for _ in range(rounds):
+            contender = solved.chi2 <= np.nanmin(solved.chi2) + within
+            moving = np.flatnonzero(np.isin(solved.codes, OUT_OF_STEPS) & contender)
+            if moving.size == 0:
+                break
+            more = solve(problem, solved.values[moving], batched=False, rescale=False)
+            solved.values[moving], solved.codes[moving] = more.values, more.codes
+            solved.chi2[moving] = more.chi2
+            solved.steps[moving] += more.steps
+        return solved
 
 
 class LocalSolver(eqx.Module):

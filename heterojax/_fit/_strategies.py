@@ -23,8 +23,8 @@ import numpy as np
 
 from .._data._xpcs_data import XPCSData
 from .._model._heterodyne import HeterodyneModel
-from ._estimate import estimate_start, estimate_velocity
-from ._problem import FitProblem
+from ._estimate import estimate_starts, estimate_velocity, velocity_branches
+from ._problem import FitProblem, evaluate_at
 from ._solve import LocalSolver, Solved
 from ._starts import pulled_inside, start_design
 from ._symmetry import basin_signature, exchanged
@@ -83,7 +83,8 @@ class LocalStart(AbstractStarts):
 
 class MultiStart(AbstractStarts):
     """`n` starts screened for `screening_steps` LM steps on the full data; the `survivors`
-    with the lowest χ² continue to convergence.
+    with the lowest χ² continue to convergence (a fit that runs out of steps is continued from
+    where it stopped, `resumes` times at most).
 
     The design (`_starts`): the start; with visible fringes the start with v0 at the data's
     fringe estimate; that anchor's exchanged image; a Latin hypercube around the anchor.
@@ -92,6 +93,7 @@ class MultiStart(AbstractStarts):
     n: int
     screening_steps: int = 30
     survivors: int = 4
+    resumes: int = 2
 
     def __check_init__(self):
         if int(self.n) < 1:
@@ -124,6 +126,7 @@ class MultiStart(AbstractStarts):
         screened = solve(problem, design, max_steps=self.screening_steps)
         best = np.argsort(screened.ranking())[: self.survivors]
         more = solve(problem, screened.values[best], rescale=False)
+        more = more.resumed(problem, solve, self.resumes, _screen_margin(problem))
         final = Solved(*(np.array(a) for a in screened))
         final.values[best], final.codes[best], final.chi2[best] = more.values, more.codes, more.chi2
         final.steps[best] += more.steps
@@ -144,6 +147,40 @@ _SCREEN_MARGIN_FLOOR = 25.0
 _SAME_BASIN = 0.05
 # The α trade-off: anchors with the exponents moved apart by this much, J at mid-window kept.
 _EXPONENT_SHIFT = 0.6
+
+
+def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
+    """Starts one move away from the fit x along the model's near-degeneracies: its other flow
+    branches (with a velocity offset, `_estimate.velocity_branches` of |v| at three ages), its
+    fraction growing to saturation, decaying from 1 or held steady (`_fraction_shapes`,
+    `_steady`), and its transport exponents moved apart both ways (the α trade-off)."""
+    model = problem.unpack(jnp.asarray(x))[0]
+    t = np.asarray(problem.t)
+    t_mid = float(t[len(t) // 2])
+    values = model.to_dict()
+    names = problem.names
+    models = []
+    v_offset = float(values.get("v_offset", 0.0))
+    if v_offset != 0.0 and {"v0", "beta"} <= set(names):
+        ages = t[0] + (t[-1] - t[0]) * np.array([1.0, 3.0, 5.0]) / 6.0
+        speeds = np.abs(np.asarray(model.velocity(jnp.asarray(ages))))
+        for v0, beta in velocity_branches(ages, speeds, v_offset):
+            models.append(model.replace(v0=v0, beta=beta))
+    if "f1" in names:
+        models += _fraction_shapes(model, t) + [_steady(model, t_mid, ())]
+    for sign in (1.0, -1.0):
+        shift = {"alpha_ref": sign * _EXPONENT_SHIFT, "alpha_sample": -sign * _EXPONENT_SHIFT}
+        models.append(_with_exponents(model, t_mid, shift))
+    if not models:
+        return np.zeros((0, x.shape[0]))
+    lower, upper = _bounds(problem)
+    rows = np.array([np.clip(_fit_vector(problem, m, x), lower, upper) for m in models])
+    return pulled_inside(names, rows, lower, upper)
+
+
+def _screen_margin(problem: FitProblem) -> float:
+    """How far above the best χ² a fit could still win: 5 √(2·points) + 25."""
+    return _SCREEN_MARGIN_SIGMAS * math.sqrt(2 * problem.n_points) + _SCREEN_MARGIN_FLOOR
 
 
 def _screening_stride(problem: FitProblem, estimate: HeterodyneModel, frames: int) -> int:
@@ -187,6 +224,41 @@ def _with_exponents(model: HeterodyneModel, t_mid: float, shifts: dict[str, floa
     return model.replace(**changes)
 
 
+def _steady(model: HeterodyneModel, t_mid: float, exponents: tuple[str, ...]):
+    """The model without time dependence in `exponents` (each rate or speed kept at t_mid) and
+    with the fraction held at its mid-window value (f1 = f3 = 0, f0 = f_s(t_mid))."""
+    values = model.to_dict()
+    steady = _with_exponents(model, t_mid, {k: -float(values[k]) for k in exponents if k in values})
+    if {"f0", "f1"} <= set(values):
+        share = float(np.clip(model.fraction(jnp.array([t_mid]))[0], 0.0, 1.0))
+        changes = {"f0": share, "f1": 0.0, **({"f3": 0.0} if "f3" in values else {})}
+        steady = steady.replace(**changes)
+    return steady
+
+
+def _fraction_shapes(model: HeterodyneModel, t: np.ndarray) -> list[HeterodyneModel]:
+    """The model with a sample fraction that grows from 1/4 to saturate (f_s = 1) at mid-window,
+    and with one that decays from 1 to 1/4 over the window. A fraction that changes this much
+    moves the χ² surface more than any rate does (the reference vanishes, or appears), and the
+    one-time cuts read it poorly when the decays are fast."""
+    names = set(model.parameter_names)
+    if not {"f0", "f1"} <= names:
+        return []
+    t = np.asarray(t, float)
+    window = float(t[-1] - t[0]) or 1.0
+    specs = {spec.name: spec for spec in model.parameter_specs}
+    origin = float(model.to_dict().get("f2", 0.0))  # f_s = f0·exp(f1·(t − f2)) + f3
+    shapes = []
+    for start, rate in ((0.25, math.log(4.0) / (0.5 * window)), (1.0, -math.log(4.0) / window)):
+        rate = float(np.clip(rate, specs["f1"].lower, specs["f1"].upper))
+        f0 = float(
+            np.clip(start * math.exp(-rate * (t[0] - origin)), specs["f0"].lower, specs["f0"].upper)
+        )
+        changes = {"f0": f0, "f1": rate, **({"f3": 0.0} if "f3" in names else {})}
+        shapes.append(model.replace(**changes))
+    return shapes
+
+
 def _speed_scan(
     estimate: HeterodyneModel, problem: FitProblem, t_mid: float, count: int
 ) -> list[HeterodyneModel]:
@@ -222,7 +294,9 @@ class AutoStarts(AbstractStarts):
     exponents, speed, φ0 and fraction from the one-time cuts at several ages); E with the
     components exchanged; E and its exchange without time dependence (exponents and f1 at 0,
     rates at their mid-window values); E with the two transport exponents moved apart both ways
-    (the α_ref ↔ α_sample trade-off); the user's start with E's speed and φ0; E at `speed_scan`
+    (the α_ref ↔ α_sample trade-off); the user's start with E's speed and φ0; with a velocity
+    offset, E on the other flow branches (`_estimate.velocity_branches`: the fringes see only
+    |v|, so a flow that slows and one that reverses read alike); E at `speed_scan`
     speeds log-spaced from one radian of fringe phase over the window to π/2 a frame (χ² is
     multimodal in v, and without visible fringes the data's speed is a guess); then a Latin
     hypercube around E (`random_starts`, default 2 per free physics parameter, 8 to 24) with
@@ -231,18 +305,28 @@ class AutoStarts(AbstractStarts):
 
     Every start gets `screening_steps` LM steps (most converge within them) on the problem
     restricted to every k-th frame (about `screening_frames` frames, k limited so that the
-    estimated fringes and decays stay resolved). Distinct basins (exact symmetries folded,
-    `_symmetry.basin_signature`) whose coarse χ² is within 5 √(2·points) + 25 of the best —
-    converged or not, anything that could still win — continue on the full data, at most
-    `polish` of them, best first, together with the exchanged labelling of the best (a
-    near-exact rival when the fraction varies slowly); the lowest full χ² wins.
+    estimated fringes and decays stay resolved) and to at most `screening_maps` maps spread
+    over the list (the physics is shared by all maps; many angles add cost, not basins).
+    Distinct basins (exact symmetries folded, `_symmetry.basin_signature`) whose coarse χ² is
+    within 5 √(2·points) + 25 of the best — converged or not, anything that could still win —
+    continue on the full data, at most `polish` of them, best first, together with the
+    exchanged labelling of the best (a near-exact rival when the fraction varies slowly). A
+    polished fit within that margin of the best that runs out of steps is continued from where
+    it stopped (`resumes` times at most). Then, up to `hops` rounds: from the best fit so far,
+    one move along each near-degeneracy (`_moves`: its other flow branches, its fraction
+    saturating, decaying or steady, its exponents traded), screened likewise and polished when
+    they could beat it (the estimate can be poor; the best fit is a better place to look from).
+    The lowest full χ² wins.
     """
 
     random_starts: int | None = None
     speed_scan: int = 8
     screening_frames: int = 64
+    screening_maps: int = 8
     screening_steps: int = 64
     polish: int = 4
+    resumes: int = 2
+    hops: int = 2
 
     def design(self, problem: FitProblem, data: XPCSData, x0: np.ndarray, seed: int):
         """(rows of starts, the data-driven estimate)."""
@@ -251,18 +335,8 @@ class AutoStarts(AbstractStarts):
         t = np.asarray(data.t)
         t_mid = float(t[len(t) // 2])
         user = problem.unpack(jnp.asarray(x0))[0]
-        estimate = estimate_start(data, user)
-        stationary = _with_exponents(
-            estimate,
-            t_mid,
-            {
-                k: -float(v)
-                for k, v in estimate.to_dict().items()
-                if k in ("alpha_ref", "alpha_sample", "beta")
-            },
-        )
-        if "f1" in stationary.parameter_names:
-            stationary = stationary.replace(f1=0.0)
+        estimate, *branches = estimate_starts(data, user)
+        stationary = _steady(estimate, t_mid, ("alpha_ref", "alpha_sample", "beta"))
         models = [estimate, stationary]
         models += [m for m in (exchanged(estimate, t), exchanged(stationary, t)) if m is not None]
         for sign in (1.0, -1.0):
@@ -270,7 +344,11 @@ class AutoStarts(AbstractStarts):
             models.append(_with_exponents(estimate, t_mid, shift))
         flow = {k: estimate.to_dict()[k] for k in ("v0", "beta", "phi0") if k in names}
         models.append(user.replace(**flow))
+        for branch in branches:  # a reversing flow: its own transport and fraction guesses fail
+            models += [branch, _steady(branch, t_mid, ("alpha_ref", "alpha_sample"))]
         models += _speed_scan(estimate, problem, t_mid, self.speed_scan)
+        for shape in _fraction_shapes(stationary, t):
+            models += _speed_scan(shape, problem, t_mid, self.speed_scan)
         anchors = [np.asarray(x0, float)] + [_fit_vector(problem, m, x0) for m in models]
         n_random = self.random_starts
         if n_random is None:
@@ -293,8 +371,7 @@ class AutoStarts(AbstractStarts):
 
     def search(self, problem, data, x0, solve, *, seed):
         design, estimate = self.design(problem, data, x0, seed)
-        stride = _screening_stride(problem, estimate, self.screening_frames)
-        coarse = problem.subsampled(stride)
+        coarse = self._coarse(problem, estimate)
         screened = solve(coarse, design, max_steps=self.screening_steps)
         rows = screened.values[self._survivors(coarse, screened)]
         # The exchanged labelling of the best basin is always tried on the full data: with a
@@ -307,29 +384,76 @@ class AutoStarts(AbstractStarts):
             rows = np.concatenate(
                 [rows, pulled_inside(problem.names, mirrored[None], lower, upper)]
             )
-        final = solve(problem, rows, batched=False)
+        final = self._polish(problem, rows, solve)
+        for _ in range(self.hops):
+            found = self._hop(problem, coarse, final, solve)
+            if found is None:
+                break
+            final = Solved(*(np.concatenate([a, b]) for a, b in zip(final, found)))
         return SearchOutcome(final, screened)
+
+    def _coarse(self, problem: FitProblem, estimate: HeterodyneModel) -> FitProblem:
+        """The screening problem: every k-th frame and at most `screening_maps` maps."""
+        coarse = problem.subsampled(_screening_stride(problem, estimate, self.screening_frames))
+        n_maps = int(problem.q.shape[0])
+        if n_maps > self.screening_maps:  # maps spread over the list (angles, q rings)
+            spread = np.unique(np.round(np.linspace(0, n_maps - 1, self.screening_maps)))
+            coarse = coarse.with_maps(spread.astype(int))
+        return coarse
+
+    def _polish(self, problem: FitProblem, rows: np.ndarray, solve: LocalSolver) -> Solved:
+        """Local fits on the full data, continued while a contender runs out of steps."""
+        final = solve(problem, rows, batched=False)
+        return final.resumed(problem, solve, self.resumes, _screen_margin(problem))
+
+    def _hop(self, problem: FitProblem, coarse: FitProblem, final: Solved, solve: LocalSolver):
+        """One round of moves from the best fit so far along the model's near-degeneracies
+        (`_moves`), screened on the coarse problem; the distinct ones whose coarse χ² could
+        still beat the best's are polished. None when no move could win (or improved χ²)."""
+        best = int(np.argmin(final.ranking()))
+        x = final.values[best]
+        moves = _moves(problem, x)
+        if moves.shape[0] == 0:
+            return None
+        screened = solve(coarse, moves, max_steps=self.screening_steps)
+        reference = float(evaluate_at(coarse, jnp.asarray(x)).ssr)
+        kept = _distinct_basins(
+            coarse, screened, reference + _screen_margin(coarse), self.polish, [x]
+        )
+        if not kept:
+            return None
+        found = self._polish(problem, screened.values[kept], solve)
+        return found if np.nanmin(found.chi2) < final.chi2[best] else None
 
     def _survivors(self, coarse: FitProblem, screened: Solved) -> np.ndarray:
         """Indices of distinct screened basins within the margin of the best, best first."""
         order = np.argsort(screened.ranking())
-        best_chi2 = screened.chi2[order[0]]
-        margin = _SCREEN_MARGIN_SIGMAS * math.sqrt(2 * coarse.n_points) + _SCREEN_MARGIN_FLOOR
-        kept: list[int] = []
-        signatures: list[np.ndarray] = []
-        for index in order:
-            if not np.isfinite(screened.chi2[index]):
-                continue
-            if kept and screened.chi2[index] > best_chi2 + margin:
-                break
-            signature = basin_signature(coarse, screened.values[index])
-            if any(np.max(np.abs(signature - other)) < _SAME_BASIN for other in signatures):
-                continue
-            kept.append(int(index))
-            signatures.append(signature)
-            if len(kept) == self.polish:
-                break
+        ceiling = screened.chi2[order[0]] + _screen_margin(coarse)
+        kept = _distinct_basins(coarse, screened, ceiling, self.polish)
         return np.array(kept if kept else [int(order[0])])
+
+
+def _distinct_basins(
+    coarse: FitProblem, screened: Solved, ceiling: float, limit: int, known=()
+) -> list[int]:
+    """Indices of screened fits with χ² ≤ `ceiling`, best first, one per basin (exact
+    symmetries folded, `basin_signature`), none in the basin of a `known` fit vector; at most
+    `limit`."""
+    signatures = [basin_signature(coarse, x) for x in known]
+    kept: list[int] = []
+    for index in np.argsort(screened.ranking()):
+        if not np.isfinite(screened.chi2[index]):
+            continue
+        if not screened.chi2[index] <= ceiling:
+            break
+        signature = basin_signature(coarse, screened.values[index])
+        if any(np.max(np.abs(signature - other)) < _SAME_BASIN for other in signatures):
+            continue
+        kept.append(int(index))
+        signatures.append(signature)
+        if len(kept) == limit:
+            break
+    return kept
 
 
 _STARTS_HELP = "`starts` must be a positive integer, 'auto' or a heterojax.AbstractStarts"
