@@ -140,20 +140,19 @@ def _parameter_line(name: str, p: int, diagnostics, agreement, t: Thresholds, ru
                 f"(> {t.shard_agreement:g})"
             )
             kinds.add("agreement")
-        width = diagnostics.get("width_ratio")
-        if width is not None:
-            shard, value = _worst(width[:, p], larger_is_worse=True)
-            if value > t.shard_width:
-                figures.append(
-                    f"shard {shard} {value:.1f}× as wide as its Laplace approximation "
-                    f"(> {t.shard_width:g})"
-                )
-                kinds.add("gaussian")
-        skewness = diagnostics.get("skewness")
-        if skewness is not None:
-            shard, value = _worst(np.abs(skewness[:, p]), larger_is_worse=True)
-            if value > t.shard_skewness:
-                figures.append(f"skewness {value:.2f} in shard {shard} (> {t.shard_skewness:g})")
+        for key, limit, text in (
+            (
+                "width_ratio",
+                t.shard_width,
+                "shard {shard} {value:.1f}× as wide as its Laplace approximation (> {limit:g})",
+            ),
+            ("skewness", t.shard_skewness, "skewness {value:.2f} in shard {shard} (> {limit:g})"),
+        ):
+            if diagnostics.get(key) is None:
+                continue
+            shard, value = _worst(np.abs(diagnostics[key][:, p]), larger_is_worse=True)
+            if value > limit:
+                figures.append(text.format(shard=shard, value=value, limit=limit))
                 kinds.add("gaussian")
     if not figures:
         return None

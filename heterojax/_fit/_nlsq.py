@@ -182,8 +182,16 @@ def _solution(problem: FitProblem, x: np.ndarray, noise: str, errors: AbstractEr
     evaluation = evaluate_at(problem, jnp.asarray(x))
     dof = max(problem.n_points - problem.n_parameters, 1)
     reduced = float(evaluation.ssr) / dof
+    residual_maps = np.asarray(problem.weights) * (
+        np.asarray(evaluation.maps) - np.asarray(problem.data)
+    )
     uncertainty, formal = solution_uncertainty(
-        problem, jnp.asarray(x), evaluation.gram, reduced if noise == "estimated" else 1.0, errors
+        problem,
+        jnp.asarray(x),
+        evaluation.gram,
+        reduced if noise == "estimated" else 1.0,
+        errors,
+        residual_maps=residual_maps,
     )
     return evaluation, uncertainty, formal, reduced, dof
 

@@ -93,16 +93,23 @@ class AbstractErrors(eqx.Module):
 
     @abc.abstractmethod
     def covariance(
-        self, problem: FitProblem, x, pseudo_inverse: np.ndarray, variance_scale: float
+        self,
+        problem: FitProblem,
+        x,
+        pseudo_inverse: np.ndarray,
+        variance_scale: float,
+        *,
+        residual_maps: np.ndarray | None = None,
     ) -> np.ndarray:
         """The covariance over the fit vector at the solution x, given (JᵀJ)⁺ (with σ as used
-        in the weights) and s² (the reduced χ² when σ was estimated, else 1)."""
+        in the weights), s² (the reduced χ² when σ was estimated, else 1) and, when the caller
+        has them, the weighted residual maps at x (`FitProblem.residual_maps`)."""
 
 
 class FormalErrors(AbstractErrors):
     """C = s² (JᵀJ)⁺: exact when the c2 entries carry independent noise of the assumed σ."""
 
-    def covariance(self, problem, x, pseudo_inverse, variance_scale):
+    def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
         return variance_scale * pseudo_inverse
 
 
@@ -168,17 +175,20 @@ class FrameClusteredErrors(AbstractErrors):
     block: int | None = None
     overlaps: int = 4
 
-    def block_frames(self, problem: FitProblem, x) -> int:
-        """The block length in frames (`block`, or the data's choice described above)."""
+    def block_frames(self, problem: FitProblem, x, residual_maps=None) -> int:
+        """The block length in frames (`block`, or the data's choice described above; the
+        residual maps at x are computed unless given)."""
         n_frames = int(problem.t.shape[0])
         if self.block is not None:
             return int(min(max(self.block, 1), n_frames))
-        residual = np.asarray(_residual_maps(problem, jnp.asarray(x)))
+        if residual_maps is None:
+            residual_maps = _residual_maps(problem, jnp.asarray(x))
+        residual = np.asarray(residual_maps)
         tau = correlation_frames(frame_autocorrelation(residual))
         return int(min(max(math.ceil(2.0 * tau), 1), max(n_frames // 4, 1)))
 
-    def covariance(self, problem, x, pseudo_inverse, variance_scale):
-        block = self.block_frames(problem, x)
+    def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
+        block = self.block_frames(problem, x, residual_maps)
         shifts = tuple(sorted({(k * block) // max(self.overlaps, 1) for k in range(self.overlaps)}))
         meat = np.asarray(_clustered_meat(problem, jnp.asarray(x), block, shifts))
         eigenvalues, vectors = np.linalg.eigh((meat + meat.T) / 2)
@@ -201,12 +211,19 @@ def resolve_errors(errors) -> AbstractErrors:
 
 
 def solution_uncertainty(
-    problem: FitProblem, x, gram, variance_scale: float, errors: AbstractErrors
+    problem: FitProblem,
+    x,
+    gram,
+    variance_scale: float,
+    errors: AbstractErrors,
+    *,
+    residual_maps: np.ndarray | None = None,
 ) -> tuple[Uncertainty, Uncertainty]:
     """(the chosen estimator's uncertainty, the formal one) at the solution x.
 
     The pseudo-inverse of JᵀJ (`solution_terms`) is shared; parameters along null directions of
-    JᵀJ get infinite errors in both.
+    JᵀJ get infinite errors in both. `residual_maps` (w ⊙ (model − data) at x), when the caller
+    has evaluated the model there, spares the estimator another pass.
     """
     terms = solution_terms(problem, x, gram)
     inverse, scale = np.asarray(terms["inverse"]), np.asarray(terms["scale"])
@@ -224,5 +241,7 @@ def solution_uncertainty(
     )
     if isinstance(errors, FormalErrors):
         return formal, formal
-    covariance = errors.covariance(problem, x, pseudo_inverse, variance_scale)
+    covariance = errors.covariance(
+        problem, x, pseudo_inverse, variance_scale, residual_maps=residual_maps
+    )
     return _assemble(problem, covariance, undetermined, singular, terms), formal
