@@ -298,10 +298,13 @@ class AutoStarts(AbstractStarts):
     offset, E on the other flow branches (`_estimate.velocity_branches`: the fringes see only
     |v|, so a flow that slows and one that reverses read alike); E at `speed_scan`
     speeds log-spaced from one radian of fringe phase over the window to π/2 a frame (χ² is
-    multimodal in v, and without visible fringes the data's speed is a guess); then a Latin
-    hypercube around E (`random_starts`, default 2 per free physics parameter, 8 to 24) with
-    the speed v0 drawn log-uniformly within ×/÷ 10 of E's and the fraction's rate f1 uniformly
-    so that the fraction changes by e^−4 to e^4 over the window (growing, decaying, saturating).
+    multimodal in v, and without visible fringes the data's speed is a guess); E held steady
+    with a fraction that saturates at mid-window or decays from 1 (`_fraction_shapes`), each at
+    half as many of those speeds (a fraction that changes this much is a basin of its own that
+    the cuts read poorly when the decays are fast); then a Latin hypercube around E
+    (`random_starts`, default 4 + the number of free physics parameters, 8 to 16) with the
+    speed v0 drawn log-uniformly within ×/÷ 10 of E's and the fraction's rate f1 uniformly so
+    that the fraction changes by e^−4 to e^4 over the window (growing, decaying, saturating).
 
     Every start gets `screening_steps` LM steps (most converge within them) on the problem
     restricted to every k-th frame (about `screening_frames` frames, k limited so that the
@@ -348,11 +351,11 @@ class AutoStarts(AbstractStarts):
             models += [branch, _steady(branch, t_mid, ("alpha_ref", "alpha_sample"))]
         models += _speed_scan(estimate, problem, t_mid, self.speed_scan)
         for shape in _fraction_shapes(stationary, t):
-            models += _speed_scan(shape, problem, t_mid, self.speed_scan)
+            models += _speed_scan(shape, problem, t_mid, max(self.speed_scan // 2, 1))
         anchors = [np.asarray(x0, float)] + [_fit_vector(problem, m, x0) for m in models]
         n_random = self.random_starts
         if n_random is None:
-            n_random = int(np.clip(2 * problem.n_free_physics, 8, 24))
+            n_random = int(np.clip(problem.n_free_physics + 4, 8, 16))
         centre = _fit_vector(problem, estimate, x0)
         rng = np.random.default_rng(seed)
         n_total = len(anchors) + int(n_random)
