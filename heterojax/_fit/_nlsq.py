@@ -29,7 +29,13 @@ from ._symmetry import (
     fraction_is_steady,
     reference_is_slower,
 )
-from ._uncertainty import AbstractErrors, Uncertainty, resolve_errors, solution_uncertainty
+from ._uncertainty import (
+    AbstractErrors,
+    Uncertainty,
+    residual_maps_at,
+    resolve_errors,
+    solution_uncertainty,
+)
 
 
 # Two fits are the same basin when their `basin_signature`s (log-rates, log-speed, fraction at
@@ -214,16 +220,42 @@ def _aliasing_ratio(
     return wave * speed * float(data.dt) / np.pi
 
 
-def _report(problem, data, x, uncertainty: Uncertainty, reduced, final, best, chi2, images, noise):
+def _difference_noise(
+    problem: FitProblem, x, maps, rivals: np.ndarray, values: np.ndarray, errors: AbstractErrors
+) -> np.ndarray:
+    """Per start, the sd of its χ² difference from the solution x under the fit's noise model:
+    2·√Var(Σ d ε) with d = w ⊙ (model at the start's solution − model at x)
+    (`AbstractErrors.difference_variance`); NaN where `rivals` is False.
+
+    Whether another minimum competes is a question about this difference, not about χ²'s own
+    spread √(2·dof): under independent noise a rival at Δχ² ≫ 2√Δχ² is excluded by the data
+    however many points there are, and under correlated (speckle) noise the same Δχ² can be
+    well within the noise. One model pass per rival.
+    """
+    residual = np.asarray(problem.weights) * (np.asarray(maps) - np.asarray(problem.data))
+    noise = np.full(len(values), np.nan)
+    for k in np.flatnonzero(rivals):
+        difference = np.asarray(residual_maps_at(problem, jnp.asarray(values[k]))) - residual
+        noise[k] = 2.0 * np.sqrt(errors.difference_variance(problem, x, difference, residual))
+    return noise
+
+
+def _report(
+    problem, data, x, uncertainty: Uncertainty, evaluation, final, best, images, noise, errors
+):
     """Phase 5: the quality report at the solution; `images` marks fits that are the same
     solution in the other labelling (no rivals)."""
     terms = uncertainty.terms
+    dof = max(problem.n_points - problem.n_parameters, 1)
+    reduced = float(evaluation.ssr) / dof
     start_values = final.values.copy()
     start_values[best] = x
     # Only converged fits are solutions; a start stopped early (e.g. by a screening budget)
     # is no rival.
     start_chi2 = np.where((final.codes == SUCCESSFUL) & ~images, final.chi2, np.nan)
-    start_chi2[best] = chi2
+    start_chi2[best] = float(evaluation.ssr)
+    rivals = np.isfinite(start_chi2) & (np.arange(len(start_chi2)) != best)
+    chi2_noise = _difference_noise(problem, x, evaluation.maps, rivals, start_values, errors)
     return build_quality_report(
         names=problem.names,
         values=np.asarray(x),
@@ -240,7 +272,8 @@ def _report(problem, data, x, uncertainty: Uncertainty, reduced, final, best, ch
         start_values=np.array([canonical(problem, v) for v in start_values]),
         best_index=best,
         n_physics=problem.n_free_physics,
-        dof=max(problem.n_points - problem.n_parameters, 1),
+        dof=dof,
+        chi2_noise=chi2_noise,
         noise_known=noise != "estimated",
         roi=problem.bins is not None,
         bin_widths=bin_widths(data.bins),
@@ -388,7 +421,9 @@ def fit_nlsq(
     if throw and not success:
         raise RuntimeError(f"fit_nlsq failed: {message}")
     chi2 = float(evaluation.ssr)
-    quality = _report(problem, data, x, uncertainty, reduced, final, best, chi2, images, noise)
+    quality = _report(
+        problem, data, x, uncertainty, evaluation, final, best, images, noise, error_strategy
+    )
     terms = uncertainty.terms
     lower, upper = np.asarray(problem.transform.lower), np.asarray(problem.transform.upper)
     return NLSQResult(

@@ -27,6 +27,22 @@ from ._scaling import Scaling
 from ._transforms import BoxTransform
 
 
+def block_clustered(scores: Float[Array, "p t t"], block: int, shift: int) -> Float[Array, "p p"]:
+    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ for one map's scores s (one (t, t) map per
+    column), with frame i in block ⌊(i + shift)/block⌋: g_K sums the entries with a frame in
+    block K, h_{KL} those with one frame in K and the other in L (`frame_clustered_meat`)."""
+    p, n = scores.shape[0], scores.shape[1]
+    n_blocks = -(-(n + shift) // block)
+    pad = n_blocks * block - n - shift
+    scores = jnp.pad(scores, ((0, 0), (shift, pad), (shift, pad)))
+    cells = scores.reshape(p, n_blocks, block, n_blocks, block).sum(axis=(2, 4))
+    diagonal = jnp.diagonal(cells, axis1=1, axis2=2)
+    per_block = cells.sum(axis=2) + cells.sum(axis=1) - diagonal
+    off_diagonal = cells - jax.vmap(jnp.diag)(diagonal)
+    pairs = (off_diagonal + jnp.swapaxes(off_diagonal, 1, 2)).reshape(p, -1)
+    return per_block @ per_block.T - 0.5 * pairs @ pairs.T
+
+
 class FitProblem(eqx.Module):
     """A model template, data and the choice of free parameters, bounds and scaling.
 
@@ -207,22 +223,10 @@ class FitProblem(eqx.Module):
         if block < 1 or not shifts or not all(0 <= shift < block for shift in shifts):
             raise ValueError(f"Need block ≥ 1 and 0 ≤ shifts < block; got {block}, {shifts}.")
 
-        def clustered(scores, shift):
-            p, n = scores.shape[0], scores.shape[1]
-            n_blocks = -(-(n + shift) // block)
-            pad = n_blocks * block - n - shift
-            scores = jnp.pad(scores, ((0, 0), (shift, pad), (shift, pad)))
-            cells = scores.reshape(p, n_blocks, block, n_blocks, block).sum(axis=(2, 4))
-            diagonal = jnp.diagonal(cells, axis1=1, axis2=2)
-            per_block = cells.sum(axis=2) + cells.sum(axis=1) - diagonal
-            off_diagonal = cells - jax.vmap(jnp.diag)(diagonal)
-            pairs = (off_diagonal + jnp.swapaxes(off_diagonal, 1, 2)).reshape(p, -1)
-            return per_block @ per_block.T - 0.5 * pairs @ pairs.T
-
         def one_map(meat, inputs):
             columns, residual, _, _, expand = self._map_jacobian(x, inputs)
             scores = columns * residual[None]
-            local = sum(clustered(scores, shift) for shift in shifts) / len(shifts)
+            local = sum(block_clustered(scores, block, shift) for shift in shifts) / len(shifts)
             return meat + expand.T @ local @ expand, None
 
         p = x.shape[0]

@@ -13,9 +13,10 @@ MARGINAL_REDUCED_CHI2 = 3.0
 STRONG_CORRELATION = 0.95
 UNCONSTRAINED_RELATIVE_ERROR = 1.0
 # Another local fit competes when its χ² (after dividing by the best reduced χ²) is within
-# SIMILAR_CHI2_SIGMAS · √(2·dof) of the best — the scale on which χ² itself fluctuates, and on
-# which correlated noise or a slightly wrong law can reorder minima — or within SIMILAR_CHI2
-# for small problems; and it is a different solution when some physics parameter differs by
+# SIMILAR_CHI2_SIGMAS standard deviations of the noise of its χ² difference from the best
+# (`chi2_noise`: what the noise could change that difference by, under the fit's noise model) —
+# or, without that figure, within SIMILAR_CHI2_SIGMAS · √(2·dof), χ²'s own spread — and always
+# within SIMILAR_CHI2; and it is a different solution when some physics parameter differs by
 # more than DISTINCT_STANDARD_ERRORS standard errors (exact symmetries folded first).
 SIMILAR_CHI2 = 10.0
 SIMILAR_CHI2_SIGMAS = 3.0
@@ -118,6 +119,7 @@ def build_quality_report(
     noise_known: bool = False,
     roi: bool | None = None,
     bin_widths: tuple[float, float] | None = None,
+    chi2_noise: np.ndarray | None = None,
 ) -> QualityReport:
     """Runs every check; see `QualityReport` for what each one means.
 
@@ -127,7 +129,8 @@ def build_quality_report(
     χ² scale on which other starts' minima count as similar (without it, `SIMILAR_CHI2`).
     `start_values` should already be in the canonical form of the exact symmetries.
     `noise_known` (σ given by the data or the caller, not estimated) with `dof` enables the
-    χ²-excess check.
+    χ²-excess check. `chi2_noise` (per start, the sd of its χ² difference from the best under
+    the fit's noise model; NaN where not known) replaces the √(2·dof) scale for that start.
     """
     warnings = []
     band = chi2_band(reduced_chi2)
@@ -196,12 +199,17 @@ def build_quality_report(
     similar = similar_chi2(dof)
     best = start_values[best_index]
     physics_error = np.where(np.isfinite(stderr) & (stderr > 0), stderr, np.inf)[:n_physics]
+    noise_of = np.full(len(start_chi2), np.nan) if chi2_noise is None else np.asarray(chi2_noise)
+    spread = np.where(
+        np.isfinite(noise_of), noise_of / np.sqrt(scale), similar / SIMILAR_CHI2_SIGMAS
+    )
     for k, (chi2, vector) in enumerate(zip(start_chi2, start_values)):
         if k == best_index or not np.isfinite(chi2):
             continue
         delta = (chi2 - start_chi2[best_index]) / scale
         shifts = np.abs(vector[:n_physics] - best[:n_physics]) / physics_error
-        if delta < similar and np.max(shifts, initial=0.0) > DISTINCT_STANDARD_ERRORS:
+        within = max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * float(spread[k]))
+        if delta < within and np.max(shifts, initial=0.0) > DISTINCT_STANDARD_ERRORS:
             distinct.append((k, float(delta), float(np.max(shifts))))
             differing = {
                 names[i]: float(vector[i])
@@ -210,7 +218,7 @@ def build_quality_report(
             competing.append((k, differing))
     if distinct:
         described = "; ".join(
-            f"start {k} (Δχ² = {delta:.3g}): "
+            f"start {k} (Δχ² = {delta:.3g} ± {spread[k]:.2g}): "
             + ", ".join(f"{name} = {value:.4g}" for name, value in differing.items())
             for (k, delta, _), (_, differing) in zip(distinct, competing)
         )
@@ -219,8 +227,9 @@ def build_quality_report(
             for name in dict.fromkeys(n for _, d in competing for n in d)
         )
         warnings.append(
-            f"{len(distinct)} other local fit(s) reached a different solution with a similar χ² "
-            f"(Δχ² < {similar:.3g}): the data do not single out one answer. Best: {best_values}; "
+            f"{len(distinct)} other local fit(s) reached a different solution with a χ² within "
+            f"{SIMILAR_CHI2_SIGMAS:g} sd of the noise of the difference: the data do not single "
+            f"out one answer. Best: {best_values}; "
             f"competing: {described}. Fix or bound the parameters that differ, or add data."
         )
     chi2_excess = None

@@ -11,7 +11,7 @@ import lineax as lx
 import numpy as np
 
 from ._compressed import NULL_EIGENVALUE_FRACTION
-from ._problem import FitProblem
+from ._problem import FitProblem, block_clustered
 
 
 @eqx.filter_jit
@@ -105,6 +105,21 @@ class AbstractErrors(eqx.Module):
         in the weights), s² (the reduced χ² when σ was estimated, else 1) and, when the caller
         has them, the weighted residual maps at x (`FitProblem.residual_maps`)."""
 
+    def difference_variance(
+        self, problem: FitProblem, x, difference_maps: np.ndarray, residual_maps: np.ndarray
+    ) -> float:
+        """Var(Σ_e d_e ε_e): the variance, under this estimator's noise model, of the weighted
+        noise ε projected on a fixed weighted map d (σ as calibrated in the weights, so that
+        ε has unit variance).
+
+        It sets the noise of a χ² difference between two fixed solutions a and b: with
+        d = w ⊙ (model_b − model_a), χ²_b − χ²_a = Σ d² + 2 Σ d·r_a, whose random part
+        2 Σ d ε has variance 4·Var(Σ d ε) (the quality report compares other starts' minima
+        on this scale). This default treats entries as independent: Σ d².
+        """
+        del problem, x, residual_maps
+        return float(np.sum(np.square(difference_maps)))
+
 
 class FormalErrors(AbstractErrors):
     """C = s² (JᵀJ)⁺: exact when the c2 entries carry independent noise of the assumed σ."""
@@ -114,7 +129,11 @@ class FormalErrors(AbstractErrors):
 
 
 _clustered_meat = eqx.filter_jit(FitProblem.frame_clustered_meat)
-_residual_maps = eqx.filter_jit(FitProblem.residual_maps)
+# Per map: one score column, its clustered sum of products (a 1 × 1 block per map).
+_clustered_products = jax.jit(
+    jax.vmap(block_clustered, in_axes=(0, None, None)), static_argnums=(1, 2)
+)
+residual_maps_at = eqx.filter_jit(FitProblem.residual_maps)
 
 
 def frame_autocorrelation(residual_maps: np.ndarray) -> np.ndarray:
@@ -182,7 +201,7 @@ class FrameClusteredErrors(AbstractErrors):
         if self.block is not None:
             return int(min(max(self.block, 1), n_frames))
         if residual_maps is None:
-            residual_maps = _residual_maps(problem, jnp.asarray(x))
+            residual_maps = residual_maps_at(problem, jnp.asarray(x))
         residual = np.asarray(residual_maps)
         tau = correlation_frames(frame_autocorrelation(residual))
         return int(min(max(math.ceil(2.0 * tau), 1), max(n_frames // 4, 1)))
@@ -194,6 +213,19 @@ class FrameClusteredErrors(AbstractErrors):
         eigenvalues, vectors = np.linalg.eigh((meat + meat.T) / 2)
         meat = (vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T
         return pseudo_inverse @ meat @ pseudo_inverse
+
+    def difference_variance(self, problem, x, difference_maps, residual_maps):
+        """Var(Σ d ε) clustered as the scores of the sandwich: the products d ⊙ r (r the
+        residuals at x) summed over the same frame blocks, never below the independent-noise
+        value Σ d² (correlation does not make a difference more certain)."""
+        block = self.block_frames(problem, x, residual_maps)
+        shifts = tuple(sorted({(k * block) // max(self.overlaps, 1) for k in range(self.overlaps)}))
+        products = jnp.asarray(np.asarray(difference_maps) * np.asarray(residual_maps))[:, None]
+        clustered = sum(_clustered_products(products, block, shift) for shift in shifts) / len(
+            shifts
+        )
+        independent = float(np.sum(np.square(difference_maps)))
+        return max(float(jnp.sum(clustered)), independent)
 
 
 ERRORS = {"formal": FormalErrors, "frame-clustered": FrameClusteredErrors}
