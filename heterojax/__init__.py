@@ -12,6 +12,8 @@ import jax as _jax
 if _os.environ.get("JAX_ENABLE_X64") is None:
     _jax.config.update("jax_enable_x64", True)
 
+from ._batch._run import fit_batch as fit_batch
+from ._batch._sources import BatchSource as BatchSource
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._cmc._adjustment import (
     AbstractLikelihoodAdjustment as AbstractLikelihoodAdjustment,
@@ -83,4 +85,5 @@ from ._plot._posterior import (
     plot_traces as plot_traces,
 )
 from ._plot._residuals import plot_residual_histogram as plot_residual_histogram
+from ._plot._series import plot_series as plot_series
 from ._version import __version__ as __version__

@@ -37,6 +37,12 @@ examples:
   heterojax fit fit.yaml                       NLSQ (or the config's `method`)
   heterojax fit fit.yaml --method both -v      NLSQ, then CMC warm-started from it
   heterojax fit fit.yaml --output run2 --overwrite""",
+    "batch": """\
+examples:
+  heterojax batch fit.yaml runs/*.h5 --output batch      every file on a local cluster
+  heterojax batch fit.yaml runs/*.h5 -o batch --workers 4
+  heterojax batch fit.yaml runs/*.h5 -o batch --scheduler tcp://head:8786
+  (rerun the same command to resume: datasets with results are skipped; --overwrite refits)""",
     "config": """\
 examples:
   heterojax config new -o fit.yaml --data /data/A001_result.hdf
@@ -179,6 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--overwrite", action="store_true", help="replace existing results")
     fit.add_argument("--no-plots", action="store_true", help="write no PNG plots")
 
+    batch = add(
+        "batch",
+        help="Fit many data files with one config, each as a task on a Dask cluster; write "
+        "each file's results into its own folder and a table of all of them (summary.csv).",
+    )
+    batch.add_argument("config", help="the YAML config (everything but data.file)")
+    batch.add_argument("files", nargs="+", metavar="FILE", help="the data files")
+    batch.add_argument("--output", "-o", required=True, help="the batch's results folder")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, help="processes of the local cluster (default: the CPU count)"
+    )
+    where.add_argument("--scheduler", help="address of a running Dask scheduler instead")
+    batch.add_argument("--overwrite", action="store_true", help="refit files whose results exist")
+    batch.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    batch.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="reruns of a file's fit on another worker when its worker dies (local cluster)",
+    )
+
     config = commands.add_parser(
         "config",
         help="Create, check or import YAML configs.",
@@ -285,6 +313,10 @@ def _dispatch(args, logs) -> int:
         return handler(args)
     if args.command == "demo":
         return _demo.run_demo(args, logs)
+    if args.command == "batch":
+        from ._batch import batch
+
+        return batch(args, logs)
     return getattr(_commands, args.command)(args, logs)
 
 
