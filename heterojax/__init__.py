@@ -36,6 +36,7 @@ from ._data._simulate import simulate as simulate
 from ._data._speckle import simulate_speckle as simulate_speckle
 from ._data._writer import save_aps as save_aps
 from ._data._xpcs_data import XPCSData as XPCSData
+from ._fit._by_q import QDependence as QDependence, fit_by_q as fit_by_q
 from ._fit._estimate import estimate_start as estimate_start
 from ._fit._nlsq import fit_nlsq as fit_nlsq
 from ._fit._nlsq_result import NLSQResult as NLSQResult
@@ -84,6 +85,7 @@ from ._plot._posterior import (
     plot_posterior as plot_posterior,
     plot_traces as plot_traces,
 )
+from ._plot._q_dependence import plot_q_dependence as plot_q_dependence
 from ._plot._residuals import plot_residual_histogram as plot_residual_histogram
 from ._plot._series import plot_series as plot_series
 from ._version import __version__ as __version__

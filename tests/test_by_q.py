@@ -1,0 +1,67 @@
+"""The q-consistency check: rings fitted alone agree when the physics does not depend on q, and
+a transport coefficient that drifts with q is caught."""
+
+import jax.random as jr
+import numpy as np
+import pytest
+
+import heterojax as hj
+from heterojax._fit._by_q import q_rings
+
+
+TRUTH = hj.HeterodyneModel.from_dict({"D0_ref": 600.0, "D0_sample": 2500.0, "v0": 300.0, "f0": 0.4})
+FREE = ("D0_ref", "D0_sample", "v0", "f0")
+FIXED = tuple(n for n in hj.PARAMETER_NAMES if n not in FREE)
+T = 0.1 * np.arange(1, 41)
+
+
+def _rings(d0_sample_at_high_q: float) -> hj.XPCSData:
+    """Two q rings × two angles; the second ring simulated with its own D0_sample."""
+    parts = [
+        hj.simulate(
+            TRUTH.replace(D0_sample=d0),
+            T,
+            q=q,
+            phi=[0.0, 60.0],
+            contrast=0.15,
+            offset=1.0,
+            noise=0.001,
+            key=jr.key(seed),
+        )
+        for seed, (q, d0) in enumerate(((0.008, 2500.0), (0.012, d0_sample_at_high_q)))
+    ]
+    return hj.XPCSData(
+        np.concatenate([np.asarray(p.c2) for p in parts]),
+        T,
+        q=np.concatenate([np.asarray(p.q) for p in parts]),
+        phi=np.concatenate([np.asarray(p.phi) for p in parts]),
+        dt=0.1,
+    )
+
+
+def test_rings_group_maps_by_q():
+    rings = q_rings(np.array([0.012, 0.008, 0.012, 0.008 * (1 + 1e-9)]))
+    assert [list(r) for r in rings] == [[1, 3], [0, 2]]
+
+
+def test_q_independent_physics_is_consistent_and_a_drift_is_caught(tmp_path):
+    options = dict(fixed=FIXED, starts=1)
+    check = hj.fit_by_q(TRUTH, _rings(2500.0), **options)
+    np.testing.assert_allclose(check.q, [0.008, 0.012])
+    assert check.names == FREE
+    assert check.consistent, check.summary()
+    assert np.all(np.abs(check.values - check.mean) <= 4 * check.errors)
+    assert "q-consistency: ok" in check.summary()
+    drifted = hj.fit_by_q(TRUTH, _rings(4000.0), **options)
+    assert "D0_sample" in drifted.drifting, drifted.summary()
+    assert not drifted.consistent and "FAILED" in drifted.summary()
+    figure = hj.plot_q_dependence(drifted, path=tmp_path / "q.png")
+    titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
+    assert any(t.startswith("D0_sample: drifts") for t in titles)
+    assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_one_ring_is_refused():
+    data = hj.simulate(TRUTH, T, q=0.01, phi=[0.0, 60.0], contrast=0.15, noise=0.001, key=jr.key(0))
+    with pytest.raises(ValueError, match="two or more q"):
+        hj.fit_by_q(TRUTH, data, fixed=FIXED, starts=1)
