@@ -68,6 +68,8 @@ def test_sources_get_distinct_folders():
         resolve_sources([3])
     with pytest.raises(ValueError, match="at least one"):
         resolve_sources([])
+    with pytest.raises(ValueError, match="own columns"):
+        BatchSource("x.h5", metadata={"status": "fine"})
 
 
 def test_exit_codes_of_a_batch():
@@ -80,11 +82,14 @@ def test_exit_codes_of_a_batch():
 
 def test_fit_batch_fits_every_file_on_the_cluster_and_resumes(tmp_path, client):
     files = _files(tmp_path) + [_bad(tmp_path)]
+    files[1] = BatchSource(files[1], metadata={"shear_rate": 0.5, "sample": "gel"})
     out = tmp_path / "batch"
     options = dict(fixed=FIXED, client=client, output=out, starts=1, progress=False)
     table = hj.fit_batch(files, TRUTH, **options)
 
     assert list(table["name"]) == ["run0", "run1", "run2", "broken"]
+    assert table["shear_rate"].iloc[1] == 0.5 and table["sample"].iloc[1] == "gel"
+    assert table["shear_rate"].isna().sum() == 3  # the other sources carry no metadata
     good, bad = table.iloc[:3], table.iloc[3]
     assert list(good["status"]) == ["ok"] * 3, good[["status", "error"]]
     for (_, row), v0 in zip(good.iterrows(), (280.0, 300.0, 320.0)):

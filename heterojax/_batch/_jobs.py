@@ -101,6 +101,7 @@ def fit_dataset(job, source: BatchSource, output: str, overwrite: bool) -> dict[
         "directory": directory,
         "worker": _worker_address(),
         "skipped": False,
+        **dict(source.metadata or {}),
     }
     began = time.perf_counter()
     code = None

@@ -4,19 +4,35 @@ results go to."""
 import dataclasses
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ._summary import LEADING_COLUMNS, TRAILING_COLUMNS
+
+
+RESERVED_COLUMNS = LEADING_COLUMNS + TRAILING_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchSource:
     """One dataset of `fit_batch`: the file and an optional q selection (`heterojax.load`'s
-    `q=`: a value, the nearest q ring, or a list), and `name`, the folder of its results
-    (default: the file's stem, with the q selection appended)."""
+    `q=`: a value, the nearest q ring, or a list), `name`, the folder of its results
+    (default: the file's stem, with the q selection appended), and `metadata`, values that
+    describe the dataset (a shear rate, a temperature, an age), copied into its row of the
+    summary as columns of those names, so that `plot_series(summary, x="shear_rate")` can
+    draw the parameters against them."""
 
     path: str
     q: Any = None
     name: str | None = None
+    metadata: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
+
+    def __post_init__(self):
+        reserved = set(RESERVED_COLUMNS) & set(self.metadata or {})
+        if reserved:
+            raise ValueError(
+                f"BatchSource metadata may not use the summary's own columns {sorted(reserved)}."
+            )
 
     def folder(self) -> str:
         if self.name is not None:
