@@ -6,7 +6,8 @@
 2. `_shards_and_coordinates`: the data split into K shards, each shard's Laplace fit and the
    whitened coordinates NUTS samples in (`_coordinates`); `shards="auto"` lowers K here while
    a shard is not Gaussian;
-3. `run_nuts` (`_sampler`): warmup and draws of every shard × chain;
+3. `run_nuts` (`_sampler`): warmup and draws of every shard × chain, in this process, or one
+   Dask task per shard with `client` (`_dask`);
 4. `_combine_draws`: draws back in θ, put in the canonical labelling of the exchange symmetry,
    combined (consensus or mixture) and mapped to the bounded parameters;
 5. `_diagnose`: per-shard R̂, ESS, E-BFMI, divergences, the Gaussian-shard checks, the verdict.
@@ -435,6 +436,20 @@ def _resolve_sampler(sampler, target_accept, max_tree_depth, dense_mass, init_ji
     return NUTS(**{**fields, **changes})  # validated by NUTS.__check_init__
 
 
+def _check_client(client) -> None:
+    """`client` is None, True, a scheduler address or a `distributed.Client` (checked before
+    the problem is set up, not when the shards are sent)."""
+    if client is None or client is True or isinstance(client, str):
+        return
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        raise TypeError(
+            "`client` must be None, True, a scheduler address or a distributed.Client; "
+            f"got {client!r}."
+        )
+
+
 def fit_cmc(
     model: HeterodyneModel,
     data: XPCSData,
@@ -466,6 +481,7 @@ def fit_cmc(
     progress: bool = True,
     thresholds: Thresholds | None = None,
     roi: bool | None = None,
+    client: Any = None,
 ) -> CMCResult:
     """Posterior of `model` given `data` by consensus Monte Carlo (Scott et al. 2016).
 
@@ -535,6 +551,23 @@ def fit_cmc(
     - `roi`: the model of each map's detector bin, as in `fit_nlsq`: `None` (default) follows
         the NLSQ result when one is given, else the bin average (ROI) when `data.bins` is
         present; `False`: bin centres; `True`: the ROI model (needs `data.bins`).
+    - `client`: where the shards are sampled. `None` (default): in this process, all shards in
+        one compiled program. Otherwise each shard is one task on a `dask.distributed` cluster
+        (warmup and draws of its chains, `chain_method` as resolved here), and the draws are
+        combined and diagnosed here as in-process: `True` starts an embedded `LocalCluster` of
+        min(K, CPU count) worker processes and closes it at the end; a scheduler address
+        (`"tcp://host:8786"`) or a `distributed.Client` (e.g. of a
+        `dask_jobqueue.SLURMCluster`) uses that cluster. Every worker runs JAX in float64
+        (`HeterojaxSetup`). Shard k's chains draw the random numbers they draw in-process: with
+        `chain_method="sequential"` the draws are those of `client=None` exactly (on the same
+        hardware and JAX); vectorized, one shard's batch rounds differently from K shards'
+        (~1e-16 a step, which NUTS amplifies: the same chains to ~1e-6 over short runs, the
+        same posterior over long ones). Worth it when sampling dominates the run:
+        large shards (each task then compiles its program once per worker and sends one shard's
+        data), several machines, or more shards than one machine has cores; for small shards
+        the cluster's start and the transfers cost more than they save. The result records the
+        worker of each shard (`CMCResult.shard_workers`); `progress` then prints a line per
+        finished shard (workers print nothing).
 
     **Returns:** a `CMCResult`.
     """
@@ -564,6 +597,7 @@ def fit_cmc(
         raise ValueError("priors='informed' needs an NLSQ result: pass nlsq=fit_nlsq(...).")
     if not float(prior_width) > 0:
         raise ValueError(f"`prior_width` must be positive; got {prior_width!r}.")
+    _check_client(client)
     sampler = _resolve_sampler(sampler, target_accept, max_tree_depth, dense_mass, init_jitter)
     adjustment = resolve_adjustment(adjustment, nlsq)
     thresholds = Thresholds() if thresholds is None else thresholds
@@ -589,19 +623,27 @@ def fit_cmc(
 
     # 3. sampling
     sampling_began = time.perf_counter()
-    run, n_devices = run_nuts(
-        PreconditionedPosterior(coordinates.posterior),
-        coordinates.whitened,
-        start,
-        sample_key,
+    nuts_options = dict(
         warmup=warmup,
         samples=samples,
         target_accept=float(sampler.target_accept),
         max_tree_depth=int(sampler.max_tree_depth),
         dense_mass=sampler.dense(len(names)),
         chain_method=chain_method,
-        progress=progress,
     )
+    density = PreconditionedPosterior(coordinates.posterior)
+    shard_workers: tuple[str, ...] = ()
+    if client is None:
+        run, n_devices = run_nuts(
+            density, coordinates.whitened, start, sample_key, progress=progress, **nuts_options
+        )
+    else:
+        from ._dask import run_nuts_on_dask
+
+        run, n_devices, shard_workers = run_nuts_on_dask(
+            client, density, coordinates.whitened, start, sample_key, progress=progress,
+            **nuts_options,
+        )  # fmt: skip
     sampling_time = time.perf_counter() - sampling_began
 
     # 4. combination
@@ -666,4 +708,5 @@ def fit_cmc(
         model_description=describe_model(problem.bins),
         exchanged_draws=draws.n_exchanged,
         adjustment=describe_adjustment(coordinates.posterior.posterior),
+        shard_workers=shard_workers,
     )

@@ -60,6 +60,8 @@ class CMCResult(eqx.Module):
         and diagnosed; 0 unless the fraction is constant and the exchange exact.
     - `adjustment`: the likelihood adjustment sampled (`"none"`, `"curvature"`, or
         `"magnitude (k = …)"`; see `CurvatureAdjustment`).
+    - `shard_workers`: the address of the Dask worker that sampled each shard
+        (`fit_cmc(client=...)`); empty when the shards were sampled in-process.
     """
 
     names: tuple[str, ...]
@@ -94,6 +96,7 @@ class CMCResult(eqx.Module):
     model_description: str = "model = bin centre"
     exchanged_draws: int = 0
     adjustment: str = "none"
+    shard_workers: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- summaries
 
@@ -146,6 +149,11 @@ class CMCResult(eqx.Module):
             f"min E-BFMI = {float(np.min(self.diagnostics['bfmi'])):.2f}   "
             f"time = {self.wall_time:.1f} s"
         )
+        if self.shard_workers:
+            lines.append(
+                f"shards sampled on {len(set(self.shard_workers))} Dask worker"
+                f"{'s' if len(set(self.shard_workers)) > 1 else ''}"
+            )
         lines.append(self.model_description)
         lines.append(str(self.verdict))
         return "\n".join(lines)

@@ -27,7 +27,9 @@ Chain execution (`chain_method`):
   gain from the batch.
 
 Every chain draws its randomness from the key of its step and its (shard, chain) slot, so both
-methods use the same random numbers.
+methods use the same random numbers. A run of some of the shards (`key_shards`, as `fit_cmc`
+does for each Dask task) draws those slots' numbers of the whole run, so a run split by shards
+uses the random numbers of the whole run too.
 """
 
 import sys
@@ -266,8 +268,19 @@ def _maybe_report(progress: bool, phase: str, total: int, done) -> None:
     )
 
 
+def _slot_keys(step_key, n_shards: int, n_chains: int, first, total: int | None):
+    """The `(shard, chain)` keys of one step: of shards `first, …, first + n_shards − 1` of a
+    run of `total` shards (`first` None: the shards given are the whole run)."""
+    if first is None:
+        return jr.split(step_key, (n_shards, n_chains))
+    keys = jr.split(step_key, (total, n_chains))
+    return jax.lax.dynamic_slice_in_dim(keys, first, n_shards)
+
+
 @eqx.filter_jit
-def _run_vectorized(log_density, shard_data, positions, key, settings: _Settings):
+def _run_vectorized(
+    log_density, shard_data, positions, key, settings: _Settings, first=None, total=None
+):
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
     n_steps = settings.warmup + settings.samples
@@ -277,7 +290,7 @@ def _run_vectorized(log_density, shard_data, positions, key, settings: _Settings
     def body(carry, xs):
         states, adaptations = carry
         index, step_key, stage, is_end = xs
-        keys = jr.split(step_key, (n_shards, n_chains))
+        keys = _slot_keys(step_key, n_shards, n_chains, first, total)
         batched = _over_chains(lambda k, s, a, d: step(k, s, a, d, index, stage, is_end))
         states, adaptations, record = batched(keys, states, adaptations, shard_data)
         _progress(settings, index)
@@ -294,13 +307,15 @@ def _run_vectorized(log_density, shard_data, positions, key, settings: _Settings
 
 
 @eqx.filter_jit
-def _run_sequential(log_density, shard_data, positions, key, settings: _Settings):
+def _run_sequential(
+    log_density, shard_data, positions, key, settings: _Settings, first=None, total=None
+):
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
     n_steps = settings.warmup + settings.samples
     stages, ends = _schedule(settings.warmup, settings.samples)
     step_keys = jr.split(key, n_steps)
-    total = n_shards * n_chains
+    n_slots = n_shards * n_chains
 
     def one_chain(slot):
         shard_index, chain_index = slot // n_chains, slot % n_chains
@@ -310,9 +325,10 @@ def _run_sequential(log_density, shard_data, positions, key, settings: _Settings
         def body(carry, xs):
             state, adaptation = carry
             index, step_key, stage, is_end = xs
-            key = jr.split(step_key, (n_shards, n_chains))[shard_index, chain_index]
+            keys = _slot_keys(step_key, n_shards, n_chains, first, total)
+            key = keys[shard_index, chain_index]
             state, adaptation, record = step(key, state, adaptation, shard, index, stage, is_end)
-            _chain_progress(settings, total, slot, index)
+            _chain_progress(settings, n_slots, slot, index)
             return (state, adaptation), record
 
         (_, adaptation), record = jax.lax.scan(
@@ -320,7 +336,7 @@ def _run_sequential(log_density, shard_data, positions, key, settings: _Settings
         )
         return record, adaptation
 
-    records, adaptations = jax.lax.map(one_chain, jnp.arange(total))
+    records, adaptations = jax.lax.map(one_chain, jnp.arange(n_slots))
     reshape = lambda r: r.reshape((n_shards, n_chains) + r.shape[1:])  # noqa: E731
     return jax.tree.map(reshape, records), jax.tree.map(reshape, adaptations)
 
@@ -372,6 +388,7 @@ def run_nuts(
     dense_mass: bool = False,
     chain_method: str = "auto",
     progress: bool = True,
+    key_shards: tuple[int, int] | None = None,
 ) -> tuple[NUTSRun, int]:
     """Warmup and NUTS draws for every (shard, chain), all in one compiled program.
 
@@ -390,6 +407,9 @@ def run_nuts(
     - `chain_method`: `"auto"`, `"vectorized"` or `"sequential"` (module docstring).
     - `progress`: print a line at every tenth of the warmup and of the sampling steps
         (`"sequential"`: at every tenth of all chains' steps, naming the chain and phase).
+    - `key_shards`: `(first, total)` when the shards given are shards `first, first + 1, …` of
+        a run of `total` shards: their chains then draw the random numbers they draw in that
+        run (`fit_cmc` runs each shard as a Dask task this way). Default: the whole run.
 
     **Returns:** `(run, n_devices)`: a `NUTSRun` and the number of devices used.
     """
@@ -402,13 +422,26 @@ def run_nuts(
         bool(dense_mass),
         bool(progress),
     )
+    first, total = None, None
+    if key_shards is not None:
+        first, total = (int(k) for k in key_shards)
+        if not 0 <= first <= total - positions.shape[0]:
+            raise ValueError(
+                f"`key_shards` {key_shards!r} does not hold {positions.shape[0]} shard(s)."
+            )
+        # Traced, so that every shard of a split run shares one compiled program.
+        first = jnp.asarray(first, jnp.int32)
     _CLOCK["start"] = time.perf_counter()
     n_devices = 1
     if chain_method == "vectorized":
         shard_data, positions, n_devices = _place_on_devices(shard_data, positions)
-        records, adaptations = _run_vectorized(log_density, shard_data, positions, key, settings)
+        records, adaptations = _run_vectorized(
+            log_density, shard_data, positions, key, settings, first, total
+        )
     else:
-        records, adaptations = _run_sequential(log_density, shard_data, positions, key, settings)
+        records, adaptations = _run_sequential(
+            log_density, shard_data, positions, key, settings, first, total
+        )
     position, divergent, energy, acceptance, n_steps, depth = (np.asarray(r) for r in records)
     step_size = jax.vmap(jax.vmap(_final_step_size(settings)))(adaptations)
     warm, kept = slice(0, settings.warmup), slice(settings.warmup, None)
