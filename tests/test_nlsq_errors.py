@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import heterojax as hj
+from heterojax._fit import _problem
 from heterojax._fit._nlsq import _build
 from heterojax._fit._problem import estimate_noise
 from heterojax._fit._uncertainty import (
@@ -173,3 +174,74 @@ def test_estimated_sigma_gives_reduced_chi2_one_at_the_truth_on_speckle_data():
     calibrated = truth_reduced(result.sigma)
     assert local > 1.3
     assert abs(calibrated - 1.0) < 0.25 and abs(calibrated - 1.0) < abs(local - 1.0) / 2
+
+
+@pytest.mark.parametrize(("block", "shift"), [(1, 0), (3, 2), (4, 0)])
+def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift, monkeypatch):
+    """With r = (I − H) ε for independent unit noise ε (H the hat matrix of the weighted
+    Jacobian over all maps), E[M] = Σ over pairs of entries sharing a block of
+    J_e (I − H)_{ee'} J_e'ᵀ; `frame_clustered_terms` gives it as JᵀJ − B."""
+    t = 0.05 * np.arange(1, 9)
+    data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(4))
+    problem, x0, _, _ = _build(
+        TRUTH,
+        data,
+        fixed=FIXED,
+        bounds=None,
+        scaling="individual",
+        fourier_order=None,
+        contrast=None,
+        offset=None,
+        sigma=None,
+        roi=None,
+    )
+    x = jnp.asarray(x0)
+    jacobian = np.asarray(jax.jacfwd(problem.residual_maps)(x))  # (maps, t, t, p)
+    used = np.argwhere(np.asarray(problem.weights) != 0)
+    rows = np.array([jacobian[a, i, j] for a, i, j in used])
+    gram = rows.T @ rows
+    inverse = np.linalg.pinv(gram)
+    kept = np.eye(len(used)) - rows @ inverse @ rows.T
+    expected = np.zeros_like(gram)
+    of = lambda i, j: {(i + shift) // block, (j + shift) // block}  # noqa: E731
+    for e, (a, i, j) in enumerate(used):
+        for f, (b, k, m) in enumerate(used):
+            if a == b and of(i, j) & of(k, m):
+                expected += kept[e, f] * np.outer(rows[e], rows[f])
+    _, absorbed = problem.frame_clustered_terms(x, block, (shift,), jnp.asarray(inverse))
+    np.testing.assert_allclose(
+        gram - np.asarray(absorbed), expected, rtol=1e-8, atol=1e-10 * np.abs(gram).max()
+    )
+
+    # Many blocks a map: only the block term Σ_K A_{S_K} A⁻¹ A_{S_K} (the pair term is
+    # O(1/blocks²) and left out).
+    monkeypatch.setattr(_problem, "_MAX_PAIR_BLOCKS", 0)
+    blocks_only = np.zeros_like(gram)
+    for a in range(int(used[:, 0].max()) + 1):
+        for k in range((t.shape[0] + shift - 1) // block + 1):
+            in_block = [e for e, (b, i, j) in enumerate(used) if b == a and k in of(i, j)]
+            gram_k = rows[in_block].T @ rows[in_block]
+            blocks_only += gram_k @ inverse @ gram_k
+    _, absorbed = problem.frame_clustered_terms(x, block, (shift,), jnp.asarray(inverse))
+    np.testing.assert_allclose(
+        np.asarray(absorbed), blocks_only, rtol=1e-8, atol=1e-10 * np.abs(gram).max()
+    )
+
+
+def test_leverage_correction_widens_errors_most_where_blocks_are_few():
+    """On independent noise the corrected sandwich is A⁺ in expectation; the plain one is
+    smaller. With few frames (4 blocks a map) the correction is large, never below 1."""
+    t = 0.05 * np.arange(1, 41)
+    data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.002, key=jr.key(5))
+    plain = hj.fit_nlsq(
+        TRUTH,
+        data,
+        fixed=FIXED,
+        starts=1,
+        errors=FrameClusteredErrors(block=10, leverage_correction=False),
+    )
+    corrected = hj.fit_nlsq(
+        TRUTH, data, fixed=FIXED, starts=1, errors=FrameClusteredErrors(block=10)
+    )
+    ratios = np.array([corrected.stderr[n] / plain.stderr[n] for n in sorted(FREE)])
+    assert np.all(ratios >= 1.0) and np.max(ratios) > 1.1

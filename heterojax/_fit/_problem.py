@@ -27,20 +27,87 @@ from ._scaling import Scaling
 from ._transforms import BoxTransform
 
 
+# Above this many blocks a map, the pair term of `block_leverage` (relative size O(1/n_blocks²)
+# against the block term's O(1/n_blocks)) is left out: its cells would take n_blocks² Gram
+# matrices of memory for a correction below 2.5e-4 of the meat.
+_MAX_PAIR_BLOCKS = 64
+
+
+def _blocked(columns: Float[Array, "p t t"], block: int, shift: int):
+    """The (p, t, t) maps zero-padded and cut into (p, K, block, L, block) cells of frames."""
+    p, n = columns.shape[0], columns.shape[1]
+    n_blocks = -(-(n + shift) // block)
+    pad = n_blocks * block - n - shift
+    padded = jnp.pad(columns, ((0, 0), (shift, pad), (shift, pad)))
+    return padded.reshape(p, n_blocks, block, n_blocks, block)
+
+
 def block_clustered(scores: Float[Array, "p t t"], block: int, shift: int) -> Float[Array, "p p"]:
     """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ for one map's scores s (one (t, t) map per
     column), with frame i in block ⌊(i + shift)/block⌋: g_K sums the entries with a frame in
     block K, h_{KL} those with one frame in K and the other in L (`frame_clustered_meat`)."""
-    p, n = scores.shape[0], scores.shape[1]
-    n_blocks = -(-(n + shift) // block)
-    pad = n_blocks * block - n - shift
-    scores = jnp.pad(scores, ((0, 0), (shift, pad), (shift, pad)))
-    cells = scores.reshape(p, n_blocks, block, n_blocks, block).sum(axis=(2, 4))
+    p = scores.shape[0]
+    cells = _blocked(scores, block, shift).sum(axis=(2, 4))
     diagonal = jnp.diagonal(cells, axis1=1, axis2=2)
     per_block = cells.sum(axis=2) + cells.sum(axis=1) - diagonal
     off_diagonal = cells - jax.vmap(jnp.diag)(diagonal)
     pairs = (off_diagonal + jnp.swapaxes(off_diagonal, 1, 2)).reshape(p, -1)
     return per_block @ per_block.T - 0.5 * pairs @ pairs.T
+
+
+def _block_sums(per_frame: Float[Array, "t p p"], block: int, shift: int):
+    """Σ over the frames of each block (frame i in block ⌊(i + shift)/block⌋)."""
+    n = per_frame.shape[0]
+    n_blocks = -(-(n + shift) // block)
+    padded = jnp.pad(per_frame, ((shift, n_blocks * block - n - shift), (0, 0), (0, 0)))
+    return padded.reshape((n_blocks, block) + per_frame.shape[1:]).sum(axis=1)
+
+
+def block_leverage(
+    columns: Float[Array, "p t t"],
+    inverse: Float[Array, "p p"],
+    block: int,
+    shifts: tuple[int, ...],
+) -> Float[Array, "p p"]:
+    """How much of one map's clustered meat the fit itself absorbs, under independent noise
+    (the average over the block grids `shifts`, as the meat).
+
+    With J the weighted Jacobian (columns), A = JᵀJ over all maps, H = J A⁻¹ Jᵀ and residuals
+    r = (I − H) ε of unit-variance independent noise ε, a cluster sum u_S = Σ_{e ∈ S} J_e r_e
+    has E[u_S u_Sᵀ] = A_S − A_S A⁻¹ A_S (A_S = Σ_{e ∈ S} J_e J_eᵀ). So the meat of
+    `block_clustered` has expectation A − B, summed over maps, with this map's
+
+        B = Σ_K A_{S_K} A⁻¹ A_{S_K} − Σ_{K<L} A_{KL} A⁻¹ A_{KL},
+
+    S_K the entries with a frame in block K and A_{KL} the Gram matrix of the entries with one
+    frame in K and the other in L. `inverse` is A⁻¹ in this map's columns. Up to
+    `_MAX_PAIR_BLOCKS` blocks, every cell's Gram matrix is formed (one contraction per grid);
+    above, the pair term (O(1/n_blocks²) of the meat) is left out and A_{S_K} is summed from
+    per-frame row and column Gram matrices formed once for all grids.
+    """
+    n = columns.shape[1]
+    if -(-(n + max(shifts)) // block) > _MAX_PAIR_BLOCKS:
+        by_row = jnp.einsum("pij,qij->ipq", columns, columns)
+        by_column = jnp.einsum("pij,qij->jpq", columns, columns)
+    total = jnp.zeros_like(inverse)
+    for shift in shifts:
+        cells = _blocked(columns, block, shift)
+        n_blocks = cells.shape[1]
+        if n_blocks > _MAX_PAIR_BLOCKS:
+            within = jnp.moveaxis(jnp.diagonal(cells, axis1=1, axis2=3), -1, 0)
+            diagonal = jnp.einsum("Kpij,Kqij->Kpq", within, within)
+            rows, cols = _block_sums(by_row, block, shift), _block_sums(by_column, block, shift)
+            per_block = rows + cols - diagonal
+            total = total + jnp.einsum("Kpq,qr,Krs->ps", per_block, inverse, per_block)
+            continue
+        grams = jnp.einsum("pKiLj,qKiLj->KLpq", cells, cells)  # one Gram matrix per cell
+        diagonal = jnp.diagonal(grams, axis1=0, axis2=1).transpose(2, 0, 1)
+        per_block = grams.sum(axis=1) + grams.sum(axis=0) - diagonal
+        pairs = grams + jnp.swapaxes(grams, 0, 1)
+        upper = jnp.triu(jnp.ones((n_blocks, n_blocks), pairs.dtype), 1)[:, :, None, None]
+        total = total + jnp.einsum("Kpq,qr,Krs->ps", per_block, inverse, per_block)
+        total = total - jnp.einsum("KLpq,qr,KLrs->ps", upper * pairs, inverse, pairs)
+    return total / len(shifts)
 
 
 class FitProblem(eqx.Module):
@@ -220,18 +287,38 @@ class FitProblem(eqx.Module):
         average of their M's (overlapping blocks: less variance, the same pass over the data).
         Maps are independent clusters (different pixels).
         """
+        meat, _ = self.frame_clustered_terms(x, block, shifts)
+        return meat
+
+    def frame_clustered_terms(
+        self,
+        x: Float[Array, " p"],
+        block: int = 1,
+        shifts: tuple[int, ...] = (0,),
+        inverse: Float[Array, "p p"] | None = None,
+    ) -> tuple[Float[Array, "p p"], Float[Array, "p p"]]:
+        """(M, B) in one pass over the maps: the meat of `frame_clustered_meat` and, given
+        `inverse` = (JᵀJ)⁻¹ (pseudo-inverse), the part B of it that the fit absorbs under
+        independent noise (`block_leverage`: E[M] = JᵀJ − B); B = 0 without `inverse`."""
         if block < 1 or not shifts or not all(0 <= shift < block for shift in shifts):
             raise ValueError(f"Need block ≥ 1 and 0 ≤ shifts < block; got {block}, {shifts}.")
 
-        def one_map(meat, inputs):
+        def one_map(carry, inputs):
+            meat, bias = carry
             columns, residual, _, _, expand = self._map_jacobian(x, inputs)
             scores = columns * residual[None]
             local = sum(block_clustered(scores, block, shift) for shift in shifts) / len(shifts)
-            return meat + expand.T @ local @ expand, None
+            meat = meat + expand.T @ local @ expand
+            if inverse is not None:
+                local_inverse = expand @ inverse @ expand.T
+                leverage = block_leverage(columns, local_inverse, block, shifts)
+                bias = bias + expand.T @ leverage @ expand
+            return (meat, bias), None
 
         p = x.shape[0]
-        meat, _ = jax.lax.scan(one_map, jnp.zeros((p, p), x.dtype), self._map_inputs())
-        return meat
+        zeros = jnp.zeros((p, p), x.dtype)
+        (meat, bias), _ = jax.lax.scan(one_map, (zeros, zeros), self._map_inputs())
+        return meat, bias
 
     def evaluate(self, x: Float[Array, " p"]) -> "Evaluation":
         """Everything a fit needs at x, in one pass over the maps (accumulated map by map).

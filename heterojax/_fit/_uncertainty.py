@@ -128,7 +128,7 @@ class FormalErrors(AbstractErrors):
         return variance_scale * pseudo_inverse
 
 
-_clustered_meat = eqx.filter_jit(FitProblem.frame_clustered_meat)
+_clustered_terms = eqx.filter_jit(FitProblem.frame_clustered_terms)
 # Per map: one score column, its clustered sum of products (a 1 × 1 block per map).
 _clustered_products = jax.jit(
     jax.vmap(block_clustered, in_axes=(0, None, None)), static_argnums=(1, 2)
@@ -167,6 +167,36 @@ def correlation_frames(autocorrelation: np.ndarray) -> float:
     return float(1.0 + 2.0 * positive.sum())
 
 
+MIN_KEPT_SHARE = 0.1
+
+
+def _nonnegative(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric part of a matrix with its negative eigenvalues set to 0."""
+    eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T
+
+
+def _pseudo_inverse_factor(pseudo_inverse: np.ndarray) -> np.ndarray:
+    """R with R Rᵀ = A⁺ (from the eigen-decomposition of the Jacobi-scaled A⁺)."""
+    scale = np.sqrt(np.maximum(np.diagonal(pseudo_inverse), 0.0))
+    safe = np.where(scale > 0, scale, 1.0)
+    eigenvalues, vectors = np.linalg.eigh(pseudo_inverse / np.outer(safe, safe))
+    return scale[:, None] * vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+
+
+def leverage_corrected_covariance(
+    meat: np.ndarray, absorbed: np.ndarray, pseudo_inverse: np.ndarray
+) -> np.ndarray:
+    """C = R D^{−1/2} (Rᵀ M R) D^{−1/2} Rᵀ with R Rᵀ = A⁺ and D = I − Rᵀ B R, D's eigenvalues
+    floored at `MIN_KEPT_SHARE` (`FrameClusteredErrors`, leverage correction)."""
+    factor = _pseudo_inverse_factor(pseudo_inverse)
+    kept = np.eye(factor.shape[1]) - factor.T @ absorbed @ factor
+    eigenvalues, vectors = np.linalg.eigh((kept + kept.T) / 2)
+    root = (vectors / np.sqrt(np.maximum(eigenvalues, MIN_KEPT_SHARE))) @ vectors.T
+    whitened = root @ (factor.T @ meat @ factor) @ root
+    return factor @ whitened @ factor.T
+
+
 class FrameClusteredErrors(AbstractErrors):
     """The frame-clustered sandwich C = (JᵀJ)⁺ M (JᵀJ)⁺ (`FitProblem.frame_clustered_meat`).
 
@@ -184,6 +214,23 @@ class FrameClusteredErrors(AbstractErrors):
     For independent noise τ ≈ 1 and the estimate is the clustered-by-frame one, which then
     agrees with the formal error.
 
+    **Leverage correction** (`leverage_correction=True`, default). The residuals at the fit
+    are smaller than the noise: the fit absorbs the noise along its own directions, and with
+    a few blocks a map it absorbs a large share of each block's score sum (for a map's own
+    contrast and offset, about half of it at 4 blocks a map). Under independent unit noise,
+    E[M] = A − B with A = JᵀJ and B the absorbed part (`block_leverage`, exact for this
+    clustering and a model linear near the solution). With R a factor of
+    A⁺ (R Rᵀ = A⁺) and D = I − Rᵀ B R (the share kept, in A-whitened coordinates),
+
+        C = R D^{−1/2} (Rᵀ M R) D^{−1/2} Rᵀ,
+
+    which equals A⁺ in expectation under independent noise, whatever the number of blocks —
+    the working-independence bias correction of clustered sandwiches (Kauermann & Carroll
+    2001; Bell & McCaffrey 2002, "CR2") carried to parameter space, so that it costs p × p
+    matrices per block, not the n × n hat matrix. D's eigenvalues are floored at
+    `MIN_KEPT_SHARE` (at most a 1/√0.1 ≈ 3.2× wider error along a direction whose block sums
+    the fit absorbs almost entirely). `leverage_correction=False` gives the plain sandwich.
+
     **Assumptions.** Entries whose frames are further apart than a block are uncorrelated,
     and there are several blocks (clusters) in all: with few frames per correlation time the
     meat is a noisy average, and coverage degrades gently (measured in
@@ -193,6 +240,7 @@ class FrameClusteredErrors(AbstractErrors):
 
     block: int | None = None
     overlaps: int = 4
+    leverage_correction: bool = True
 
     def block_frames(self, problem: FitProblem, x, residual_maps=None) -> int:
         """The block length in frames (`block`, or the data's choice described above; the
@@ -209,10 +257,12 @@ class FrameClusteredErrors(AbstractErrors):
     def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
         block = self.block_frames(problem, x, residual_maps)
         shifts = tuple(sorted({(k * block) // max(self.overlaps, 1) for k in range(self.overlaps)}))
-        meat = np.asarray(_clustered_meat(problem, jnp.asarray(x), block, shifts))
-        eigenvalues, vectors = np.linalg.eigh((meat + meat.T) / 2)
-        meat = (vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T
-        return pseudo_inverse @ meat @ pseudo_inverse
+        inverse = jnp.asarray(pseudo_inverse) if self.leverage_correction else None
+        meat, absorbed = _clustered_terms(problem, jnp.asarray(x), block, shifts, inverse)
+        meat = _nonnegative(np.asarray(meat))
+        if not self.leverage_correction:
+            return pseudo_inverse @ meat @ pseudo_inverse
+        return leverage_corrected_covariance(meat, np.asarray(absorbed), pseudo_inverse)
 
     def difference_variance(self, problem, x, difference_maps, residual_maps):
         """Var(Σ d ε) clustered as the scores of the sandwich: the products d ⊙ r (r the
