@@ -145,7 +145,7 @@ def _problem_setup(
     fixed = () if fixed is None else tuple(fixed)
     scaling = "auto" if scaling is None else scaling
     phi = np.asarray(data.phi)
-    resolved = resolve_scaling(scaling, phi, order=fourier_order)
+    resolved = resolve_scaling(scaling, phi, order=fourier_order, q=np.asarray(data.q))
     if nlsq is not None and contrast is None and offset is None:
         start_contrast, start_offset = np.asarray(nlsq.contrast), np.asarray(nlsq.offset)
     else:

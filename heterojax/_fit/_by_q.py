@@ -33,19 +33,7 @@ from .._model._heterodyne import HeterodyneModel
 from .._parameters import PARAMETER_NAMES
 from ._nlsq import fit_nlsq
 from ._nlsq_result import NLSQResult
-
-
-def q_rings(q: np.ndarray, *, relative_tolerance: float = 1e-6) -> list[np.ndarray]:
-    """Indices of the maps of each q ring (maps whose q agree within the tolerance), by q."""
-    q = np.asarray(q, float)
-    order = np.argsort(q, kind="stable")
-    rings: list[list[int]] = []
-    for index in order:
-        if rings and abs(q[index] - q[rings[-1][0]]) <= relative_tolerance * abs(q[index]):
-            rings[-1].append(int(index))
-        else:
-            rings.append([int(index)])
-    return [np.asarray(sorted(ring)) for ring in rings]
+from ._scaling import q_rings
 
 
 def select_maps(data: XPCSData, index: np.ndarray) -> XPCSData:

@@ -53,7 +53,7 @@ def _check_inputs(model, data) -> None:
 def _build(model, data, *, fixed, bounds, scaling, fourier_order, contrast, offset, sigma, roi):
     """Phase 1: the `FitProblem`, the start vector, σ per entry and where σ came from."""
     phi = np.asarray(data.phi)
-    resolved = resolve_scaling(scaling, phi, order=fourier_order)
+    resolved = resolve_scaling(scaling, phi, order=fourier_order, q=np.asarray(data.q))
     estimated_contrast, estimated_offset = estimate_contrast_offset(
         np.asarray(data.c2), np.asarray(data.mask)
     )
