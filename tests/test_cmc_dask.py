@@ -1,6 +1,8 @@
 """`fit_cmc(client=...)`: shards sampled as Dask tasks on a real `LocalCluster` (2 worker
 processes, one thread each; no mocks), and the same draws as in-process."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -83,6 +85,12 @@ def test_shards_run_on_the_workers_and_draw_the_in_process_draws(in_process, on_
     _assert_same_run(in_process, on_dask)
     assert on_dask.table() == in_process.table()
     assert "Dask worker" in on_dask.summary() and "Dask" not in in_process.summary()
+
+
+def test_the_saved_record_names_each_shards_worker(on_dask, tmp_path, data):
+    hj.save_result(on_dask, data, tmp_path)
+    saved = json.loads((tmp_path / "cmc.json").read_text())
+    assert saved["settings"]["shard_workers"] == list(on_dask.shard_workers)
 
 
 def test_a_scheduler_address_and_progress_per_shard(data, cluster, in_process, on_dask, capfd):

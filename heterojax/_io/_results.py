@@ -215,6 +215,7 @@ def _cmc_record(result: Any) -> dict[str, Any]:
             "samples": int(result.n_samples),
             "chain_method": result.chain_method,
             "n_devices": int(result.n_devices),
+            "shard_workers": list(getattr(result, "shard_workers", ())),
             "priors": result.priors,
             "prior_width": float(result.prior_width),
         },
