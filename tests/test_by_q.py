@@ -52,9 +52,14 @@ def test_q_independent_physics_is_consistent_and_a_drift_is_caught(tmp_path):
     assert check.consistent, check.summary()
     assert np.all(np.abs(check.values - check.mean) <= 4 * check.errors)
     assert "q-consistency: ok" in check.summary()
+    assert check.joint.quality.q_drift == ()
     drifted = hj.fit_by_q(TRUTH, _rings(4000.0), **options)
     assert "D0_sample" in drifted.drifting, drifted.summary()
     assert not drifted.consistent and "FAILED" in drifted.summary()
+    # The joint fit's quality report says so, and is not ok.
+    assert drifted.joint.quality.q_drift == drifted.drifting
+    assert not drifted.joint.quality.ok
+    assert "differs between q rings" in drifted.joint.summary()
     figure = hj.plot_q_dependence(drifted, path=tmp_path / "q.png")
     titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
     assert any(t.startswith("D0_sample: drifts") for t in titles)

@@ -69,7 +69,8 @@ class QDependence:
     - `chi2`, `dof`, `p_value`: the test of the module docstring, per parameter.
     - `alpha`: the false-alarm level of the whole check; `drifting`: the parameters whose
       p-value is below `alpha / len(names)`; `consistent`: none drifts.
-    - `ring_results`, `joint`: the `NLSQResult`s.
+    - `ring_results`, `joint`: the `NLSQResult`s; when a parameter drifts, `joint.quality`
+      names it (`q_drift`, a warning) and is not ok.
     """
 
     q: np.ndarray
@@ -135,6 +136,28 @@ def _consistency(values: np.ndarray, errors: np.ndarray):
     return mean, chi2, dof, p_value
 
 
+def _with_q_drift(joint: NLSQResult, drifting, ring_q, names, values, errors, p_value):
+    """`joint` with its quality report naming the drifting parameters (and so not ok)."""
+    described = []
+    for name in drifting:
+        k = names.index(name)
+        per_ring = ", ".join(
+            f"{values[r, k]:.4g} ± {errors[r, k]:.2g} at q = {q:.3g}" for r, q in enumerate(ring_q)
+        )
+        described.append(f"{name} (p = {p_value[k]:.2g}: {per_ring})")
+    warning = (
+        "The physics differs between q rings beyond the honest errors — "
+        + "; ".join(described)
+        + ". J, v and f do not depend on q in the model, so it misses q-dependent physics "
+        "(another relaxation, a q calibration), or a ring's fit is not at its optimum; "
+        "the joint values average over it."
+    )
+    quality = dataclasses.replace(
+        joint.quality, q_drift=tuple(drifting), warnings=(*joint.quality.warnings, warning)
+    )
+    return dataclasses.replace(joint, quality=quality)
+
+
 def fit_by_q(
     model: HeterodyneModel,
     data: XPCSData,
@@ -178,8 +201,11 @@ def fit_by_q(
     mean, chi2, dof, p_value = _consistency(values, errors)
     threshold = float(alpha) / max(len(names), 1)
     drifting = tuple(n for n, p in zip(names, p_value) if np.isfinite(p) and p < threshold)
+    ring_q = np.array([float(np.mean(np.asarray(data.q)[ring])) for ring in rings])
+    if drifting:
+        joint = _with_q_drift(joint, drifting, ring_q, names, values, errors, p_value)
     return QDependence(
-        q=np.array([float(np.mean(np.asarray(data.q)[ring])) for ring in rings]),
+        q=ring_q,
         names=names,
         values=values,
         errors=errors,

@@ -60,6 +60,8 @@ class QualityReport:
       trade-off (|correlation| > 0.99), else None.
     - `chi2_excess`: with σ given, (χ² − dof)/√(2·dof) when it exceeds 5 (the fit is
       inconsistent with the stated noise), else None.
+    - `q_drift`: the physics parameters that `fit_by_q` found to drift with q beyond the
+      honest errors (set on `QDependence.joint`; empty when the check was not run or passed).
     - `warnings`: the readable sentences for all of the above.
     - `roi_suggested`: whether χ² is not good, the bins are wide and the fit used the bin
       centres: the bin-averaged (ROI) model should be tried.
@@ -77,17 +79,19 @@ class QualityReport:
     competing: tuple[tuple[int, dict[str, float]], ...] = ()
     ridge: tuple[str, str, float] | None = None
     chi2_excess: float | None = None
+    q_drift: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the band is not poor and nothing above calls the numbers into question:
-        not singular, no competing minimum, not on the exponent ridge."""
+        not singular, no competing minimum, not on the exponent ridge, no drift with q."""
         return (
             self.band != "poor"
             and not self.singular
             and not self.distinct_minima
             and self.ridge is None
             and self.chi2_excess is None
+            and not self.q_drift
         )
 
 
