@@ -184,6 +184,7 @@ _DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh process compiles the whole CMC again (~20 s)
 def test_chains_are_split_across_local_devices():
     environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     completed = subprocess.run(

@@ -19,8 +19,10 @@ def test_examples_exist():
     assert EXAMPLES, "examples/ holds no scripts"
 
 
-# The CMC example samples for minutes even in small mode; it runs with the slow tests.
-_SLOW_EXAMPLES = {"cmc_fit.py"}
+# The CMC example samples for minutes even in small mode, and the file example (~40 s) repeats
+# what the README example test and tests/test_cli.py run in the default set: both run with the
+# slow tests.
+_SLOW_EXAMPLES = {"cmc_fit.py", "fit_from_file.py"}
 _CASES = [
     pytest.param(path, marks=pytest.mark.slow) if path.name in _SLOW_EXAMPLES else path
     for path in EXAMPLES

@@ -100,7 +100,7 @@ def test_solution_is_stationary_and_chi2_is_recomputable(local_fit):
 
     physics = jnp.asarray(result.values[:10])
     assert float(chi2(physics)) == pytest.approx(result.chi2, rel=1e-9)
-    gradient = np.asarray(jax.grad(chi2)(physics))
+    gradient = np.asarray(jax.jit(jax.grad(chi2))(physics))
     # At a minimum the gradient in units of each parameter's standard error is ≪ 1.
     errors = np.array([result.stderr[n] for n in result.names[:10]])
     assert np.max(np.abs(gradient * errors)) < 1e-2
@@ -123,7 +123,7 @@ def test_covariance_matches_dense_jacobian(local_fit):
     def residual(x):
         return problem.residual_maps(x)[used]
 
-    jacobian = np.asarray(jax.jacfwd(residual)(jnp.asarray(result.values)))
+    jacobian = np.asarray(jax.jit(jax.jacfwd(residual))(jnp.asarray(result.values)))
     dense = np.linalg.inv(jacobian.T @ jacobian)
     np.testing.assert_allclose(
         result.formal_covariance, dense, rtol=1e-6, atol=1e-12 * np.abs(dense).max()

@@ -24,6 +24,23 @@ FREE = {"D0_ref", "D0_sample", "v0", "f0"}
 FIXED = [name for name in TRUTH.parameter_names if name not in FREE]
 
 
+def _individual_problem(data):
+    """The fit problem of TRUTH with FIXED held and individual scaling, and its start x."""
+    problem, x0, _, _ = _build(
+        TRUTH,
+        data,
+        fixed=FIXED,
+        bounds=None,
+        scaling="individual",
+        fourier_order=None,
+        contrast=None,
+        offset=None,
+        sigma=None,
+        roi=None,
+    )
+    return problem, jnp.asarray(x0)
+
+
 def test_errors_argument_resolves():
     assert isinstance(resolve_errors("formal"), FormalErrors)
     assert isinstance(resolve_errors("frame-clustered"), FrameClusteredErrors)
@@ -53,21 +70,9 @@ def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal, blo
         sigma=simulated.sigma,
         diagonal=diagonal,
     )
-    problem, x0, _, _ = _build(
-        TRUTH,
-        data,
-        fixed=FIXED,
-        bounds=None,
-        scaling="individual",
-        fourier_order=None,
-        contrast=None,
-        offset=None,
-        sigma=None,
-        roi=None,
-    )
-    x = jnp.asarray(x0)
+    problem, x = _individual_problem(data)
     residual = np.asarray(problem.residual_maps(x))  # (maps, t, t)
-    jacobian = np.asarray(jax.jacfwd(problem.residual_maps)(x))  # (maps, t, t, p)
+    jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
     scores = jacobian * residual[..., None]
     used = np.asarray(problem.weights) != 0
     expected = np.zeros((x.shape[0], x.shape[0]))
@@ -183,20 +188,8 @@ def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift
     J_e (I − H)_{ee'} J_e'ᵀ; `frame_clustered_terms` gives it as JᵀJ − B."""
     t = 0.05 * np.arange(1, 9)
     data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(4))
-    problem, x0, _, _ = _build(
-        TRUTH,
-        data,
-        fixed=FIXED,
-        bounds=None,
-        scaling="individual",
-        fourier_order=None,
-        contrast=None,
-        offset=None,
-        sigma=None,
-        roi=None,
-    )
-    x = jnp.asarray(x0)
-    jacobian = np.asarray(jax.jacfwd(problem.residual_maps)(x))  # (maps, t, t, p)
+    problem, x = _individual_problem(data)
+    jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
     used = np.argwhere(np.asarray(problem.weights) != 0)
     rows = np.array([jacobian[a, i, j] for a, i, j in used])
     gram = rows.T @ rows
