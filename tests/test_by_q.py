@@ -44,6 +44,7 @@ def test_rings_group_maps_by_q():
     assert [list(r) for r in rings] == [[1, 3], [0, 2]]
 
 
+@pytest.mark.slow
 def test_q_independent_physics_is_consistent_and_a_drift_is_caught(tmp_path):
     options = dict(fixed=FIXED, starts=1)
     check = hj.fit_by_q(TRUTH, _rings(2500.0), **options)

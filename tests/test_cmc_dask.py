@@ -74,6 +74,7 @@ def _assert_same_run(a, b):
     )
 
 
+@pytest.mark.slow
 def test_shards_run_on_the_workers_and_draw_the_in_process_draws(in_process, on_dask, cluster):
     assert on_dask.n_shards == 2 and on_dask.shard_draws.shape == (2, 2, 20, 5)
     # One task per shard, each on a worker of this cluster (both workers, barring a race).
@@ -87,12 +88,14 @@ def test_shards_run_on_the_workers_and_draw_the_in_process_draws(in_process, on_
     assert "Dask worker" in on_dask.summary() and "Dask" not in in_process.summary()
 
 
+@pytest.mark.slow
 def test_the_saved_record_names_each_shards_worker(on_dask, tmp_path, data):
     hj.save_result(on_dask, data, tmp_path)
     saved = json.loads((tmp_path / "cmc.json").read_text())
     assert saved["settings"]["shard_workers"] == list(on_dask.shard_workers)
 
 
+@pytest.mark.slow
 def test_a_scheduler_address_and_progress_per_shard(data, cluster, in_process, on_dask, capfd):
     # Runs after the test above on the same workers, which reuse their compiled program.
     result = hj.fit_cmc(TRUTH, data, progress=True, client=cluster.scheduler_address, **SETTINGS)
@@ -109,6 +112,7 @@ def test_a_bad_client_is_refused_before_any_work(data):
         hj.fit_cmc(TRUTH, data, client=4, **SETTINGS)
 
 
+@pytest.mark.slow
 def test_a_run_split_by_shards_draws_the_whole_runs_numbers():
     """`run_nuts(key_shards=(k, K))` on shard k alone draws the random numbers of shard k in
     the K-shard vectorized run: on a density whose arithmetic does not depend on the batch

@@ -106,6 +106,7 @@ def test_no_exchange_when_the_fraction_changes(setup):
     np.testing.assert_array_equal(np.asarray(out), np.asarray(theta))
 
 
+@pytest.mark.slow
 def test_shard_laplace_whitens_each_shard(setup):
     data, problem, x0, sigma = setup
     shards = make_shards(np.asarray(data.mask), 2, seed=0)

@@ -55,6 +55,7 @@ def _realisations(n_keys, **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_mean_of_realisations_is_the_bin_averaged_model():
     # 16 keys × 2000 pixels, counts high (Poisson noise ≈ 1 % per pixel and frame).
     maps = _realisations(16, bins=BINS, pixels=2000, counts=1e4, contrast=CONTRAST)

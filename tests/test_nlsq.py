@@ -156,6 +156,7 @@ def test_multistart_from_plain_start_small():
     assert result.starts.best == int(np.nanargmin(result.starts.chi2))
 
 
+@pytest.mark.slow
 def test_flow_reversal():
     """v(t) = v0·t^β + v_offset crosses zero inside the window."""
     truth = hj.HeterodyneModel().replace(
@@ -171,6 +172,7 @@ def test_flow_reversal():
     _assert_recovered(result, truth)
 
 
+@pytest.mark.slow
 def test_static_reference():
     """D0_ref = 0 (a static reference) sits on its lower bound and is reported as such."""
     truth = hj.HeterodyneModel().replace(D0_ref=0.0, D0_sample=1500.0, v0=25.0, f0=0.3)
@@ -237,6 +239,7 @@ def test_fixed_parameters_keep_their_values_and_diagonal_counts():
     assert results[1].n_points - results[0].n_points == 3 * 24
 
 
+@pytest.mark.slow
 def test_custom_transport_law_fits():
     class SaturatingTransport(hj.AbstractTransport):
         parameter_specs = (
@@ -260,6 +263,7 @@ def test_custom_transport_law_fits():
     _assert_recovered(result, truth)
 
 
+@pytest.mark.slow
 def test_singular_problem_is_flagged():
     """f0·exp(f1(t − f2)) makes f0 and f2 exactly degenerate: errors are inf, not zero."""
     data = _simulate(TRUTH, n_frames=24)
@@ -345,6 +349,7 @@ def test_progress_reports_every_step_and_the_final_chi2():
     assert seen[-1][1] == pytest.approx(result.chi2, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_start_on_a_bound_is_moved_inside_and_fitted():
     """A free parameter started exactly on its bound (f3 = 0, where the logistic transform is
     flat) is moved just inside, so the fit can still reach the truth (f3 = 0.1)."""

@@ -112,6 +112,7 @@ def test_clustered_errors_track_the_scatter_on_speckle_data_and_formal_errors_do
     assert np.median(ratios) > 1.3
 
 
+@pytest.mark.slow
 def test_clustered_errors_agree_with_formal_errors_on_independent_noise():
     t = 0.05 * np.arange(1, 61)
     data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.002, key=jr.key(1))
@@ -148,6 +149,7 @@ def test_frame_autocorrelation_and_correlation_time():
     assert correlation_frames(rho) == pytest.approx((1 + phi) / (1 - phi), rel=0.35)
 
 
+@pytest.mark.slow
 def test_estimated_sigma_gives_reduced_chi2_one_at_the_truth_on_speckle_data():
     """Speckle noise is shared by neighbouring frames, so the local (second-difference) σ̂ is
     too small (the truth's reduced χ² under it is well above 1); the fit's σ, rescaled so that
@@ -221,6 +223,7 @@ def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift
     )
 
 
+@pytest.mark.slow
 def test_leverage_correction_widens_errors_most_where_blocks_are_few():
     """On independent noise the corrected sandwich is A⁺ in expectation; the plain one is
     smaller. With few frames (4 blocks a map) the correction is large, never below 1."""

@@ -36,6 +36,7 @@ def test_subset_covers_the_categories():
     assert [case.name for case in cases] == [case.name for case in recovery_cases(9)[:N_SUBSET]]
 
 
+@pytest.mark.slow
 def test_criterion_chi2_is_the_fit_objective():
     """The criterion's χ² (mask, σ) is `fit_nlsq`'s: recomputed at the fitted model, contrast
     and offset it equals `result.chi2`, whatever the fit found. A small case, one local fit."""

@@ -137,6 +137,7 @@ def test_auto_starts_find_the_global_basin_from_the_default_model():
     assert result.success and result.quality.ok, result.quality.warnings
 
 
+@pytest.mark.slow
 def test_an_unresolved_fraction_change_folds_the_exchange_into_one_solution():
     """f_s changes by 13 % over the window, within its error: the exchange of reference and
     sample is then exact within the errors. The polish always tries the exchanged image; the
@@ -404,6 +405,7 @@ def test_auto_design_has_flow_branches_and_fraction_shapes_only_where_they_apply
     assert np.sum(np.isclose(growth, -np.log(4.0))) >= strategy.speed_scan // 2
 
 
+@pytest.mark.slow
 def test_a_fit_that_runs_out_of_steps_is_continued():
     from heterojax._fit._solve import OUT_OF_STEPS, SUCCESSFUL
 
@@ -424,6 +426,7 @@ def test_a_fit_that_runs_out_of_steps_is_continued():
     np.testing.assert_array_equal(again.values, continued.values)
 
 
+@pytest.mark.slow
 def test_a_subset_of_maps_keeps_the_fit_vector_and_splits_chi2():
     from heterojax._fit._problem import evaluate_at
 

@@ -43,6 +43,7 @@ def data():
     )
 
 
+@pytest.mark.slow
 def test_roi_fit_recovers_transport_and_velocity_where_the_bin_centre_fit_fails(data):
     start = hj.HeterodyneModel.from_dict(TRUTH).replace(D0_sample=3e4, v0=2100.0)
     roi = fit(start, data, roi=True)

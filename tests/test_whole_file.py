@@ -43,6 +43,7 @@ def test_scaling_rules_apply_per_q_ring_with_distinct_names():
         resolve_scaling("fourier", phi[:9], q=np.r_[np.full(7, 0.01), 0.02, 0.02])
 
 
+@pytest.mark.slow
 def test_a_whole_file_fits_jointly_like_one_ring(tmp_path):
     """6 q rings × 7 φ sectors written in the APS layout: the default load returns all 42
     maps, the joint fit recovers the physics shared by every map, with each ring's contrast
