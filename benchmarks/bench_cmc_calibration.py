@@ -5,8 +5,10 @@ Prints one JSON object. For each of `--datasets` cases it simulates `hj.simulate
 correlate=True)` maps (Poisson counts through a two-time correlator: the noise on c2 is
 correlated along rows and columns, as in measured data), fits them with `fit_nlsq` (one local
 start from the truth; frame-clustered errors, the default), then runs `fit_cmc(nlsq=...)` twice
-with the same key: `adjustment="none"` (c2 entries independent) and `adjustment="auto"` (the
-curvature adjustment, `hj.CurvatureAdjustment`). For every free physics parameter it records
+with the same key: `adjustment="none"` (c2 entries independent) and `adjustment="auto"`
+(`hj.CheckedCurvatureAdjustment`: the curvature adjustment, or the magnitude one where the
+adjusted posterior's Laplace approximation misses the honest covariance by > 2× in sd);
+`--adjustments curvature,magnitude,auto` compares them. For every free physics parameter it records
 whether the central 90 % interval of the combined draws (5 % and 95 % quantiles) holds the
 truth (phi0 modulo 180°), the posterior sd over the NLSQ standard error, R̂ and divergences.
 The NLSQ intervals (±1.645 stderr, honest and formal) are scored alongside.

@@ -17,6 +17,7 @@ from ._batch._sources import BatchSource as BatchSource
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._cmc._adjustment import (
     AbstractLikelihoodAdjustment as AbstractLikelihoodAdjustment,
+    CheckedCurvatureAdjustment as CheckedCurvatureAdjustment,
     CurvatureAdjustment as CurvatureAdjustment,
     MagnitudeAdjustment as MagnitudeAdjustment,
     NoAdjustment as NoAdjustment,

@@ -120,6 +120,23 @@ def test_verdict_passes_a_clean_run():
     assert "PASSED" in str(verdict)
 
 
+def test_verdict_fails_when_the_likelihood_adjustment_was_replaced():
+    review = "the likelihood is not Gaussian on the scale of the NLSQ honest errors (…)"
+    verdict = make_verdict(
+        names=("v0", "f0"),
+        shard_diagnostics=_diagnostics(),
+        agreement=np.zeros((2, 2)),
+        thresholds=Thresholds(),
+        settings=_settings(),
+        adjustment_review=review,
+    )
+    assert not verdict.passed
+    assert verdict.failures == (
+        f"adjustment: {review} → fix a parameter the data cannot determine, or measure more "
+        "frames or pixels; the intervals are approximate.",
+    )
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

@@ -183,7 +183,14 @@ def test_estimated_sigma_gives_reduced_chi2_one_at_the_truth_on_speckle_data():
     assert abs(calibrated - 1.0) < 0.25 and abs(calibrated - 1.0) < abs(local - 1.0) / 2
 
 
-@pytest.mark.parametrize(("block", "shift"), [(1, 0), (3, 2), (4, 0)])
+@pytest.mark.parametrize(
+    ("block", "shift"),
+    [
+        pytest.param(1, 0, marks=pytest.mark.slow),
+        pytest.param(3, 2, marks=pytest.mark.slow),
+        (4, 0),
+    ],
+)
 def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift, monkeypatch):
     """With r = (I − H) ε for independent unit noise ε (H the hat matrix of the weighted
     Jacobian over all maps), E[M] = Σ over pairs of entries sharing a block of

@@ -31,6 +31,12 @@ an adjusted ℓ_A whose curvature at θ̂ is H_A = C_H⁻¹, so that the posteri
 
 Both act on the likelihood only; the prior is applied at θ, unadjusted.
 
+- `CheckedCurvatureAdjustment` (the default with honest NLSQ errors): the curvature adjustment,
+  checked before sampling: where the Laplace approximation of the adjusted posterior (at its
+  own mode) has a principal sd off C_H's by more than a factor 2 (ℓ is not quadratic on the
+  scale of C_H, so the linear stretch about θ̂ misplaces it), the magnitude adjustment is
+  sampled instead, with a warning, and the verdict fails.
+
 **In fit_cmc.** θ are the sampler's unconstrained coordinates (x = x(θ) elementwise), and θ̂ the
 full-data centre (the NLSQ solution). H is the Gauss–Newton information of the likelihood that
 is sampled (all shards, at θ̂); it equals C_F⁻¹ (in θ) when the CMC uses the NLSQ fit's σ and
@@ -61,11 +67,13 @@ import dataclasses
 import warnings
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
 from .._fit._nlsq_result import NLSQResult
+from ._coordinates import shard_laplace
 from ._posterior import ShardData, ShardPosterior, gauss_newton_information
 
 
@@ -101,6 +109,21 @@ class AbstractLikelihoodAdjustment(eqx.Module):
 
         **Returns:** a `ShardPosterior`.
         """
+
+    def review(
+        self,
+        adjusted: ShardPosterior,
+        *,
+        shard_data: ShardData,
+        nlsq: NLSQResult | None,
+        center,
+    ) -> "tuple[AbstractLikelihoodAdjustment, str] | None":
+        """A second look at what `adjust` returned (`adjusted`), before sampling: None keeps
+        it; (another adjustment, why) samples with that one instead, and the verdict fails
+        with the reason. The base class keeps it.
+        """
+        del adjusted, shard_data, nlsq, center
+        return None
 
 
 class NoAdjustment(AbstractLikelihoodAdjustment):
@@ -201,21 +224,20 @@ def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def curvature_map(
+def adjusted_information(
     information: np.ndarray, honest_covariance: np.ndarray, min_inflation: float = 1.0
 ) -> np.ndarray | None:
-    """A = M⁻¹ M_A with H = MᵀM (`information`) and C_H⁻¹ = M_AᵀM_A (`honest_covariance`),
-    M and M_A upper triangular (Cholesky), so that Aᵀ H A = C_H⁻¹ exactly.
+    """H_A, the curvature the adjusted likelihood has at θ̂: C_H⁻¹ with C_H first floored at
+    `min_inflation` × H⁻¹.
 
-    C_H is first floored at `min_inflation` × H⁻¹: with H = L Lᵀ, the inflation matrix
-    S = Lᵀ C_H L (the identity when C_H = H⁻¹) has its eigenvalues raised to at least
-    `min_inflation`. The sandwich's meat is a sum over a few clusters of frames and can be
-    rank-deficient (measured: one generalised eigenvalue of (C_H, C_F) of 1e-9 next to 10–200
-    on a 2-map × 100-frame speckle problem); its inverse would then claim an almost exact
-    parameter combination. With the default floor 1 the adjustment never narrows the posterior
-    in any direction.
+    With H = L Lᵀ, the inflation matrix S = Lᵀ C_H L (the identity when C_H = H⁻¹) has its
+    eigenvalues raised to at least `min_inflation`, and H_A = (L⁻ᵀ S L⁻¹)⁻¹ = L S⁻¹ Lᵀ. The
+    sandwich's meat is a sum over a few clusters of frames and can be rank-deficient (measured:
+    one generalised eigenvalue of (C_H, C_F) of 1e-9 next to 10–200 on a 2-map × 100-frame
+    speckle problem); its inverse would then claim an almost exact parameter combination. With
+    the default floor 1 the adjustment never narrows the posterior in any direction.
 
-    **Returns:** A `(p, p)`, or None when H or C_H is not positive definite.
+    **Returns:** H_A `(p, p)`, or None when H or C_H is not positive definite.
     """
     lower = _cholesky(np.asarray(information, float))
     if lower is None:
@@ -225,10 +247,23 @@ def curvature_map(
     if not (np.all(np.isfinite(values)) and values[-1] > 0):
         return None
     values = np.maximum(values, float(min_inflation))
-    # H_A = (L⁻ᵀ S L⁻¹)⁻¹ = L S⁻¹ Lᵀ.
     adjusted = (lower @ vectors / values) @ (lower @ vectors).T
-    lower_adjusted = _cholesky(adjusted)
-    if lower_adjusted is None:
+    return 0.5 * (adjusted + adjusted.T)
+
+
+def curvature_map(
+    information: np.ndarray, honest_covariance: np.ndarray, min_inflation: float = 1.0
+) -> np.ndarray | None:
+    """A = M⁻¹ M_A with H = MᵀM (`information`) and H_A = M_AᵀM_A (`adjusted_information`:
+    C_H⁻¹, C_H floored at `min_inflation` × H⁻¹), M and M_A upper triangular (Cholesky), so
+    that Aᵀ H A = H_A exactly.
+
+    **Returns:** A `(p, p)`, or None when H or C_H is not positive definite.
+    """
+    adjusted = adjusted_information(information, honest_covariance, min_inflation)
+    lower = _cholesky(np.asarray(information, float))
+    lower_adjusted = None if adjusted is None else _cholesky(adjusted)
+    if lower is None or lower_adjusted is None:
         return None
     # M = Lᵀ and M_A = L_Aᵀ, so M⁻¹ M_A solves Lᵀ A = L_Aᵀ.
     return scipy.linalg.solve_triangular(lower.T, lower_adjusted.T, lower=False)
@@ -337,16 +372,153 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
         )
 
 
+_log_prior_hessian = eqx.filter_jit(
+    lambda posterior, theta: jax.hessian(posterior.log_prior)(theta)
+)
+
+
+def full_data_laplace(
+    posterior: ShardPosterior, shard_data: ShardData, center
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mode and Laplace covariance of the full-data posterior log p + Σ_k log L_k (the shards'
+    tiles as one shard, the prior untempered), by `_coordinates.shard_laplace` from θ̂."""
+    if shard_data.observed.shape[0] > 1:
+        merged = jax.tree.map(lambda leaf: leaf.reshape(1, -1, *leaf.shape[2:]), shard_data)
+        shard_data = dataclasses.replace(merged, n_diagonal=None)
+        posterior = dataclasses.replace(posterior, tempering=jnp.asarray(1.0))
+    modes, covariances = shard_laplace(posterior, jnp.asarray(center), shard_data)
+    return np.asarray(modes)[0], np.asarray(covariances)[0]
+
+
+def laplace_mismatch(
+    adjusted: ShardPosterior, shard_data: ShardData, center
+) -> tuple[float, np.ndarray] | None:
+    """How far the Laplace approximation of the adjusted full-data posterior is from the
+    Gaussian the adjustment intends.
+
+    Intended precision at θ̂: E = H_A − ∇² log p(θ̂), with H_A the Gauss–Newton information of
+    the adjusted likelihood (Aᵀ H A for a curvature map: C_H⁻¹) and p the prior in θ. Found
+    precision: F = Σ⁻¹, Σ the Laplace covariance at the adjusted posterior's own mode
+    (`full_data_laplace`; all shards together, so that a shard's own non-Gaussianity, which
+    `shards="auto"` deals with, does not enter). The posterior sds along the
+    principal directions differ from the intended ones by λ^(-1/2), λ the generalised
+    eigenvalues of (F, E): 1 for a Gaussian likelihood and an NLSQ centre at its maximum.
+
+    **Returns:** (the largest factor max(√λ, 1/√λ), that direction in θ, normalised), or None
+    when Σ or E is not finite and positive definite.
+    """
+    _, covariance = full_data_laplace(adjusted, shard_data, center)
+    try:
+        found = np.linalg.inv(covariance)
+    except np.linalg.LinAlgError:
+        return None
+    theta = jnp.asarray(center)
+    intended = np.asarray(_information(adjusted, theta, shard_data), float)
+    intended = intended - np.asarray(_log_prior_hessian(adjusted, theta), float)
+    lower = _cholesky(intended)
+    if lower is None or not np.all(np.isfinite(found)):
+        return None
+    whitened = scipy.linalg.solve_triangular(lower, found, lower=True)
+    whitened = scipy.linalg.solve_triangular(lower, whitened.T, lower=True)
+    values, vectors = np.linalg.eigh(0.5 * (whitened + whitened.T))
+    if not (np.all(np.isfinite(values)) and values[0] > 0):
+        return None
+    factors = np.maximum(np.sqrt(values), 1.0 / np.sqrt(values))
+    worst = int(np.argmax(factors))
+    direction = scipy.linalg.solve_triangular(lower.T, vectors[:, worst], lower=False)
+    return float(factors[worst]), direction / np.linalg.norm(direction)
+
+
+def map_stretch(adjusted: ShardPosterior, shard_data: ShardData, center) -> float:
+    """The largest factor by which a curvature map widens the posterior sd in any direction:
+    √λ_max for H v = λ H_A v, with H_A = Aᵀ H A the adjusted information (computed) and
+    H = A⁻ᵀ H_A A⁻¹ the unadjusted one. 1 for A = I; ≥ 1 with the floor of `curvature_map`."""
+    linear_map = np.asarray(adjusted.likelihood_map, float)
+    adjusted_information = np.asarray(
+        _information(adjusted, jnp.asarray(center), shard_data), float
+    )
+    inverse = np.linalg.inv(linear_map)
+    information = inverse.T @ adjusted_information @ inverse
+    values = scipy.linalg.eigh(
+        0.5 * (information + information.T),
+        0.5 * (adjusted_information + adjusted_information.T),
+        eigvals_only=True,
+    )
+    return float(np.sqrt(max(float(np.max(values)), 0.0)))
+
+
+class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
+    """`CurvatureAdjustment` where the adjusted posterior is Gaussian on the scale of the
+    honest errors, its `fallback` (`MagnitudeAdjustment`) where it is not.
+
+    The curvature map A is exact at θ̂ to second order and linear: it stretches ℓ along the
+    directions the honest errors inflate, about θ̂. Where ℓ is far from quadratic on the scale
+    of C_H — a curved ridge (the f0–contrast–offset trade-off of a static reference), a
+    parameter whose honest error spans its whole range, an NLSQ centre short of the maximum —
+    the stretched ℓ is not the Gaussian N(θ̂, C_H) near its mode either, and measured, it can be
+    far narrower than C_H (f0 sd 0.009 against an honest error 2.85 on a speckle case, the
+    truth 11 sd away). The magnitude adjustment k·ℓ keeps ℓ's shape (the ridge of good fits
+    stays where the model puts it) and widens it by 1/√k in every direction.
+
+    The check (`laplace_mismatch`): the Laplace approximation of the adjusted full-data
+    posterior (at its own mode) against the intended precision C_H⁻¹ + prior curvature at θ̂;
+    when a principal sd differs by more than `max_sd_ratio` (default 2), the fallback is
+    sampled, with a warning naming the direction, and the verdict fails. A mild map (no sd
+    widened by more than `max_sd_ratio`, `map_stretch`: noise close to independent) is kept as
+    it is: ℓ's own shape then dominates, and NUTS samples it faithfully.
+
+    **Fields:** `curvature` (a `CurvatureAdjustment`), `fallback` (default
+    `MagnitudeAdjustment()`), `max_sd_ratio` (> 1).
+    """
+
+    curvature: CurvatureAdjustment = CurvatureAdjustment()
+    fallback: AbstractLikelihoodAdjustment = MagnitudeAdjustment()
+    max_sd_ratio: float = 2.0
+
+    def __check_init__(self):
+        if not float(self.max_sd_ratio) > 1.0:
+            raise ValueError(f"`max_sd_ratio` must exceed 1; got {self.max_sd_ratio!r}.")
+
+    def adjust(self, posterior, *, shard_data, nlsq, center):
+        return self.curvature.adjust(posterior, shard_data=shard_data, nlsq=nlsq, center=center)
+
+    def review(self, adjusted, *, shard_data, nlsq, center):
+        if adjusted.likelihood_map is None:  # the curvature map fell back already
+            return None
+        if map_stretch(adjusted, shard_data, center) <= self.max_sd_ratio:
+            return None  # a mild map: ℓ's own shape dominates, and NUTS samples it as it is
+        mismatch = laplace_mismatch(adjusted, shard_data, center)
+        fallback = type(self.fallback).__name__
+        if mismatch is None:
+            return self.fallback, (
+                "the curvature-adjusted likelihood has no positive-definite curvature at the "
+                f"NLSQ solution; sampled with {fallback}"
+            )
+        factor, direction = mismatch
+        if factor <= self.max_sd_ratio:
+            return None
+        names = adjusted.problem.names
+        order = np.argsort(-np.abs(direction))[:2]
+        along = ", ".join(f"{names[i]} {direction[i]:+.2f}" for i in order)
+        return self.fallback, (
+            "the likelihood is not Gaussian on the scale of the NLSQ honest errors (along "
+            f"{along} the curvature-adjusted posterior's sd is off by {factor:.3g}×, > "
+            f"{self.max_sd_ratio:g}); sampled with {fallback}"
+        )
+
+
 def resolve_adjustment(adjustment, nlsq: NLSQResult | None) -> AbstractLikelihoodAdjustment:
     """`adjustment=` of `fit_cmc`: an `AbstractLikelihoodAdjustment`, or one of `ADJUSTMENTS`.
 
-    `"auto"`: `CurvatureAdjustment()` when the NLSQ warm start carries honest errors (an
-    estimator other than `FormalErrors`) and a finite formal covariance, else `NoAdjustment()`.
+    `"auto"`: `CheckedCurvatureAdjustment()` (the curvature adjustment where the adjusted
+    posterior is Gaussian on the scale of the honest errors, else the magnitude one) when the
+    NLSQ warm start carries honest errors (an estimator other than `FormalErrors`) and a finite
+    formal covariance, else `NoAdjustment()`.
     """
     if isinstance(adjustment, AbstractLikelihoodAdjustment):
         return adjustment
     if adjustment == "auto":
-        return CurvatureAdjustment() if _honest_errors(nlsq) else NoAdjustment()
+        return CheckedCurvatureAdjustment() if _honest_errors(nlsq) else NoAdjustment()
     if adjustment == "none" or adjustment is None:
         return NoAdjustment()
     if adjustment == "curvature":

@@ -14,6 +14,7 @@
 """
 
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -203,6 +204,7 @@ class _Coordinates(NamedTuple):
     laplace_sd: np.ndarray  # (shard, p): sd of each shard's Laplace approximation in θ
     gaussian_defect: np.ndarray  # (shard,)
     reduced_from: int | None  # the K "auto" started from, when it lowered K
+    adjustment_review: str | None = None  # why the adjustment's review replaced it
 
 
 def _nlsq_covariance(problem, posterior, center, shard_data, nlsq, n_shards) -> np.ndarray:
@@ -220,6 +222,18 @@ def _nlsq_covariance(problem, posterior, center, shard_data, nlsq, n_shards) -> 
     return np.linalg.pinv(0.5 * (information + information.T), hermitian=True)
 
 
+def _adjusted(adjustment, posterior, shard_data, nlsq, center):
+    """The adjusted shard posterior, after the adjustment's review (`review`): (posterior, None)
+    or, when the review replaced the adjustment, (the replacement's posterior, why)."""
+    adjusted = adjustment.adjust(posterior, shard_data=shard_data, nlsq=nlsq, center=center)
+    review = adjustment.review(adjusted, shard_data=shard_data, nlsq=nlsq, center=center)
+    if review is None:
+        return adjusted, None
+    replacement, reason = review
+    warnings.warn(f"fit_cmc likelihood adjustment: {reason}.", stacklevel=5)
+    return replacement.adjust(posterior, shard_data=shard_data, nlsq=nlsq, center=center), reason
+
+
 def _coordinates_for(
     setup: _Setup, data, shards: Shards, sampler: NUTS, adjustment, nlsq
 ) -> _Coordinates:
@@ -235,7 +249,7 @@ def _coordinates_for(
         prior_precision=jnp.asarray(setup.prior_precision),
     )
     center = setup.problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
-    posterior = adjustment.adjust(posterior, shard_data=shard_data, nlsq=nlsq, center=center)
+    posterior, review = _adjusted(adjustment, posterior, shard_data, nlsq, center)
     shear = offset_shear(
         setup.problem,
         data.t,
@@ -256,7 +270,13 @@ def _coordinates_for(
     sampled = ShearedPosterior(posterior, shear)
     defect = np.asarray(gaussian_defect(sampled, preconditioner, shard_data))
     return _Coordinates(
-        shards, sampled, WhitenedShard(shard_data, preconditioner), laplace_sd, defect, None
+        shards,
+        sampled,
+        WhitenedShard(shard_data, preconditioner),
+        laplace_sd,
+        defect,
+        None,
+        review,
     )
 
 
@@ -398,6 +418,7 @@ def _diagnose(
         agreement=agreement,
         thresholds=thresholds,
         settings=settings,
+        adjustment_review=coordinates.adjustment_review,
     )
     return diagnostics, shard_diagnostics, combined_diagnostics, verdict
 
@@ -535,10 +556,12 @@ def fit_cmc(
     - `adjustment`: how the likelihood, which treats c2 entries as independent, is adjusted
         for their correlation (a composite likelihood; see `CurvatureAdjustment`): an
         `AbstractLikelihoodAdjustment`, `"none"`, `"curvature"`, `"magnitude"`, or `"auto"`
-        (default): `CurvatureAdjustment()` when `nlsq` carries honest errors (an estimator
-        other than `FormalErrors`, e.g. the default frame-clustered sandwich), so that the
-        posterior has the NLSQ fit's honest covariance near its mode; else `NoAdjustment()`
-        (exact for independent noise of known σ, as `simulate` makes).
+        (default): `CheckedCurvatureAdjustment()` when `nlsq` carries honest errors (an
+        estimator other than `FormalErrors`, e.g. the default frame-clustered sandwich), so
+        that the posterior has the NLSQ fit's honest covariance near its mode — or, where the
+        likelihood is not Gaussian on that scale (the adjusted shard Laplace approximations
+        miss it by more than 2× in sd), the magnitude-adjusted one, with a warning; else
+        `NoAdjustment()` (exact for independent noise of known σ, as `simulate` makes).
     - `chain_method`: `"vectorized"` (vmap over shards × chains; split across devices when
         several exist), `"sequential"` (one chain after another, low memory), or `"auto"`:
         sequential on a single CPU device when every shard holds ≥ 2048

@@ -167,6 +167,7 @@ def make_verdict(
     agreement: np.ndarray,
     thresholds: Thresholds,
     settings: RunSettings,
+    adjustment_review: str | None = None,
 ) -> CMCVerdict:
     """Checks every threshold and writes one line per failing parameter, then one per failing
     run-level check (divergences, tree depth, E-BFMI), each with one piece of advice that this
@@ -176,7 +177,9 @@ def make_verdict(
     `"ess_tail"` `(shard, p)`, `"bfmi"` `(shard, chain)`, `"divergences"` `(shard,)`,
     `"tree_depth_saturation"` `(shard,)`, and optionally `"width_ratio"` and `"skewness"`
     `(shard, p)` (the Gaussian-shard checks, made when K > 1); `agreement` `(shard, p)`,
-    |μ_k − μ*| / sd_k; the thresholds; the run's `settings`.
+    |μ_k − μ*| / sd_k; the thresholds; the run's `settings`; `adjustment_review`, why the
+    likelihood adjustment was replaced (`AbstractLikelihoodAdjustment.review`), a failure: the
+    intervals then rest on a likelihood that is not Gaussian on the scale of the honest errors.
     """
     t, run = thresholds, settings
     failures = []
@@ -216,6 +219,11 @@ def make_verdict(
         failures.append(
             f"E-BFMI: {float(bfmi[shard, chain]):.2f} in shard {shard}, chain {chain} "
             f"(< {t.bfmi}) → run a longer warmup (warmup={2 * run.warmup})."
+        )
+    if adjustment_review is not None:
+        failures.append(
+            f"adjustment: {adjustment_review} → fix a parameter the data cannot determine, or "
+            "measure more frames or pixels; the intervals are approximate."
         )
     return CMCVerdict(passed=not failures, failures=tuple(failures), thresholds=thresholds)
 

@@ -308,7 +308,8 @@ class CMCSection(Section):
     adjustment: Literal["auto", "none", "curvature", "magnitude"] = Field(
         default="auto",
         description="Likelihood adjustment for correlated c2 noise: auto (curvature when the "
-        "NLSQ warm start has frame-clustered errors, else none), curvature, magnitude, none.",
+        "NLSQ warm start has frame-clustered errors, checked, magnitude where the likelihood is "
+        "not Gaussian on the scale of those errors; else none), curvature, magnitude, none.",
     )
     chain_method: Literal["auto", "vectorized", "sequential"] = Field(
         default="auto",
