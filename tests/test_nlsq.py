@@ -325,7 +325,7 @@ def test_global_search_runs_cma_es_and_keeps_its_start():
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3", "phi0")
     local = hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1)
     searched = hj.fit_nlsq(
-        TRUTH, data, fixed=fixed, global_search=True, global_evaluations=300, seed=1
+        TRUTH, data, fixed=fixed, starts=1, global_search=True, global_evaluations=300, seed=1
     )
     assert len(searched.starts.chi2) == 2  # the CMA-ES optimum, then the user's start
     assert searched.chi2 <= local.chi2 * (1 + 1e-9)
