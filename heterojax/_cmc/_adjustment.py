@@ -224,20 +224,21 @@ def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def adjusted_information(
+def curvature_map(
     information: np.ndarray, honest_covariance: np.ndarray, min_inflation: float = 1.0
 ) -> np.ndarray | None:
-    """H_A, the curvature the adjusted likelihood has at θ̂: C_H⁻¹ with C_H first floored at
-    `min_inflation` × H⁻¹.
+    """A = M⁻¹ M_A with H = MᵀM (`information`) and C_H⁻¹ = M_AᵀM_A (`honest_covariance`),
+    M and M_A upper triangular (Cholesky), so that Aᵀ H A = C_H⁻¹ exactly.
 
-    With H = L Lᵀ, the inflation matrix S = Lᵀ C_H L (the identity when C_H = H⁻¹) has its
-    eigenvalues raised to at least `min_inflation`, and H_A = (L⁻ᵀ S L⁻¹)⁻¹ = L S⁻¹ Lᵀ. The
-    sandwich's meat is a sum over a few clusters of frames and can be rank-deficient (measured:
-    one generalised eigenvalue of (C_H, C_F) of 1e-9 next to 10–200 on a 2-map × 100-frame
-    speckle problem); its inverse would then claim an almost exact parameter combination. With
-    the default floor 1 the adjustment never narrows the posterior in any direction.
+    C_H is first floored at `min_inflation` × H⁻¹: with H = L Lᵀ, the inflation matrix
+    S = Lᵀ C_H L (the identity when C_H = H⁻¹) has its eigenvalues raised to at least
+    `min_inflation`. The sandwich's meat is a sum over a few clusters of frames and can be
+    rank-deficient (measured: one generalised eigenvalue of (C_H, C_F) of 1e-9 next to 10–200
+    on a 2-map × 100-frame speckle problem); its inverse would then claim an almost exact
+    parameter combination. With the default floor 1 the adjustment never narrows the posterior
+    in any direction.
 
-    **Returns:** H_A `(p, p)`, or None when H or C_H is not positive definite.
+    **Returns:** A `(p, p)`, or None when H or C_H is not positive definite.
     """
     lower = _cholesky(np.asarray(information, float))
     if lower is None:
@@ -247,23 +248,10 @@ def adjusted_information(
     if not (np.all(np.isfinite(values)) and values[-1] > 0):
         return None
     values = np.maximum(values, float(min_inflation))
+    # H_A = (L⁻ᵀ S L⁻¹)⁻¹ = L S⁻¹ Lᵀ.
     adjusted = (lower @ vectors / values) @ (lower @ vectors).T
-    return 0.5 * (adjusted + adjusted.T)
-
-
-def curvature_map(
-    information: np.ndarray, honest_covariance: np.ndarray, min_inflation: float = 1.0
-) -> np.ndarray | None:
-    """A = M⁻¹ M_A with H = MᵀM (`information`) and H_A = M_AᵀM_A (`adjusted_information`:
-    C_H⁻¹, C_H floored at `min_inflation` × H⁻¹), M and M_A upper triangular (Cholesky), so
-    that Aᵀ H A = H_A exactly.
-
-    **Returns:** A `(p, p)`, or None when H or C_H is not positive definite.
-    """
-    adjusted = adjusted_information(information, honest_covariance, min_inflation)
-    lower = _cholesky(np.asarray(information, float))
-    lower_adjusted = None if adjusted is None else _cholesky(adjusted)
-    if lower is None or lower_adjusted is None:
+    lower_adjusted = _cholesky(adjusted)
+    if lower_adjusted is None:
         return None
     # M = Lᵀ and M_A = L_Aᵀ, so M⁻¹ M_A solves Lᵀ A = L_Aᵀ.
     return scipy.linalg.solve_triangular(lower.T, lower_adjusted.T, lower=False)
@@ -391,13 +379,14 @@ def full_data_laplace(
 
 
 def laplace_mismatch(
-    adjusted: ShardPosterior, shard_data: ShardData, center
+    adjusted: ShardPosterior, shard_data: ShardData, center, adjusted_information: np.ndarray
 ) -> tuple[float, np.ndarray] | None:
     """How far the Laplace approximation of the adjusted full-data posterior is from the
     Gaussian the adjustment intends.
 
-    Intended precision at θ̂: E = H_A − ∇² log p(θ̂), with H_A the Gauss–Newton information of
-    the adjusted likelihood (Aᵀ H A for a curvature map: C_H⁻¹) and p the prior in θ. Found
+    Intended precision at θ̂: E = H_A − ∇² log p(θ̂), with H_A (`adjusted_information`) the
+    Gauss–Newton information of the adjusted likelihood at θ̂ (Aᵀ H A for a curvature map:
+    C_H⁻¹) and p the prior in θ. Found
     precision: F = Σ⁻¹, Σ the Laplace covariance at the adjusted posterior's own mode
     (`full_data_laplace`; all shards together, so that a shard's own non-Gaussianity, which
     `shards="auto"` deals with, does not enter). The posterior sds along the
@@ -412,9 +401,8 @@ def laplace_mismatch(
         found = np.linalg.inv(covariance)
     except np.linalg.LinAlgError:
         return None
-    theta = jnp.asarray(center)
-    intended = np.asarray(_information(adjusted, theta, shard_data), float)
-    intended = intended - np.asarray(_log_prior_hessian(adjusted, theta), float)
+    prior_hessian = _log_prior_hessian(adjusted, jnp.asarray(center))
+    intended = np.asarray(adjusted_information, float) - np.asarray(prior_hessian, float)
     lower = _cholesky(intended)
     if lower is None or not np.all(np.isfinite(found)):
         return None
@@ -429,15 +417,12 @@ def laplace_mismatch(
     return float(factors[worst]), direction / np.linalg.norm(direction)
 
 
-def map_stretch(adjusted: ShardPosterior, shard_data: ShardData, center) -> float:
-    """The largest factor by which a curvature map widens the posterior sd in any direction:
-    √λ_max for H v = λ H_A v, with H_A = Aᵀ H A the adjusted information (computed) and
-    H = A⁻ᵀ H_A A⁻¹ the unadjusted one. 1 for A = I; ≥ 1 with the floor of `curvature_map`."""
-    linear_map = np.asarray(adjusted.likelihood_map, float)
-    adjusted_information = np.asarray(
-        _information(adjusted, jnp.asarray(center), shard_data), float
-    )
-    inverse = np.linalg.inv(linear_map)
+def map_stretch(linear_map: np.ndarray | jax.Array, adjusted_information: np.ndarray) -> float:
+    """The largest factor by which a curvature map A widens the posterior sd in any direction:
+    √λ_max for H v = λ H_A v, with H_A = Aᵀ H A the adjusted information and H = A⁻ᵀ H_A A⁻¹
+    the unadjusted one. 1 for A = I; ≥ 1 with the floor of `curvature_map`."""
+    adjusted_information = np.asarray(adjusted_information, float)
+    inverse = np.linalg.inv(np.asarray(linear_map, float))
     information = inverse.T @ adjusted_information @ inverse
     values = scipy.linalg.eigh(
         0.5 * (information + information.T),
@@ -485,9 +470,10 @@ class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
     def review(self, adjusted, *, shard_data, nlsq, center):
         if adjusted.likelihood_map is None:  # the curvature map fell back already
             return None
-        if map_stretch(adjusted, shard_data, center) <= self.max_sd_ratio:
+        information = np.asarray(_information(adjusted, jnp.asarray(center), shard_data), float)
+        if map_stretch(adjusted.likelihood_map, information) <= self.max_sd_ratio:
             return None  # a mild map: ℓ's own shape dominates, and NUTS samples it as it is
-        mismatch = laplace_mismatch(adjusted, shard_data, center)
+        mismatch = laplace_mismatch(adjusted, shard_data, center, information)
         fallback = type(self.fallback).__name__
         if mismatch is None:
             return self.fallback, (

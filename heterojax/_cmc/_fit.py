@@ -559,8 +559,8 @@ def fit_cmc(
         (default): `CheckedCurvatureAdjustment()` when `nlsq` carries honest errors (an
         estimator other than `FormalErrors`, e.g. the default frame-clustered sandwich), so
         that the posterior has the NLSQ fit's honest covariance near its mode — or, where the
-        likelihood is not Gaussian on that scale (the adjusted shard Laplace approximations
-        miss it by more than 2× in sd), the magnitude-adjusted one, with a warning; else
+        likelihood is not Gaussian on that scale (the adjusted posterior's Laplace approximation
+        misses it by more than 2× in sd), the magnitude-adjusted one, with a warning; else
         `NoAdjustment()` (exact for independent noise of known σ, as `simulate` makes).
     - `chain_method`: `"vectorized"` (vmap over shards × chains; split across devices when
         several exist), `"sequential"` (one chain after another, low memory), or `"auto"`:
