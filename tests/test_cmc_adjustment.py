@@ -14,6 +14,7 @@ import heterojax as hj
 from heterojax._cmc._adjustment import (
     curvature_map,
     honest_covariance,
+    interior_parameters,
     laplace_mismatch,
     magnitude_weight,
     map_stretch,
@@ -224,6 +225,40 @@ def test_curvature_falls_back_to_magnitude_when_names_do_not_match(warm_start):
         )
     assert adjusted.likelihood_map is None
     np.testing.assert_allclose(float(adjusted.likelihood_weight), magnitude_weight(nlsq))
+
+
+def test_curvature_map_leaves_a_parameter_at_a_bound_alone(warm_start):
+    data, nlsq = warm_start
+    posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=1)
+    names = posterior.problem.names
+    assert interior_parameters(posterior, nlsq) == list(range(len(names)))
+    # The NLSQ fit reports f0 at a bound (its own flag), D0_sample on one (its value).
+    at_bound = dataclasses.replace(
+        nlsq,
+        quality=dataclasses.replace(nlsq.quality, at_bounds=("f0",)),
+        values=np.where(np.asarray(nlsq.names) == "D0_sample", 0.0, np.asarray(nlsq.values)),
+    )
+    outside = [names.index("f0"), names.index("D0_sample")]
+    interior = interior_parameters(posterior, at_bound)
+    assert sorted(interior + outside) == list(range(len(names)))
+    adjusted = hj.CurvatureAdjustment().adjust(
+        posterior, shard_data=shard_data, nlsq=at_bound, center=center
+    )
+    linear_map = np.asarray(adjusted.likelihood_map)
+    # Identity in the boundary directions, no cross terms: the flat direction of a boundary
+    # maximum is not turned into shifts of the others.
+    for k in outside:
+        expected = np.zeros(len(names))
+        expected[k] = 1.0
+        np.testing.assert_array_equal(linear_map[k], expected)
+        np.testing.assert_array_equal(linear_map[:, k], expected)
+    # The interior block is the map of the sub-model with the boundary parameters held.
+    block = np.ix_(interior, interior)
+    information = np.asarray(gauss_newton_information(posterior, center, shard_data))[block]
+    derivative = np.asarray(posterior.problem.transform.derivative(center))[interior]
+    honest = honest_covariance(nlsq, tuple(names[i] for i in interior))
+    expected = curvature_map(information, honest / np.outer(derivative, derivative))
+    np.testing.assert_allclose(linear_map[block], expected, rtol=1e-8, atol=1e-12)
 
 
 def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(

@@ -59,7 +59,13 @@ NLSQ errors are then meaningful too). (3) The map is built in the labelling of �
 likelihood is not symmetric under the reference ↔ sample exchange, whose mirror mode it
 distorts (the draws stay near θ̂'s labelling). (4) The correlation never makes the estimate more
 precise than independent noise would: `CurvatureAdjustment` floors C_H at C_F (= H⁻¹) in every
-direction, since the clustered meat can be rank-deficient (see `curvature_map`).
+direction, since the clustered meat can be rank-deficient (see `curvature_map`). (5) A parameter
+whose NLSQ value is at a bound of its box is left out of the curvature map (identity there, no
+cross terms): the likelihood is not quadratic about a boundary maximum (in θ it is flat towards
+the bound), and a linear map would turn that flat direction into shifts of the others — measured
+on a weakly identified case with D0_ref at 0: the draws of D0_ref filled its prior range and the
+contrast was 8 sd off the truth. Its direction stays unadjusted; the others get the map of the
+sub-model with it held at the bound.
 """
 
 import abc
@@ -195,25 +201,46 @@ def magnitude_weight(nlsq: NLSQResult) -> float | None:
 _information = eqx.filter_jit(gauss_newton_information)
 
 
-def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center):
-    """(H, C_H) in θ over the sampled parameters, or None where they cannot be matched.
+def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center, subset=None):
+    """(H, C_H) in θ over the sampled parameters (or the positions `subset` of them), or None
+    where they cannot be matched.
 
     H is the Gauss–Newton information of the sampled (unadjusted) likelihood at θ̂, C_H the
-    NLSQ fit's honest covariance of the same parameters mapped to θ (module docstring).
+    NLSQ fit's honest covariance of the same parameters mapped to θ (module docstring); over a
+    subset, H is its block (the others held at θ̂) and C_H that of the sub-model freeing only
+    the subset.
     """
     names = posterior.problem.names
-    honest = honest_covariance(nlsq, names)
+    subset = list(range(len(names))) if subset is None else list(subset)
+    honest = honest_covariance(nlsq, tuple(names[i] for i in subset))
     if honest is None:
         return None
     derivative = np.asarray(posterior.problem.transform.derivative(jnp.asarray(center)), float)
+    derivative = derivative[subset]
     if not (np.all(np.isfinite(derivative)) and np.all(derivative > 0)):
         return None
     honest_theta = honest / np.outer(derivative, derivative)
     information = np.asarray(_information(posterior, jnp.asarray(center), shard_data), float)
-    information = 0.5 * (information + information.T)
+    information = 0.5 * (information + information.T)[np.ix_(subset, subset)]
     if not (np.all(np.isfinite(information)) and np.all(np.isfinite(honest_theta))):
         return None
     return information, honest_theta
+
+
+def interior_parameters(posterior: ShardPosterior, nlsq: NLSQResult) -> list[int]:
+    """Positions of the sampled parameters whose NLSQ value is not at a bound of its box
+    (`NLSQResult.quality.at_bounds`, or within 1e-5 of the range of a bound of the sampled box).
+
+    At a bound the likelihood is not quadratic about θ̂ — half a parabola in x, flat towards
+    the bound in θ, where x(θ) is exponential — so a linear map about θ̂ (`curvature_map`) would
+    turn that unbounded θ direction into a shift of the others.
+    """
+    at_bounds = set(nlsq.quality.at_bounds) if nlsq.quality is not None else set()
+    values = dict(zip(nlsq.names, np.asarray(nlsq.values, float)))
+    names = posterior.problem.names
+    x = jnp.asarray([values.get(name, np.nan) for name in names])  # NaN: never near a bound
+    near = np.asarray(posterior.problem.transform.at_bound(x, tolerance=1e-5))
+    return [i for i, name in enumerate(names) if name not in at_bounds and not near[i]]
 
 
 def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
@@ -318,7 +345,8 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
     subset of them), both in the sampler's unconstrained coordinates. Where the sampled
     parameters are not all determined parameters of the NLSQ fit (another scaling or
     parametrisation), or H is not positive definite, it falls back to `MagnitudeAdjustment()`
-    with a warning.
+    with a warning. Parameters at a bound of their box at the NLSQ solution are left out of the
+    map (module docstring, assumption 5; `interior_parameters`).
 
     Needs an NLSQ warm start with honest errors (`fit_nlsq(..., errors="frame-clustered")`, the
     default); with formal errors the map only absorbs the NLSQ noise scale s².
@@ -340,8 +368,13 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
                 "CurvatureAdjustment() needs an NLSQ warm start with honest errors: pass "
                 "nlsq=fit_nlsq(..., errors='frame-clustered')."
             )
-        blocks = _theta_blocks(posterior, shard_data, nlsq, center)
+        interior = interior_parameters(posterior, nlsq)
+        blocks = _theta_blocks(posterior, shard_data, nlsq, center, interior) if interior else None
         linear_map = None if blocks is None else curvature_map(*blocks, self.min_inflation)
+        if linear_map is not None:
+            interior_map = linear_map
+            linear_map = np.eye(len(posterior.problem.names))
+            linear_map[np.ix_(interior, interior)] = interior_map
         if linear_map is None:
             warnings.warn(
                 "CurvatureAdjustment: the sampled parameters "
@@ -379,7 +412,11 @@ def full_data_laplace(
 
 
 def laplace_mismatch(
-    adjusted: ShardPosterior, shard_data: ShardData, center, adjusted_information: np.ndarray
+    adjusted: ShardPosterior,
+    shard_data: ShardData,
+    center,
+    adjusted_information: np.ndarray,
+    subset: list[int] | None = None,
 ) -> tuple[float, np.ndarray] | None:
     """How far the Laplace approximation of the adjusted full-data posterior is from the
     Gaussian the adjustment intends.
@@ -392,9 +429,13 @@ def laplace_mismatch(
     `shards="auto"` deals with, does not enter). The posterior sds along the
     principal directions differ from the intended ones by λ^(-1/2), λ the generalised
     eigenvalues of (F, E): 1 for a Gaussian likelihood and an NLSQ centre at its maximum.
+    With `subset` (positions), the blocks F_SS and E_SS are compared: the precisions of those
+    parameters given the others (`interior_parameters`: a parameter at a bound has no
+    quadratic approximation at θ̂ to compare with).
 
-    **Returns:** (the largest factor max(√λ, 1/√λ), that direction in θ, normalised), or None
-    when Σ or E is not finite and positive definite.
+    **Returns:** (the largest factor max(√λ, 1/√λ), that direction in θ over all sampled
+    parameters, normalised; zero outside `subset`), or None when Σ or E is not finite and
+    positive definite.
     """
     _, covariance = full_data_laplace(adjusted, shard_data, center)
     try:
@@ -403,6 +444,9 @@ def laplace_mismatch(
         return None
     prior_hessian = _log_prior_hessian(adjusted, jnp.asarray(center))
     intended = np.asarray(adjusted_information, float) - np.asarray(prior_hessian, float)
+    size = intended.shape[0]
+    subset = list(range(size)) if subset is None else list(subset)
+    found, intended = found[np.ix_(subset, subset)], intended[np.ix_(subset, subset)]
     lower = _cholesky(intended)
     if lower is None or not np.all(np.isfinite(found)):
         return None
@@ -413,7 +457,8 @@ def laplace_mismatch(
         return None
     factors = np.maximum(np.sqrt(values), 1.0 / np.sqrt(values))
     worst = int(np.argmax(factors))
-    direction = scipy.linalg.solve_triangular(lower.T, vectors[:, worst], lower=False)
+    direction = np.zeros(size)
+    direction[subset] = scipy.linalg.solve_triangular(lower.T, vectors[:, worst], lower=False)
     return float(factors[worst]), direction / np.linalg.norm(direction)
 
 
@@ -471,9 +516,14 @@ class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
         if adjusted.likelihood_map is None:  # the curvature map fell back already
             return None
         information = np.asarray(_information(adjusted, jnp.asarray(center), shard_data), float)
-        if map_stretch(adjusted.likelihood_map, information) <= self.max_sd_ratio:
+        interior = interior_parameters(adjusted, nlsq)  # the map is the identity elsewhere
+        if not interior:
+            return None
+        block = np.ix_(interior, interior)
+        linear_map = np.asarray(adjusted.likelihood_map, float)
+        if map_stretch(linear_map[block], information[block]) <= self.max_sd_ratio:
             return None  # a mild map: ℓ's own shape dominates, and NUTS samples it as it is
-        mismatch = laplace_mismatch(adjusted, shard_data, center, information)
+        mismatch = laplace_mismatch(adjusted, shard_data, center, information, interior)
         fallback = type(self.fallback).__name__
         if mismatch is None:
             return self.fallback, (
