@@ -261,6 +261,20 @@ def test_curvature_map_leaves_a_parameter_at_a_bound_alone(warm_start):
     np.testing.assert_allclose(linear_map[block], expected, rtol=1e-8, atol=1e-12)
 
 
+def test_an_unconverged_warm_start_is_named_before_the_adjustment_is_built(warm_start):
+    from heterojax._cmc._fit import _adjusted
+
+    data, nlsq = warm_start
+    posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=1)
+    stalled = dataclasses.replace(nlsq, success=False, message="max_steps reached")
+    with pytest.warns(UserWarning, match="did not converge .max_steps reached"):
+        _adjusted(hj.MagnitudeAdjustment(), posterior, shard_data, stalled, center)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _adjusted(hj.MagnitudeAdjustment(), posterior, shard_data, nlsq, center)
+        _adjusted(hj.NoAdjustment(), posterior, shard_data, stalled, center)
+
+
 def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(
     warm_start, monkeypatch
 ):

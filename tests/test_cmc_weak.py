@@ -18,11 +18,24 @@ import bench_cmc_weak as weak  # noqa: E402
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 14 target not yet met on every noise realisation: measured R̂ 1.064 / 1.015 "
-    "and 5 / 11 divergences on cases 0 / 1 with shards='auto' (K = 1)",
+    reason="issue 14 target not yet met on every noise realisation: measured R̂ 1.094 / 1.024 "
+    "and 0 / 1 divergences on cases 0 / 1 with shards='auto' (K = 1), the truth within 1.2 / "
+    "1.6 posterior sd",
 )
 @pytest.mark.parametrize("case", [0])
 def test_weakly_identified_problem_converges(case):
+    _check_case(case)
+
+
+@pytest.mark.slow
+def test_a_parameter_at_a_bound_does_not_derail_the_adjusted_posterior():
+    # Case 1: the NLSQ fit puts D0_ref at its bound 0 (truth 125). Before the curvature map
+    # left boundary parameters out, the D0_ref draws filled its prior range up to 1e6 and the
+    # contrast was 8.4 posterior sd off the truth.
+    _check_case(1)
+
+
+def _check_case(case):
     truth, start, data, values = weak.make_case(case)
     fixed = [n for n in hj.PARAMETER_NAMES if n not in weak.FREE]
     nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="constant", starts=1)
