@@ -18,15 +18,20 @@ The NLSQ intervals (±1.645 stderr, honest and formal) are scored alongside.
 log-uniform in [0.005, 0.02] Å⁻¹; 200–1000 pixels per bin and 2–20 mean counts (log-uniform);
 speckle contrast β in [0.15, 0.4]; a static reference (D0_ref = 0, fixed); the sample decays by
 q²·D0_sample·T ∈ [1, 5] (log-uniform); 1–4 fringes over the window (≤ 0.8 rad a frame);
-f0 ∈ [0.3, 0.7]; phi0 ∈ [−60°, 60°]. Free: D0_sample, v0, f0, phi0 and one contrast and one
-offset (`scaling="constant"`); the rest fixed at the truth. Two shapes only, so that the
-compiled programs are reused across cases.
+f0 ∈ [0.3, 0.7]; phi0 ∈ [−60°, 60°]. Free: D0_sample, v0, f0, phi0, and a contrast and an
+offset per map (`--scaling individual`, the library's choice for these few maps) or one for all
+maps (`--scaling constant`); the rest fixed at the truth. Per-map scaling is what speckle data
+need: each map's normalisation carries its own static-speckle noise (a finite number of pixels),
+common to all of its entries, which one shared contrast/offset cannot absorb and no
+frame-clustered error sees (measured on the first 24 cases, NLSQ honest 90 % coverage 0.82 with
+constant scaling, 0.92 with individual). Two shapes only, so that the compiled programs are
+reused across cases.
 
 For calibrated intervals each parameter is covered with probability 0.9: over D datasets the
 covered fraction is 0.9 ± 0.3/√D (binomial); the target band of issue 14 is 80–97 %.
 
 Usage: `python benchmarks/bench_cmc_calibration.py [--datasets 12] [--shards 1] [--chains 2]
-[--warmup 200] [--samples 300] [--output FILE]`.
+[--warmup 200] [--samples 300] [--scaling individual|constant] [--output FILE]`.
 """
 
 import argparse
@@ -133,6 +138,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--adjustments", default="none,auto")
+    parser.add_argument("--scaling", default="individual", choices=["individual", "constant"])
     parser.add_argument("--output", default=None, help="also write the JSON report here")
     args = parser.parse_args()
     shards = args.shards if args.shards == "auto" else int(args.shards)
@@ -157,7 +163,7 @@ def main() -> None:
             correlate=True,
         )
         fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
-        nlsq = hj.fit_nlsq(truth_model, data, fixed=fixed, scaling="constant", starts=1)
+        nlsq = hj.fit_nlsq(truth_model, data, fixed=fixed, scaling=args.scaling, starts=1)
         record = {
             "case": index,
             "shape": [len(case["phi"]), len(case["t"])],

@@ -1,9 +1,10 @@
-"""Error calibration on speckle-level data (issue 13): a subset of `bench_calibration`'s suite.
+"""Error calibration on speckle-level data (issue 13), on `bench_calibration`'s suite.
 
-The full figures (≥ 40 datasets, per parameter) come from `benchmarks/bench_calibration.py`;
-this slow test runs a few cases and checks what holds there with margin: the default
-(frame-clustered) errors are several times closer to the scatter than the formal ones, and the
-estimated σ gives a reduced χ² near 1 at the truth where the local estimate does not.
+The per-parameter figures (≥ 40 datasets) come from `benchmarks/bench_calibration.py`. Both
+tests are slow: one runs a few cases and checks what holds there with margin (the default,
+frame-clustered errors are several times closer to the scatter than the formal ones; the
+estimated σ gives a reduced χ² near 1 at the truth where the local estimate does not), the
+other the benchmark's 40 held-out datasets against the issue's target band.
 """
 
 import numpy as np
@@ -45,3 +46,21 @@ def test_default_errors_cover_far_better_than_formal_errors_on_speckle_data():
     assert honest["median_abs_z"] < formal["median_abs_z"] / 3
     assert honest["cover_90"] > formal["cover_90"] + 0.3
     assert abs(np.median(truth_chi2) - 1.0) < abs(np.median(local_chi2) - 1.0)
+
+
+@pytest.mark.slow
+def test_forty_speckle_datasets_are_calibrated():
+    # Issue 13's target over the benchmark's suite (seed 1, the held-out draw): the 90 %
+    # intervals of the default errors cover 82–96 % of the truths, median |z| 0.5–0.85, and the
+    # σ estimated from the data gives a reduced χ² near 1 at the truth.
+    z, truth_chi2 = [], []
+    for case in calibration_cases(40, seed=1):
+        data = case.data()
+        result = hj.fit_nlsq(case.truth, data, fixed=list(case.fixed), starts=1)
+        z += list(z_scores(case, result).values())
+        truth_chi2.append(_truth_reduced_chi2(case, data, result.sigma))
+    figures = coverage(z)
+    assert figures["n"] >= 160, figures
+    assert 0.82 <= figures["cover_90"] <= 0.96, figures
+    assert 0.5 <= figures["median_abs_z"] <= 0.85, figures
+    assert abs(np.median(truth_chi2) - 1.0) < 0.15, np.median(truth_chi2)
