@@ -24,6 +24,7 @@ Usage: `python benchmarks/bench_cmc_roi.py [--frames 150] [--pixels 400] [--coun
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -105,7 +106,10 @@ def main() -> None:
     began = time.perf_counter()
     truth, data = make_data(args)
     simulate_time = time.perf_counter() - began
-    runs = [run_model(truth, data, model == "roi", args) for model in args.models]
+    runs = []
+    for model in args.models:
+        runs.append(run_model(truth, data, model == "roi", args))
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # each run as it ends
     print(
         json.dumps(
             {
