@@ -370,12 +370,8 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
             )
         interior = interior_parameters(posterior, nlsq)
         blocks = _theta_blocks(posterior, shard_data, nlsq, center, interior) if interior else None
-        linear_map = None if blocks is None else curvature_map(*blocks, self.min_inflation)
-        if linear_map is not None:
-            interior_map = linear_map
-            linear_map = np.eye(len(posterior.problem.names))
-            linear_map[np.ix_(interior, interior)] = interior_map
-        if linear_map is None:
+        interior_map = None if blocks is None else curvature_map(*blocks, self.min_inflation)
+        if interior_map is None:
             warnings.warn(
                 "CurvatureAdjustment: the sampled parameters "
                 f"{posterior.problem.names} cannot be matched to determined parameters of the "
@@ -386,6 +382,8 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
             return MagnitudeAdjustment().adjust(
                 posterior, shard_data=shard_data, nlsq=nlsq, center=center
             )
+        linear_map = np.eye(len(posterior.problem.names))  # identity at the bounds
+        linear_map[np.ix_(interior, interior)] = interior_map
         return _with(
             posterior,
             likelihood_center=jnp.asarray(center),
@@ -515,10 +513,10 @@ class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
     def review(self, adjusted, *, shard_data, nlsq, center):
         if adjusted.likelihood_map is None:  # the curvature map fell back already
             return None
-        information = np.asarray(_information(adjusted, jnp.asarray(center), shard_data), float)
         interior = interior_parameters(adjusted, nlsq)  # the map is the identity elsewhere
         if not interior:
             return None
+        information = np.asarray(_information(adjusted, jnp.asarray(center), shard_data), float)
         block = np.ix_(interior, interior)
         linear_map = np.asarray(adjusted.likelihood_map, float)
         if map_stretch(linear_map[block], information[block]) <= self.max_sd_ratio:
