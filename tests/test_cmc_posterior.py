@@ -235,12 +235,18 @@ def test_preconditioned_density_and_gauss_newton(setup):
     np.testing.assert_allclose(information, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
 
 
-def test_shard_likelihood_with_the_roi_model_equals_the_full_bin_average_maps():
+@pytest.mark.parametrize("rule", ["tensor", "own nodes"])
+def test_shard_likelihood_with_the_roi_model_equals_the_full_bin_average_maps(rule):
     """With bin geometry on the problem, shards evaluate Σ_k w_k num(q_k, φ_k)/f² at their pairs,
-    exactly the full `model.c2(..., bins=...)` maps at those entries (issue 7: CMC honours it)."""
+    exactly the full `model.c2(..., bins=...)` maps at those entries (issue 7: CMC honours it),
+    for a tensor rule (q nodes shared along φ) and for a rule without that structure."""
     data, problem, x0, sigma = _setup("mask")
     bins = hj.BinGeometry.from_widths(data.q, data.phi, q_width=0.3 * data.q, phi_width=40.0)
     bins = bins.with_nodes(3, 5)
+    if rule == "own nodes":  # the same nodes, unequal weights, no grid
+        weights = np.asarray(bins.weights) * (1.0 + 0.5 * np.cos(np.arange(15)))
+        bins = hj.BinGeometry.from_nodes(bins.q_nodes, bins.phi_nodes, weights)
+        assert bins.grid is None
     problem = eqx.tree_at(lambda p: p.bins, problem, bins, is_leaf=lambda x: x is None)
     mask = np.asarray(data.mask)
     shards = make_shards(mask, 2, strategy="random", seed=0)

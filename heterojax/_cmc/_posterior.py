@@ -112,46 +112,55 @@ def _split_correlation(
     rows: Int[Array, "tile b"],
     columns: Int[Array, "tile b"],
     pivot: Int[Array, " tile"],
-    q: Float[Array, " tile"],
-    cosine: Float[Array, " tile"],
+    q: Float[Array, "tile a"],
+    cosine: Float[Array, "tile a n"],
+    weights: Float[Array, "tile a n"],
 ) -> Float[Array, "tile b b"]:
-    """num / f² on tiles above the diagonal by the pivot split of the module docstring.
+    """Σ_k w_k num(q_k, φ_k) / f² on tiles above the diagonal by the pivot split of the module
+    docstring, for each tile's nodes: q nodes q_a and, for each, angles with cos(φ_an + φ0) and
+    weights w_an summing to 1 (`BinGeometry.tensor_nodes`; the bin-centre model is the one node
+    q, cos(φ + φ0), weight 1).
+
+    Each tile is one product of a rows factor (b × r) and a columns factor (r × b),
+    r = 2a + 2·(a·n): per q node the reference and sample terms, per node the cosine and sine
+    of the phase (the angle-addition rule), the weights folded into the columns. A tile costs
+    2b (2a + 2an) transcendental functions instead of b² · 3an pair by pair.
 
     Every row frame must precede the pivot and every column frame follow it (or equal it).
     """
-    q2 = (q * q)[:, None]
-    wavenumber = (q * cosine)[:, None]
+    q2 = (q * q)[:, None, :]  # (tile, 1, a)
+    wavenumber = (q[:, :, None] * cosine)[:, None]  # (tile, 1, a, n)
     pivot = pivot[:, None]
 
     def factors(frames, sign):
         # sign = −1 for rows (distance back to the pivot), +1 for columns (forward from it).
         reference = sign * (grid.reference[frames] - grid.reference[pivot])
         sample = sign * (grid.sample[frames] - grid.sample[pivot])
-        phase = sign * wavenumber * (grid.velocity[frames] - grid.velocity[pivot])
+        travel = sign * (grid.velocity[frames] - grid.velocity[pivot])
         sample_fraction = grid.sample_fraction[frames]
         reference_fraction = 1 - sample_fraction
-        norm = sample_fraction**2 + reference_fraction**2
-        half_reference = jnp.exp(-0.5 * q2 * reference)
-        half_sample = jnp.exp(-0.5 * q2 * sample)
-        cross = reference_fraction * sample_fraction * half_reference * half_sample / norm
+        norm = (sample_fraction**2 + reference_fraction**2)[..., None]
+        half_reference = jnp.exp(-0.5 * q2 * reference[..., None])  # (tile, b, a)
+        half_sample = jnp.exp(-0.5 * q2 * sample[..., None])
+        cross = (reference_fraction * sample_fraction)[..., None] * half_reference * half_sample
+        phase = wavenumber * travel[:, :, None, None]  # (tile, b, a, n)
+        flat = phase.shape[:2] + (-1,)
         return (
-            (reference_fraction * half_reference) ** 2 / norm,
-            (sample_fraction * half_sample) ** 2 / norm,
-            cross * jnp.cos(phase),
-            cross * jnp.sin(phase),
+            (reference_fraction[..., None] * half_reference) ** 2 / norm,
+            (sample_fraction[..., None] * half_sample) ** 2 / norm,
+            ((cross / norm)[..., None] * jnp.cos(phase)).reshape(flat),
+            ((cross / norm)[..., None] * jnp.sin(phase)).reshape(flat),
         )
 
     ref_i, sample_i, cos_i, sin_i = factors(rows, -1.0)
     ref_j, sample_j, cos_j, sin_j = factors(columns, 1.0)
-
-    def outer(a, b):
-        return a[:, :, None] * b[:, None, :]
-
-    return (
-        outer(ref_i, ref_j)
-        + outer(sample_i, sample_j)
-        + 2 * (outer(cos_i, cos_j) - outer(sin_i, sin_j))
+    per_q = jnp.sum(weights, axis=-1)[:, None, :]  # (tile, 1, a)
+    per_node = weights.reshape(weights.shape[0], 1, -1)  # (tile, 1, a·n)
+    row_factor = jnp.concatenate([ref_i, sample_i, cos_i, sin_i], axis=-1)
+    column_factor = jnp.concatenate(
+        [per_q * ref_j, per_q * sample_j, 2 * per_node * cos_j, -2 * per_node * sin_j], axis=-1
     )
+    return jnp.einsum("tir,tjr->tij", row_factor, column_factor)
 
 
 class ShardPosterior(eqx.Module):
@@ -194,8 +203,10 @@ class ShardPosterior(eqx.Module):
 
         The rates are integrated once on the whole grid (`HeterodyneModel.grid_integrals`); each
         tile then gathers 2b grid values. Diagonal tiles evaluate their b² pairs by the direct
-        formula (`pair_correlation`), tiles above the diagonal by the pivot split of the module
-        docstring. With a curvature adjustment they are those of θ* (`likelihood_theta`).
+        formula (`pair_correlation`, or `pair_bin_correlation` over the bin's nodes with the ROI
+        model), tiles above the diagonal by the pivot split of the module docstring
+        (`_split_correlation`, over the nodes with the ROI model). With a curvature adjustment
+        they are those of θ* (`likelihood_theta`).
         """
         theta = self.likelihood_theta(theta)
         model, contrast, offset = self.problem.unpack(self.problem.transform.to_bounded(theta))
@@ -203,57 +214,45 @@ class ShardPosterior(eqx.Module):
         n_tiles = shard.observed.shape[-3]
         split = n_tiles if shard.n_diagonal is None else shard.n_diagonal
         grid = model.grid_integrals(self.t)
-        cosine = jnp.cos(jnp.deg2rad(self.phi + model.phi0))
         angle = shard.angle_index
         rows = _tile_frames(shard.t1_start, b, n_times)
         columns = _tile_frames(shard.t2_start, b, n_times)
+        near, far = slice(0, split), slice(split, n_tiles)
         bins = self.problem.bins
-        if bins is not None:
-            # ROI model: Σ_k w_k num/f² over the nodes of each tile's bin, pair by pair (cost
-            # linear in the nodes).
-            shape = (n_tiles, b, b)
-            k = bins.weights.shape[-1]
-            per_pair = [
-                jnp.broadcast_to(x[:, None, None, :], (*shape, k)).reshape(-1, k)
-                for x in (
-                    bins.q_nodes[angle],
-                    jnp.cos(jnp.deg2rad(bins.phi_nodes[angle] + model.phi0)),
-                    bins.weights[angle],
-                )
-            ]
-            normalised = pair_bin_correlation(
-                grid,
-                jnp.broadcast_to(rows[:, :, None], shape).reshape(-1),
-                jnp.broadcast_to(columns[:, None, :], shape).reshape(-1),
-                *per_pair,
-            ).reshape(shape)
-            return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
         parts = []
         if split > 0:
-            near = slice(0, split)
-            parts.append(
-                pair_correlation(
-                    grid,
-                    rows[near][:, :, None],
-                    columns[near][:, None, :],
-                    self.q[angle[near]][:, None, None],
-                    cosine[angle[near]][:, None, None],
-                )
-            )
+            parts.append(self._near_tiles(grid, model.phi0, rows[near], columns[near], angle[near]))
         if split < n_tiles:
-            far = slice(split, n_tiles)
+            if bins is None:  # one node per map: its centre
+                cosine = jnp.cos(jnp.deg2rad(self.phi + model.phi0))
+                nodes = (self.q[:, None], cosine[:, None, None], jnp.ones((self.q.shape[0], 1, 1)))
+            else:
+                q_nodes, phi_nodes, weights = bins.tensor_nodes()
+                nodes = (q_nodes, jnp.cos(jnp.deg2rad(phi_nodes + model.phi0)), weights)
+            q_far, cosine_far, weights_far = (x[angle[far]] for x in nodes)
             parts.append(
                 _split_correlation(
-                    grid,
-                    rows[far],
-                    columns[far],
-                    shard.t2_start[far],
-                    self.q[angle[far]],
-                    cosine[angle[far]],
-                )
+                    grid, rows[far], columns[far], shard.t2_start[far], q_far, cosine_far,
+                    weights_far,
+                )  # fmt: skip
             )
         normalised = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
         return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
+
+    def _near_tiles(self, grid, phi0, rows, columns, angle) -> Float[Array, "tile b b"]:
+        """num / f² (bin-averaged with the ROI model) pair by pair on tiles that may touch the
+        diagonal."""
+        bins = self.problem.bins
+        i, j = rows[:, :, None], columns[:, None, :]
+        if bins is None:
+            cosine = jnp.cos(jnp.deg2rad(self.phi + phi0))
+            return pair_correlation(
+                grid, i, j, self.q[angle][:, None, None], cosine[angle][:, None, None]
+            )
+        nodes = (bins.q_nodes, jnp.cos(jnp.deg2rad(bins.phi_nodes + phi0)), bins.weights)
+        q, cosine, weights = (x[angle][:, None, None, :] for x in nodes)  # (tile, 1, 1, k)
+        values = pair_correlation(grid, i[..., None], j[..., None], q, cosine)
+        return jnp.sum(weights * values, axis=-1)
 
     def log_likelihood(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
         """log L_k(x(θ)) = −½ Σ precision · (model − observed)², dropping constants."""
