@@ -4,6 +4,7 @@ width)."""
 import dataclasses
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -273,6 +274,15 @@ def test_an_unconverged_warm_start_is_named_before_the_adjustment_is_built(warm_
         warnings.simplefilter("error")
         _adjusted(hj.MagnitudeAdjustment(), posterior, shard_data, nlsq, center)
         _adjusted(hj.NoAdjustment(), posterior, shard_data, stalled, center)
+        # A researcher's adjustment that does not build on the NLSQ maximum is not warned about.
+        _adjusted(_FixedWeight(), posterior, shard_data, stalled, center)
+
+
+class _FixedWeight(hj.AbstractLikelihoodAdjustment):
+    """A researcher's own adjustment: a fixed weight, whatever the warm start."""
+
+    def adjust(self, posterior, *, shard_data, nlsq, center):
+        return eqx.tree_at(lambda p: p.likelihood_weight, posterior, 0.25)
 
 
 def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(

@@ -71,6 +71,7 @@ sub-model with it held at the bound.
 import abc
 import dataclasses
 import warnings
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -93,7 +94,13 @@ class AbstractLikelihoodAdjustment(eqx.Module):
     An adjustment sees the problem before sampling and returns the `ShardPosterior` to sample:
     for a magnitude adjustment the same one with another `likelihood_weight`, for a curvature
     adjustment one with `likelihood_center` and `likelihood_map` set.
+
+    `built_at_maximum` (a class attribute, False by default) says that the adjustment is built
+    at the NLSQ solution as the likelihood's maximum; `fit_cmc` then warns when that warm start
+    did not converge.
     """
+
+    built_at_maximum: ClassVar[bool] = False
 
     @abc.abstractmethod
     def adjust(
@@ -300,6 +307,8 @@ class MagnitudeAdjustment(AbstractLikelihoodAdjustment):
     which must then carry honest errors (`fit_nlsq(..., errors="frame-clustered")`).
     """
 
+    built_at_maximum: ClassVar[bool] = True
+
     weight: float | None = None
 
     def __check_init__(self):
@@ -355,6 +364,8 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
     before the map is built (`curvature_map`): 1 (default) never narrows the posterior below
     the independent-entry one, where a rank-deficient sandwich would claim an exact direction.
     """
+
+    built_at_maximum: ClassVar[bool] = True
 
     min_inflation: float = 1.0
 
@@ -498,6 +509,8 @@ class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
     **Fields:** `curvature` (a `CurvatureAdjustment`), `fallback` (default
     `MagnitudeAdjustment()`), `max_sd_ratio` (> 1).
     """
+
+    built_at_maximum: ClassVar[bool] = True
 
     curvature: CurvatureAdjustment = CurvatureAdjustment()
     fallback: AbstractLikelihoodAdjustment = MagnitudeAdjustment()

@@ -34,7 +34,6 @@ from .._fit._scaling import estimate_contrast_offset, resolve_scaling
 from .._model._heterodyne import HeterodyneModel
 from ._adjustment import (
     AbstractLikelihoodAdjustment,
-    NoAdjustment,
     describe_adjustment,
     resolve_adjustment,
 )
@@ -226,7 +225,7 @@ def _nlsq_covariance(problem, posterior, center, shard_data, nlsq, n_shards) -> 
 def _adjusted(adjustment, posterior, shard_data, nlsq, center):
     """The adjusted shard posterior, after the adjustment's review (`review`): (posterior, None)
     or, when the review replaced the adjustment, (the replacement's posterior, why)."""
-    if nlsq is not None and not nlsq.success and not isinstance(adjustment, NoAdjustment):
+    if nlsq is not None and not nlsq.success and adjustment.built_at_maximum:
         warnings.warn(
             f"fit_cmc: the NLSQ warm start did not converge ({nlsq.message}); the likelihood "
             "adjustment is built at its solution as if it were the maximum of the likelihood. "

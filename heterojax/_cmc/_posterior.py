@@ -52,7 +52,6 @@ from jaxtyping import Array, Float, Int
 
 from .._fit._problem import FitProblem
 from .._model._two_time import GridIntegrals, pair_correlation
-from .._model._two_time_roi import pair_bin_correlation
 from ._shards import Shards
 
 
@@ -232,7 +231,12 @@ class ShardPosterior(eqx.Module):
             q_far, cosine_far, weights_far = (x[angle[far]] for x in nodes)
             parts.append(
                 _split_correlation(
-                    grid, rows[far], columns[far], shard.t2_start[far], q_far, cosine_far,
+                    grid,
+                    rows[far],
+                    columns[far],
+                    shard.t2_start[far],
+                    q_far,
+                    cosine_far,
                     weights_far,
                 )  # fmt: skip
             )
