@@ -35,6 +35,13 @@ every exponential ≤ 1 and phases measured from a nearby pivot. A b × b tile t
 transcendental functions and b² multiply-adds instead of b² sets (about 3× faster, gradients
 included). Diagonal tiles use the pair-by-pair formula (`pair_correlation`).
 
+With the ROI model (bin averages, `_model._two_time_roi`) every term is a weighted sum over the
+bin's nodes: R and S per q node, the cosine and sine per node. A tile above the diagonal is then
+one product of rows (b × r) and columns (r × b) factors, r = 2·(q nodes) + 2·(nodes), with the
+weights folded into the columns; diagonal tiles sum the pair formula over the nodes. On 8 maps ×
+150² with 2 × 3 nodes a log-density with its gradient costs 23 ms this way against 109 ms pair by
+pair (the bin-centre model: 4.8 ms).
+
 Sampling runs in a second, affine coordinate z with θ = m_k + L_k z per shard
 (`AffinePreconditioner`, built in `_coordinates`: m_k the shard's mode, L_k a square root of its
 Laplace covariance). An identity mass matrix in z is then the preconditioned metric in θ.
