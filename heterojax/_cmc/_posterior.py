@@ -169,6 +169,28 @@ def _split_correlation(
     return jnp.einsum("tir,tjr->tij", row_factor, column_factor)
 
 
+def _near_correlation(
+    grid: GridIntegrals,
+    rows: Int[Array, "tile b"],
+    columns: Int[Array, "tile b"],
+    angle: Int[Array, " tile"],
+    q: Float[Array, "phi a"],
+    cosine: Float[Array, "phi a n"],
+    weights: Float[Array, "phi a n"],
+) -> Float[Array, "tile b b"]:
+    """Σ_k w_k num(q_k, φ_k) / f² pair by pair (`pair_correlation`, broadcast over the nodes)
+    on tiles that may touch the diagonal; the nodes per map as `ShardPosterior._nodes` gives
+    them."""
+    flat = (q.shape[0], -1)
+    per_node = [
+        x.reshape(flat)[angle][:, None, None, :]  # (tile, 1, 1, a·n)
+        for x in (jnp.broadcast_to(q[..., None], cosine.shape), cosine, weights)
+    ]
+    q_node, cosine_node, weight_node = per_node
+    i, j = rows[:, :, None, None], columns[:, None, :, None]
+    return jnp.sum(weight_node * pair_correlation(grid, i, j, q_node, cosine_node), axis=-1)
+
+
 class ShardPosterior(eqx.Module):
     """log p_k(θ) of the module docstring, for any shard's `ShardData`.
 
@@ -209,9 +231,9 @@ class ShardPosterior(eqx.Module):
 
         The rates are integrated once on the whole grid (`HeterodyneModel.grid_integrals`); each
         tile then gathers 2b grid values. Diagonal tiles evaluate their b² pairs by the direct
-        formula (`pair_correlation`, or `pair_bin_correlation` over the bin's nodes with the ROI
-        model), tiles above the diagonal by the pivot split of the module docstring
-        (`_split_correlation`, over the nodes with the ROI model). With a curvature adjustment
+        formula (`_near_correlation`), tiles above the diagonal by the pivot split of the module
+        docstring (`_split_correlation`), both summed over the model's nodes (`_nodes`: the
+        bin's with the ROI model, the bin centre without). With a curvature adjustment
         they are those of θ* (`likelihood_theta`).
         """
         theta = self.likelihood_theta(theta)
@@ -224,17 +246,11 @@ class ShardPosterior(eqx.Module):
         rows = _tile_frames(shard.t1_start, b, n_times)
         columns = _tile_frames(shard.t2_start, b, n_times)
         near, far = slice(0, split), slice(split, n_tiles)
-        bins = self.problem.bins
+        nodes = self._nodes(model.phi0)
         parts = []
         if split > 0:
-            parts.append(self._near_tiles(grid, model.phi0, rows[near], columns[near], angle[near]))
+            parts.append(_near_correlation(grid, rows[near], columns[near], angle[near], *nodes))
         if split < n_tiles:
-            if bins is None:  # one node per map: its centre
-                cosine = jnp.cos(jnp.deg2rad(self.phi + model.phi0))
-                nodes = (self.q[:, None], cosine[:, None, None], jnp.ones((self.q.shape[0], 1, 1)))
-            else:
-                q_nodes, phi_nodes, weights = bins.tensor_nodes()
-                nodes = (q_nodes, jnp.cos(jnp.deg2rad(phi_nodes + model.phi0)), weights)
             q_far, cosine_far, weights_far = (x[angle[far]] for x in nodes)
             parts.append(
                 _split_correlation(
@@ -245,25 +261,21 @@ class ShardPosterior(eqx.Module):
                     q_far,
                     cosine_far,
                     weights_far,
-                )  # fmt: skip
+                )
             )
         normalised = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
         return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
 
-    def _near_tiles(self, grid, phi0, rows, columns, angle) -> Float[Array, "tile b b"]:
-        """num / f² (bin-averaged with the ROI model) pair by pair on tiles that may touch the
-        diagonal."""
+    def _nodes(self, phi0):
+        """Per map, the nodes of the model: q nodes `(phi, a)`, cos(φ_an + φ0) and weights
+        `(phi, a, n)` (`BinGeometry.tensor_nodes` with the ROI model; the bin centre, one node of
+        weight 1, without)."""
         bins = self.problem.bins
-        i, j = rows[:, :, None], columns[:, None, :]
         if bins is None:
             cosine = jnp.cos(jnp.deg2rad(self.phi + phi0))
-            return pair_correlation(
-                grid, i, j, self.q[angle][:, None, None], cosine[angle][:, None, None]
-            )
-        nodes = (bins.q_nodes, jnp.cos(jnp.deg2rad(bins.phi_nodes + phi0)), bins.weights)
-        q, cosine, weights = (x[angle][:, None, None, :] for x in nodes)  # (tile, 1, 1, k)
-        values = pair_correlation(grid, i[..., None], j[..., None], q, cosine)
-        return jnp.sum(weights * values, axis=-1)
+            return self.q[:, None], cosine[:, None, None], jnp.ones((self.q.shape[0], 1, 1))
+        q_nodes, phi_nodes, weights = bins.tensor_nodes()
+        return q_nodes, jnp.cos(jnp.deg2rad(phi_nodes + phi0)), weights
 
     def log_likelihood(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
         """log L_k(x(θ)) = −½ Σ precision · (model − observed)², dropping constants."""
