@@ -1,51 +1,35 @@
 """NLSQ with the ROI model against the bin-centre model, on the same data and starts (issue 17, §1).
 
-Prints one JSON object. The data: one q ring cut into `--maps` sectors of 360°/maps each (wide
-bins: the sector average dephases the fringes), speckle-level noise from
-`hj.simulate_speckle(..., bins=..., correlate=True)`, `--frames` frames, a static reference
-(D0_ref = 0 fixed) and D0_sample, v0, f0, phi0 free, a contrast and an offset per map. Each fit
-is `fit_nlsq` with the library's defaults (`starts="auto"`), started from a perturbed truth,
-once with the ROI model (`roi=None`, the default for data with bins) and once with the bin
-centres (`roi=False`), each twice in a row: `cold` includes compiling its programs, `warm`
-reuses them. The issue's target is `warm_ratio` = ROI warm / centre warm ≤ 2.
+Prints one JSON object. The data are those of `bench_cmc_roi.py` (its `make_data`): one q ring
+cut into eight 45° sectors (wide bins: the sector average dephases the fringes), speckle-level
+noise from `hj.simulate_speckle(..., bins=..., correlate=True)`, `--frames` frames, a static
+reference (D0_ref = 0 fixed) and D0_sample, v0, f0, phi0 free, a contrast and an offset per
+map. Each fit is `fit_nlsq` with the library's defaults (`starts="auto"`), started from a
+perturbed truth, once with the ROI model (`roi=None`, the default for data with bins) and once
+with the bin centres (`roi=False`), each twice in a row: `cold` includes compiling its
+programs, `warm` reuses them. The issue's target is `warm_ratio` = ROI warm / centre warm ≤ 2.
 
 Reported per model: wall times (cold, warm), reduced χ², LM steps, the node rule of the ROI
 model; then the ratios and the machine's load average.
 
-Usage: `python benchmarks/bench_roi_fit.py [--maps 8] [--frames 150] [--pixels 400] [--counts 5]`.
+Usage: `python benchmarks/bench_roi_fit.py [--frames 150] [--pixels 400] [--counts 5]`.
 """
 
 import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
-import jax.random as jr
-import numpy as np
 
 import heterojax as hj
 
 
 jax.config.update("jax_enable_x64", True)
-
-FREE = ("D0_sample", "v0", "f0", "phi0")
-Q, Q_WIDTH = 0.008, 0.0008
-TRUTH = {"D0_ref": 0.0, "D0_sample": 3000.0, "v0": 20.0, "f0": 0.45, "phi0": 15.0}
-
-
-def make_data(args):
-    width = 360.0 / args.maps
-    phi = -180.0 + width * (np.arange(args.maps) + 0.5)
-    truth = hj.HeterodyneModel.from_dict(TRUTH)
-    t = 0.05 * np.arange(1, args.frames + 1)
-    bins = hj.BinGeometry.from_widths(Q, phi, Q_WIDTH, width)
-    data = hj.simulate_speckle(
-        truth, t, q=Q, phi=phi, bins=bins, pixels=args.pixels, counts=args.counts,
-        contrast=0.3, correlate=True, key=jr.key(args.seed),
-    )  # fmt: skip
-    return truth, data
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cmc_roi import FREE, TRUTH, make_data  # noqa: E402  (the same problem)
 
 
 def fit_twice(truth, data, roi: bool, seed: int) -> dict:
@@ -69,7 +53,6 @@ def fit_twice(truth, data, roi: bool, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--maps", type=int, default=8)
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--pixels", type=int, default=400, help="pixels per bin")
     parser.add_argument("--counts", type=float, default=5.0, help="mean photons per pixel")
