@@ -17,7 +17,8 @@ Targets (issue 14): R̂ < 1.05, at most a handful of divergences, truth within 3
 
 Usage: `python benchmarks/bench_cmc_weak.py [--cases 0 1 2 3] [--shards 4] [--chains 2]
 [--warmup 300] [--samples 500] [--extra '{"dense_mass": false}']`. `--extra` passes further
-keyword arguments to `fit_cmc` as JSON (to compare settings).
+keyword arguments to `fit_cmc` as JSON (to compare settings); a `"sampler"` object becomes
+`hj.NUTS(**object)`.
 """
 
 import argparse
@@ -83,6 +84,8 @@ def run_case(index: int, args) -> dict:
     nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="constant", starts=1)
     nlsq_time = time.perf_counter() - began
     extra = json.loads(args.extra) if args.extra else {}
+    if isinstance(extra.get("sampler"), dict):  # '{"sampler": {"shear_scaling": true}}'
+        extra["sampler"] = hj.NUTS(**extra["sampler"])
     began = time.perf_counter()
     result = hj.fit_cmc(
         truth,
@@ -130,6 +133,7 @@ def run_case(index: int, args) -> dict:
         "divergences": int(np.sum(diagnostics["divergences"])),
         "tree_depth_saturation_max": float(np.max(diagnostics["tree_depth_saturation"])),
         "mean_tree_depth": float(np.mean(result.sample_stats["tree_depth"])),
+        "mean_integration_steps": float(np.mean(diagnostics["integration_steps"])),
         "gaussian_defect": [round(float(v), 2) for v in diagnostics.get("gaussian_defect", [])],
         "width_ratio_max": float(np.max(diagnostics["width_ratio"])),
         "skewness_max": float(np.max(np.abs(diagnostics["skewness"]))),

@@ -399,6 +399,7 @@ def _diagnose(
         "warmup_divergences": np.asarray(run.warmup_divergences).sum(axis=1),
         "tree_depth_saturation": (depth >= settings.max_tree_depth).mean(axis=(1, 2)),
         "acceptance": np.asarray(run.acceptance).mean(axis=(1, 2)),
+        "integration_steps": np.asarray(run.n_steps).mean(axis=(1, 2)),
         "step_size": np.asarray(run.step_size),
     }
     diagnostics = {

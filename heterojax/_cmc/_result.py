@@ -36,7 +36,8 @@ class CMCResult(eqx.Module):
         transitions, not parameters).
     - `shard_diagnostics`: every diagnostic per shard: `"r_hat"`, `"ess_bulk"`, `"ess_tail"`
         `(shard, p)`, `"bfmi"` `(shard, chain)`, `"divergences"`, `"warmup_divergences"`,
-        `"tree_depth_saturation"`, `"acceptance"` `(shard,)`, `"step_size"` `(shard, chain)`,
+        `"tree_depth_saturation"`, `"acceptance"`, `"integration_steps"` (leapfrog steps per
+        draw, the cost: one gradient each) `(shard,)`, `"step_size"` `(shard, chain)`,
         and the Gaussian-shard checks `"width_ratio"` (shard sd over the sd of its Laplace
         approximation) and `"skewness"`, both `(shard, p)` in the sampler's unconstrained
         coordinates (see `Thresholds`).
