@@ -11,7 +11,8 @@ interpreter so that both pay their compilations:
 - `serial`: one Python process fitting the files one after another with the same code path
   (`heterojax._batch._jobs.ConfigJob`), no Dask.
 
-Reported: wall time of each, the speed-up, and the largest difference of any fitted parameter
+Reported: wall time of each, the speed-up, each dataset's own time (load, fit, save) both
+ways and which worker ran it, and the largest difference of any fitted parameter
 between the two (relative to its standard error): the same fits, so it should be ~0.
 
 Usage: `python benchmarks/bench_batch.py [--files 8] [--maps 7] [--frames 200] [--workers 2]
@@ -43,8 +44,12 @@ from heterojax._batch._sources import resolve_sources
 from heterojax._cli._batch import batch_config
 config, output, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 job = ConfigJob(batch_config(config), plots=False)
+walls = []
 for source in resolve_sources(files):
+    began = time.perf_counter()
     fit_dataset(job, source, output, overwrite=True)
+    walls.append(time.perf_counter() - began)
+print(json.dumps(walls))
 """
 
 
@@ -85,10 +90,11 @@ def _config(folder: str) -> str:
     return path
 
 
-def _timed(argv: list[str]) -> float:
+def _timed(argv: list[str]) -> tuple[float, str]:
+    """Wall time of a child process, and its standard output."""
     began = time.perf_counter()
-    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - began
+    child = subprocess.run(argv, check=False, stdout=subprocess.PIPE, text=True)
+    return time.perf_counter() - began, child.stdout
 
 
 def _parameters(folder: str, names: list[str]) -> pd.DataFrame:
@@ -116,7 +122,7 @@ def main() -> None:
         files = _files(folder, args.files, args.maps, args.frames)
         config = _config(folder)
         batch_dir, serial_dir = os.path.join(folder, "batch"), os.path.join(folder, "serial")
-        batch_s = _timed(
+        batch_s, _ = _timed(
             [
                 sys.executable,
                 "-m",
@@ -133,7 +139,8 @@ def main() -> None:
             ]
         )
         os.makedirs(serial_dir)
-        serial_s = _timed([sys.executable, "-c", SERIAL, config, serial_dir, *files])
+        serial_s, printed = _timed([sys.executable, "-c", SERIAL, config, serial_dir, *files])
+        serial_fits = json.loads(printed.strip().splitlines()[-1])
         table = pd.read_csv(os.path.join(batch_dir, "summary.csv"))
         names = list(table["name"])
         batch, serial = _parameters(batch_dir, names), _parameters(serial_dir, names)
@@ -147,6 +154,10 @@ def main() -> None:
         "batch_wall_s": batch_s,
         "serial_wall_s": serial_s,
         "speedup": serial_s / batch_s,
+        # Per dataset (load, fit, save): the batch's from summary.csv's wall_s, on its workers.
+        "batch_dataset_s": [round(float(v), 1) for v in table["wall_s"]],
+        "batch_workers": table["worker"].value_counts().to_dict(),
+        "serial_dataset_s": [round(v, 1) for v in serial_fits],
         "statuses": table["status"].value_counts().to_dict(),
         "max_parameter_difference_in_stderr": shift,
         "cpu_count": os.cpu_count(),

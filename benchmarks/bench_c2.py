@@ -10,7 +10,9 @@ median (and minimum) of repeated jitted evaluations after warm-up of
 plus the speed-up of the structured kernel over the faster of the two heterodyne variants, the
 largest difference between the two packages' maps on identical inputs, first-call (trace and
 compile) times, XLA's memory analysis of the compiled c2 (temporary buffers counted in N×N float64
-arrays per angle), the time of merely writing an output of that shape (`write_floor`), the cost
+arrays per angle), the time of merely writing an output of that shape (`write_floor`) and of
+writing it by one fused rank-9 product offset + Σ_k row_k(t1)·column_k(t2) (`rank_k_floor`, with
+`structured_over_rank_k_floor`, issue 17 §4: target ≤ 1.5), the cost
 of forward-mode (jvp) and reverse-mode (gradient of the summed maps) derivatives through both
 kernels, and float32 timings and accuracy (a child process run with `JAX_ENABLE_X64=0`).
 
@@ -67,6 +69,8 @@ PARAMETERS = {
 Q = 0.005  # Å⁻¹
 DT = 0.1  # s
 PHI = (0.0, 45.0, 90.0)  # deg
+# Issue 17 §4: c2 within 1.5× of writing the maps by one rank-k product (the issue used k = 9).
+RANK_FLOOR = 9
 CONTRAST = (0.3, 0.4, 0.5)
 OFFSET = (1.0, 1.02, 0.98)
 
@@ -399,11 +403,22 @@ def main() -> None:
                 )
                 jax.block_until_ready(fill(arguments[-1]))
                 compiled["write_floor"] = lambda *a: fill(a[-1])
+                # The floor of issue 17 §4: the same output written by one fused rank-k product,
+                # offset + Σ_k row_k(t1) · column_k(t2) with k = RANK_FLOOR per angle.
+                factors = jnp.asarray(
+                    np.random.default_rng(0).normal(size=(2, len(PHI), RANK_FLOOR, n))
+                )
+                rank_k = jax.jit(
+                    lambda o, f: o[:, None, None] + jnp.einsum("akt,aks->ats", f[0], f[1])
+                )
+                jax.block_until_ready(rank_k(arguments[-1], factors))
+                compiled["rank_k_floor"] = lambda *a, f=factors: rank_k(a[-1], f)
                 # Alternate the packages round by round so that load changes hit both alike.
-                names = ("structured", "direct", "write_floor", "loop", "multiphi")
+                local = ("structured", "direct", "write_floor", "rank_k_floor")
+                names = (*local, "loop", "multiphi")
                 times: dict[str, list[float]] = {name: [] for name in names}
                 for _ in range(args.rounds):
-                    for method in ("structured", "direct", "write_floor"):
+                    for method in local:
                         times[method] += _time_calls(
                             lambda m=method: compiled[m](*arguments), per_round
                         )
@@ -415,6 +430,10 @@ def main() -> None:
                 for method in ("structured", "direct"):
                     entry[method].update(_ms(times[method]))
                 entry["write_floor"] = _ms(times["write_floor"])
+                entry["rank_k_floor"] = {"rank": RANK_FLOOR, **_ms(times["rank_k_floor"])}
+                entry["structured_over_rank_k_floor"] = statistics.median(
+                    times["structured"]
+                ) / statistics.median(times["rank_k_floor"])
 
                 if session is not None and predecessor_output is not None:
                     for variant in ("loop", "multiphi"):
