@@ -53,6 +53,17 @@ def make_data(args):
     return truth, data
 
 
+def truth_z(estimate: dict, sd: dict) -> dict:
+    """(estimate − truth) / sd for each free parameter, phi0's difference taken modulo 180°."""
+    z = {}
+    for name in FREE:
+        difference = estimate[name] - TRUTH[name]
+        if name == "phi0":  # phi0 is defined modulo 180°
+            difference = (difference + 90.0) % 180.0 - 90.0
+        z[name] = round(float(difference / sd[name]), 2)
+    return z
+
+
 def run_model(truth, data, roi: bool, args) -> dict:
     fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
     start = truth.replace(D0_sample=0.7 * TRUTH["D0_sample"], v0=1.1 * TRUTH["v0"], f0=0.5)
@@ -67,12 +78,7 @@ def run_model(truth, data, roi: bool, args) -> dict:
     cmc_time = time.perf_counter() - began
     table = result.table()
     diagnostics = result.shard_diagnostics
-    z = {}
-    for name in FREE:
-        difference = table[name]["mean"] - TRUTH[name]
-        if name == "phi0":  # phi0 is defined modulo 180°
-            difference = (difference + 90.0) % 180.0 - 90.0
-        z[name] = round(float(difference / table[name]["sd"]), 2)
+    z = truth_z({n: table[n]["mean"] for n in FREE}, {n: table[n]["sd"] for n in FREE})
     return {
         "model": "roi" if roi else "bin centre",
         "nlsq_time_s": round(nlsq_time, 1),

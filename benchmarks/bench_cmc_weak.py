@@ -84,7 +84,7 @@ def run_case(index: int, args) -> dict:
     nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="constant", starts=1)
     nlsq_time = time.perf_counter() - began
     extra = json.loads(args.extra) if args.extra else {}
-    if isinstance(extra.get("sampler"), dict):  # '{"sampler": {"shear_scaling": true}}'
+    if isinstance(extra.get("sampler"), dict):  # '{"sampler": {"shear_offset": true}}'
         extra["sampler"] = hj.NUTS(**extra["sampler"])
     began = time.perf_counter()
     result = hj.fit_cmc(

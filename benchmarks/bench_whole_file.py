@@ -5,8 +5,9 @@ sectors of 45° with one sector empty (42 maps), each bin drawn on a synthetic d
 `hj.save_aps` (its q/φ maps and pixel geometry are written, so `load_aps` rebuilds the bins
 from the pixels). The maps come from `hj.simulate_speckle(..., bins=..., correlate=True)`:
 photon counts of every pixel of each bin, correlated into c2 by the two-time correlator. The
-sample flows and diffuses, with a static reference (D0_ref = 0); D0_sample, v0, f0 and phi0
-are free, contrast and offset individual per map (84 more parameters).
+sample is `bench_cmc_roi.py`'s (its `TRUTH` and `FREE`): it flows and diffuses, with a static
+reference (D0_ref = 0); D0_sample, v0, f0 and phi0 are free, contrast and offset individual
+per map (84 more parameters).
 
 A child interpreter (so that every compilation counts) loads the file with `hj.load_aps`
 (timed apart) and fits it with `hj.fit_nlsq(start, data, fixed=..., scaling="individual")`,
@@ -37,9 +38,10 @@ import heterojax as hj
 
 
 jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cmc_roi import FREE, TRUTH, truth_z  # noqa: E402  (the same sample, its z-scores)
 
-FREE = ("D0_sample", "v0", "f0", "phi0")
-TRUTH = {"D0_ref": 0.0, "D0_sample": 3000.0, "v0": 20.0, "f0": 0.45, "phi0": 15.0}
+
 START = {"D0_sample": 0.7, "v0": 1.2, "f0": 1.3, "phi0": 1.2}  # factors on the truth
 Q_RINGS = np.linspace(0.006, 0.011, 6)
 Q_WIDTH, PHI_WIDTH, EMPTY_SECTOR = 0.0008, 45.0, 7
@@ -125,12 +127,7 @@ def main() -> None:
         )  # fmt: skip
     runs = [json.loads(line) for line in child.stdout.strip().splitlines()]
     fit = runs[0]
-    z = {}
-    for name in FREE:
-        difference = fit["values"][name] - TRUTH[name]
-        if name == "phi0":  # phi0 is defined modulo 180°
-            difference = (difference + 90.0) % 180.0 - 90.0
-        z[name] = round(difference / fit["stderr"][name], 2)
+    z = truth_z(fit["values"], fit["stderr"])
     record = {
         "benchmark": "whole_file",
         "settings": vars(args),
