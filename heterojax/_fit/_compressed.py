@@ -22,6 +22,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._problem import FitProblem, evaluate_at
+from ._profile import profile_at
 from ._transforms import BoxTransform
 
 
@@ -44,11 +45,14 @@ def square_root_factor(gram: Float[Array, "p p"], gradient: Float[Array, " p"], 
     return jnp.concatenate([projected, rest[None]]), factor
 
 
-def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale):
+def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale, reference):
     theta = z * z_scale
     x = transform.to_bounded(theta)
-    evaluation = evaluate_at(problem, x)
-    gram, gradient, ssr = evaluation.gram, evaluation.gradient, evaluation.ssr
+    if reference is None:  # z covers the whole fit vector
+        evaluation = evaluate_at(problem, x)
+        gram, gradient, ssr = evaluation.gram, evaluation.gradient, evaluation.ssr
+    else:  # z covers the physics; the scaling coefficients are profiled (`_profile`)
+        gram, gradient, ssr = profile_at(problem, x, reference)[1:]
     derivative = transform.derivative(theta) * z_scale
     gram = derivative[:, None] * gram * derivative[None, :]
     gradient = derivative * gradient
@@ -58,20 +62,24 @@ def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale
 @eqx.filter_custom_jvp
 def compressed_residual(z: Float[Array, " p"], args) -> Float[Array, " p1"]:
     """ρ of the module docstring at θ = z ⊙ z_scale: ‖ρ‖² is the weighted sum of squared
-    residuals. `args = (problem, transform, z_scale)`; the solver works in the scaled
+    residuals. `args = (problem, transform, z_scale, reference)`; the solver works in the scaled
     coordinates z, in which JᵀJ has a unit diagonal at the start (so the solver's initial damping
     is meaningful), and x = transform.to_bounded(z ⊙ z_scale).
+
+    With `reference` None, x is the whole fit vector. Given reference scaling coefficients, x
+    is the free physics alone and ρ is that of the profiled problem (`_profile`: the best
+    contrast/offset for these physics, with Kaufman's Gauss–Newton model), which has the
+    same minimum.
     """
-    problem, transform, z_scale = args
-    residual, _ = _gauss_newton_terms(z, problem, transform, z_scale)
+    residual, _ = _gauss_newton_terms(z, *args)
     return residual
 
 
 @compressed_residual.def_jvp
 def _compressed_residual_jvp(primals, tangents):
-    z, (problem, transform, z_scale) = primals
+    z, args = primals
     z_tangent, _ = tangents
-    residual, factor = _gauss_newton_terms(z, problem, transform, z_scale)
+    residual, factor = _gauss_newton_terms(z, *args)
     if z_tangent is None:
         return residual, jnp.zeros_like(residual)
     return residual, jnp.concatenate([factor @ z_tangent, jnp.zeros((1,), residual.dtype)])

@@ -312,7 +312,12 @@ def fit_nlsq(
 
     Bounds are enforced by smooth transforms (no parameter ever leaves its box). The solver is
     `optimistix.LevenbergMarquardt` on an exact compressed residual (`_compressed`), with JᵀJ
-    accumulated map by map, so memory stays at one map's Jacobian.
+    accumulated map by map, so memory stays at one map's Jacobian. It runs over the physics
+    alone: c2 is linear in the contrast/offset coefficients, so for every physics they are set
+    to their best values (a small bounded linear least-squares solve) and LM sees the profiled
+    χ² (variable projection, `_profile`). The minimum is the same as over all parameters; the
+    ridge between every map's contrast and the physics is gone (many-map files converge in a
+    fraction of the steps).
 
     **The start strategy** (`starts`, a Module as optimistix takes a solver; see
     `heterojax.AbstractStarts`):
@@ -343,9 +348,9 @@ def fit_nlsq(
     - `bounds`: name → (lower, upper) overrides (`heterojax.PARAMETERS` gives the defaults).
     - `scaling`: `"auto"`, `"individual"`, `"constant"` or `"fourier"` (see `_scaling`).
     - `fourier_order`: the order K for `"fourier"` (default 2).
-    - `contrast`, `offset`: start values (scalar or per map); default: for every start, the
-        values that minimise χ² for its physics (a linear least-squares solve), with the
-        far-lag plateau / near-diagonal estimate as the fallback bounds-clipped guess.
+    - `contrast`, `offset`: start values (scalar or per map). The local fits profile the
+        scaling out (above), so these only matter for coefficients the data do not determine;
+        default: the far-lag plateau / near-diagonal estimate, clipped into the bounds.
     - `sigma`: σ per entry or per map; default `data.sigma`, else estimated: the maps'
       second differences set the relative σ of the maps, rescaled at the solution so that
       E[χ²] = n_points at the truth (`_calibrate_noise`).

@@ -110,6 +110,22 @@ def block_leverage(
     return total / len(shifts)
 
 
+def _map_scaling(g, data, weight, contrast, offset):
+    """The contrast and offset minimising Σ w² (offset + contrast·g − data)² over one map (the
+    given ones where g does not determine them)."""
+    w2 = weight * weight
+    s_gg, s_g1, s_11 = jnp.sum(w2 * g * g), jnp.sum(w2 * g), jnp.sum(w2)
+    s_gy, s_1y = jnp.sum(w2 * g * data), jnp.sum(w2 * data)
+    determinant = s_gg * s_11 - s_g1 * s_g1
+    determined = determinant > 1e-12 * s_gg * s_11
+    safe = jnp.where(determined, determinant, 1.0)
+    best_contrast = (s_11 * s_gy - s_g1 * s_1y) / safe
+    best_offset = (s_gg * s_1y - s_g1 * s_gy) / safe
+    return jnp.where(determined, best_contrast, contrast), jnp.where(
+        determined, best_offset, offset
+    )
+
+
 class FitProblem(eqx.Module):
     """A model template, data and the choice of free parameters, bounds and scaling.
 
@@ -231,6 +247,18 @@ class FitProblem(eqx.Module):
             self.bins,
         )
 
+    def _normalised_jacobian(self, physics: Float[Array, " k"], inputs):
+        """One map's g = num/f² (contrast 1, offset 0) and ∂g/∂(free physics), shape (k, t, t)."""
+        q, phi, bins = inputs[0], inputs[1], inputs[-1]
+
+        def normalised(physics_free):
+            model = self.model_at(physics_free)
+            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0, bins=bins)[0]
+            return c2, c2
+
+        jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics)
+        return jnp.moveaxis(jacobian, -1, 0), g
+
     def _map_jacobian(self, x: Float[Array, " p"], inputs):
         """One map's weighted Jacobian and residual at x.
 
@@ -241,15 +269,8 @@ class FitProblem(eqx.Module):
         """
         physics, contrast_coefficients, offset_coefficients = self.split(x)
         n_phys = physics.shape[0]
-        q, phi, data, weight, contrast_row, offset_row, contrast0, offset0, bins = inputs
-
-        def normalised(physics_free):
-            model = self.model_at(physics_free)
-            c2 = model.c2(self.t, q=q, phi=phi, contrast=1.0, offset=0.0, bins=bins)[0]
-            return c2, c2
-
-        physics_jacobian, g = jax.jacfwd(normalised, has_aux=True)(physics)
-        physics_jacobian = jnp.moveaxis(physics_jacobian, -1, 0)
+        _, _, data, weight, contrast_row, offset_row, contrast0, offset0, _ = inputs
+        physics_jacobian, g = self._normalised_jacobian(physics, inputs)
         contrast = contrast0 + contrast_row @ contrast_coefficients
         offset = offset0 + offset_row @ offset_coefficients
         fitted = offset + contrast * g
@@ -320,8 +341,46 @@ class FitProblem(eqx.Module):
         (meat, bias), _ = jax.lax.scan(one_map, (zeros, zeros), self._map_inputs())
         return meat, bias
 
+    def moments(self, x: Float[Array, " p"], centred: bool | Array = False) -> "Moments":
+        """The weighted second moments of every map, in one pass over the maps.
+
+        For map a, with g = num/f² of the physics of x, ∂g its derivatives with respect to the
+        k free physics parameters and y = c2 − (offset_a + contrast_a · g) the data residual
+        at a contrast and offset per map, the moments of u = [∂g; g; 1; y] are
+
+            M_a = Σ_entries w² u uᵀ        ((k + 3) × (k + 3)).
+
+        Every least-squares quantity at the same physics and *any* contrast/offset follows
+        from them without another pass (`Moments.evaluation`, and the profiled problem of
+        `_profile`): the residual at contrast_a + δc, offset_a + δo is w ⊙ (δc g + δo − y), and
+        the Jacobian columns are w ⊙ [(contrast_a + δc) ∂g, g, 1]. y is measured from the
+        model at x's contrast and offset, or (`centred`) at the map's own least-squares
+        contrast and offset for these physics; either way M_a[y, y] is a residual-sized sum
+        of squares, so that χ² near any nearby contrast/offset carries no cancellation.
+
+        **Returns:** `Moments` (also the g maps, which callers that need no maps let XLA drop).
+        """
+        physics = self.split(x)[0]
+        _, contrast, offset = self.unpack(x)
+
+        def one_map(_, inputs):
+            map_inputs, contrast_a, offset_a = inputs
+            jacobian, g = self._normalised_jacobian(physics, map_inputs)
+            data, weight = map_inputs[2], map_inputs[3]
+            best_contrast, best_offset = _map_scaling(g, data, weight, contrast_a, offset_a)
+            contrast_a = jnp.where(centred, best_contrast, contrast_a)
+            offset_a = jnp.where(centred, best_offset, offset_a)
+            residual = data - (offset_a + contrast_a * g)
+            u = jnp.concatenate([jacobian, g[None], jnp.ones_like(g)[None], residual[None]])
+            flat = (weight[None] * u).reshape(u.shape[0], -1)
+            return None, (flat @ flat.T, g, contrast_a, offset_a)
+
+        inputs = (self._map_inputs(), contrast, offset)
+        _, (second, g, contrast, offset) = jax.lax.scan(one_map, None, inputs)
+        return Moments(second, g, contrast, offset)
+
     def evaluate(self, x: Float[Array, " p"]) -> "Evaluation":
-        """Everything a fit needs at x, in one pass over the maps (accumulated map by map).
+        """Everything a fit needs at x, from one pass over the maps (`moments`).
 
         - G = JᵀJ and b = Jᵀr (J with respect to x) and ‖r‖² of the data residuals;
         - per map, the sums that fix the best scaling for these physics (`best_scaling`):
@@ -333,32 +392,9 @@ class FitProblem(eqx.Module):
         saturated fraction law, whose χ² is flat in the fraction parameters, is a legitimate
         solution, not something to steer away from).
 
-        Callers that need only some of these let XLA drop the rest (e.g. the maps inside the
-        solver's program), so one traced function serves the solver, the start scaling and the
-        covariance.
-
         **Returns:** an `Evaluation`.
         """
-
-        def one_map(carry, inputs):
-            gram, gradient, ssr = carry
-            columns, residual, g, fitted, expand = self._map_jacobian(x, inputs)
-            data, weight, contrast0, offset0 = inputs[2], inputs[3], inputs[6], inputs[7]
-            flat = columns.reshape(columns.shape[0], -1)
-            # Map per-map contrast/offset onto the coefficients through the bases.
-            gram = gram + expand.T @ (flat @ flat.T) @ expand
-            gradient = gradient + expand.T @ (flat @ residual.reshape(-1))
-            w2 = weight**2
-            target = data - offset0 - contrast0 * g
-            sums = jnp.stack(
-                [jnp.sum(w2 * v) for v in (g * g, g, jnp.ones_like(g), g * target, target)]
-            )
-            return (gram, gradient, ssr + jnp.sum(residual**2)), (sums, fitted)
-
-        p = x.shape[0]
-        zero = (jnp.zeros((p, p), x.dtype), jnp.zeros((p,), x.dtype), jnp.zeros((), x.dtype))
-        (gram, gradient, ssr), (sums, fitted) = jax.lax.scan(one_map, zero, self._map_inputs())
-        return Evaluation(gram, gradient, ssr, sums, fitted)
+        return self.moments(x).evaluation(self, x)
 
     def normal_equations(self, x: Float[Array, " p"]):
         """G = JᵀJ, b = Jᵀr and Σr² at x (see `evaluate`).
@@ -383,11 +419,89 @@ class Evaluation(NamedTuple):
     maps: Any
 
 
-# One traced and compiled function for every caller of `FitProblem.evaluate`: inside the
-# solver's program a call to it is traced once and reused (its jaxpr is cached on the argument
-# types), so the model's Jacobian is not traced again for the primal and the JVP of the solver's
-# residual, nor again for the start scaling and the covariance.
-evaluate_at = eqx.filter_jit(FitProblem.evaluate)
+class Moments(NamedTuple):
+    """What `FitProblem.moments` returns: `second` (phi, k + 3, k + 3), the moments M_a of
+    u = [∂g; g; 1; y]; `g` (phi, t, t); the `contrast` and `offset` per map at which y was
+    measured."""
+
+    second: Any
+    g: Any
+    contrast: Any
+    offset: Any
+
+    def lifts(self, problem: "FitProblem", x: Float[Array, " p"]):
+        """(L, e) per map at the fit vector x (same physics as the moments): the Jacobian of
+        map a is W·U_aᵀ L_a and its residual W·U_aᵀ e_a, so that
+
+            G = Σ_a L_aᵀ M_a L_a,   b = Σ_a L_aᵀ M_a e_a,   ‖r‖² = Σ_a e_aᵀ M_a e_a.
+
+        L_a (k + 3, p) puts contrast_a on the physics columns and the bases' rows on the
+        coefficient columns; e_a = [0; contrast_a − contrast_a⁰; offset_a − offset_a⁰; −1]
+        (⁰: where the moments were taken)."""
+        physics, _, _ = problem.split(x)
+        _, contrast, offset = problem.unpack(x)
+        k, n_maps = physics.shape[0], contrast.shape[0]
+        n_contrast, n_offset = problem.contrast_basis.shape[1], problem.offset_basis.shape[1]
+        dtype = x.dtype
+
+        def zeros(*shape):
+            return jnp.zeros((n_maps, *shape), dtype)
+
+        physics_rows = contrast[:, None, None] * jnp.eye(k, dtype=dtype)[None]
+        lifts = jnp.concatenate(
+            [
+                jnp.concatenate([physics_rows, zeros(k, n_contrast + n_offset)], axis=2),
+                jnp.concatenate(
+                    [zeros(1, k), problem.contrast_basis[:, None, :], zeros(1, n_offset)], axis=2
+                ),
+                jnp.concatenate(
+                    [zeros(1, k + n_contrast), problem.offset_basis[:, None, :]], axis=2
+                ),
+                zeros(1, k + n_contrast + n_offset),
+            ],
+            axis=1,
+        )
+        shifts = jnp.stack(
+            [contrast - self.contrast, offset - self.offset, -jnp.ones_like(contrast)], axis=1
+        )
+        residual_rows = jnp.concatenate([zeros(k), shifts], axis=1)
+        return lifts, residual_rows
+
+    def evaluation(self, problem: "FitProblem", x: Float[Array, " p"]) -> "Evaluation":
+        """The `Evaluation` at x (the physics of x must be those of the moments)."""
+        lifts, residual_rows = self.lifts(problem, x)
+        second = self.second
+        gram = jnp.einsum("aip,aij,ajq->pq", lifts, second, lifts)
+        gradient = jnp.einsum("aip,aij,aj->p", lifts, second, residual_rows)
+        ssr = jnp.einsum("ai,aij,aj->", residual_rows, second, residual_rows)
+        _, contrast, offset = problem.unpack(x)
+        maps = offset[:, None, None] + contrast[:, None, None] * self.g
+        return Evaluation(gram, gradient, ssr, self.scaling_sums(problem), maps)
+
+    def scaling_sums(self, problem: "FitProblem") -> Float[Array, "phi 5"]:
+        """Per map Σ w² [g², g, 1, g·y, y] with y = c2 − fixed offset − fixed contrast · g
+        (`best_scaling`), from the moments (y = moments' y + δc·g + δo)."""
+        second, k = self.second, problem.n_free_physics
+        gg, g1, ones = second[:, k, k], second[:, k, k + 1], second[:, k + 1, k + 1]
+        dc = self.contrast - problem.fixed_contrast
+        do = self.offset - problem.fixed_offset
+        gy = second[:, k, k + 2] + dc * gg + do * g1
+        y1 = second[:, k + 1, k + 2] + dc * g1 + do * ones
+        return jnp.stack([gg, g1, ones, gy, y1], axis=1)
+
+
+# One traced and compiled pass over the data for every caller: `evaluate_at` and the profiled
+# fits (`_profile.profile`) take their moments from it (`centred` is an array, so both use the
+# same program), and inside the solver's program a call to it is traced once and reused (its
+# jaxpr is cached on the argument types), so the model's Jacobian is not traced again for the
+# primal and the JVP of the solver's residual.
+moments_at = eqx.filter_jit(FitProblem.moments)
+_evaluation_of = eqx.filter_jit(Moments.evaluation)
+
+
+def evaluate_at(problem: FitProblem, x: Float[Array, " p"]) -> Evaluation:
+    """`FitProblem.evaluate`, compiled: the shared pass `moments_at` and a small assembly."""
+    return _evaluation_of(moments_at(problem, x, jnp.asarray(False)), problem, x)
 
 
 def best_scaling(problem: FitProblem, scaling_sums: Float[ArrayLike, "phi 5"]) -> np.ndarray:

@@ -14,6 +14,7 @@ import optimistix as optx
 
 from ._compressed import compressed_residual, coordinate_scale
 from ._problem import FitProblem, best_scaling, evaluate_at
+from ._profile import full_vectors, physics_transform, profile_at
 from ._transforms import BoxTransform
 
 
@@ -86,8 +87,10 @@ def listening(progress: Any) -> Iterator[bool]:
 @eqx.filter_jit
 def _solve_starts(
     problem: FitProblem,
+    transform: BoxTransform,
     thetas,
     z_scales,
+    references,
     rtol: float,
     atol: float,
     max_steps: int,
@@ -101,6 +104,9 @@ def _solve_starts(
     achieved (optimistix's default asks for 99 %, which keeps LM crawling along the strongly
     correlated valleys of this model: ~3× more steps in our tests).
 
+    With `references` (rows of scaling coefficients), θ covers the free physics alone and the
+    scaling coefficients are profiled out (`_profile`); `transform` is that of θ's box.
+
     **Returns:** per start θ, the result code, the number of steps and χ² at θ (from the
     solver's last accepted residual).
     """
@@ -109,14 +115,13 @@ def _solve_starts(
     )
     search = optx.ClassicalTrustRegion(high_cutoff=0.5, high_constant=_WIDENING)
     solver = eqx.tree_at(lambda s: s.search, solver, search)
-    transform = problem.transform
 
-    def one(theta, z_scale):
+    def one(theta, z_scale, reference):
         solution = optx.least_squares(
             compressed_residual,
             solver,
             theta / z_scale,
-            args=(problem, transform, z_scale),
+            args=(problem, transform, z_scale, reference),
             max_steps=max_steps,
             throw=False,
         )
@@ -129,17 +134,25 @@ def _solve_starts(
         )
 
     if thetas.shape[0] == 1:  # one start: no batch axis (a smaller program, compiled faster)
-        return tuple(a[None] for a in one(thetas[0], z_scales[0]))
-    return jax.vmap(one)(thetas, z_scales)
+        first = None if references is None else references[0]
+        return tuple(a[None] for a in one(thetas[0], z_scales[0], first))
+    return jax.vmap(one)(thetas, z_scales, references)
 
 
-def _coordinate_scales(problem: FitProblem, thetas: np.ndarray) -> np.ndarray:
-    """`coordinate_scale` at every row of θ (one `evaluate_at` call each)."""
-    xs, derivatives = to_bounded(problem.transform, jnp.asarray(np.atleast_2d(thetas)))
+def _coordinate_scales(
+    problem: FitProblem, transform: BoxTransform, thetas: np.ndarray, references
+) -> np.ndarray:
+    """`coordinate_scale` at every row of θ (one pass over the data each): of the profiled
+    problem when `references` (rows of scaling coefficients) are given."""
+    xs, derivatives = to_bounded(transform, jnp.asarray(np.atleast_2d(thetas)))
+    if references is None:
+        grams = [evaluate_at(problem, x).gram for x in xs]
+    else:
+        grams = [profile_at(problem, x, r).gram for x, r in zip(xs, jnp.asarray(references))]
     return np.array(
         [
-            _INITIAL_STEP * coordinate_scale(evaluate_at(problem, x).gram, derivative)
-            for x, derivative in zip(xs, derivatives)
+            _INITIAL_STEP * coordinate_scale(gram, derivative)
+            for gram, derivative in zip(grams, derivatives)
         ]
     )
 
@@ -229,13 +242,20 @@ class Solved(NamedTuple):
 
 
 class LocalSolver(eqx.Module):
-    """Levenberg–Marquardt settings of the local fits (see `fit_nlsq`)."""
+    """Levenberg–Marquardt settings of the local fits (see `fit_nlsq`).
+
+    `profile_scaling` (default): LM runs over the free physics alone, with every start's
+    contrast/offset coefficients profiled out (`_profile`; the same minimum, without the ridge
+    that each map's contrast forms with the physics). Otherwise LM runs over the whole fit
+    vector, from each row's best scaling when `scale_starts`.
+    """
 
     rtol: float = 1e-7
     atol: float = 1e-4
     max_steps: int = 256
     progress: bool = False
-    scale_starts: bool = True  # start every row at its best contrast/offset
+    scale_starts: bool = True  # start every row at its best contrast/offset (not profiled)
+    profile_scaling: bool = True
 
     def starting_rows(self, problem: FitProblem, rows: np.ndarray) -> np.ndarray:
         """Rows with the scaling coefficients replaced by the best ones for their physics."""
@@ -268,21 +288,37 @@ class LocalSolver(eqx.Module):
         of two recovery cases (identical fits) 19.7 s in turn against 39.6 s vmapped (5 maps ×
         107 frames) and 3.5 s against 4.4 s (4 × 46 frames); cold, 22.8 s against 48.6 s.
         """
-        rows = self.starting_rows(problem, rows) if rescale else np.atleast_2d(rows)
-        thetas = np.asarray(to_unconstrained(problem.transform, jnp.asarray(rows)))
+        rows = np.atleast_2d(np.asarray(rows, float))
+        k = problem.n_free_physics
+        if self.profile_scaling and problem.n_parameters > k:
+            transform = physics_transform(problem)
+            lower, upper = (
+                np.asarray(b)[k:] for b in (problem.transform.lower, problem.transform.upper)
+            )
+            references = np.clip(rows[:, k:], lower, upper)
+            rows = rows[:, :k]
+        else:
+            transform, references = problem.transform, None
+            rows = self.starting_rows(problem, rows) if rescale else rows
+        thetas = np.asarray(to_unconstrained(transform, jnp.asarray(rows)))
         steps = int(self.max_steps if max_steps is None else max_steps)
         if batched is None:
             batched = jax.default_backend() != "cpu"
         if batched or thetas.shape[0] == 1:
-            parts = [(thetas, _coordinate_scales(problem, thetas))]
+            parts = [(thetas, references)]
         else:
-            parts = [(row[None], _coordinate_scales(problem, row[None])) for row in thetas]
+            parts = [
+                (thetas[[i]], None if references is None else references[[i]])
+                for i in range(len(thetas))
+            ]
         outputs = []
-        for theta, scales in parts:
+        for theta, reference in parts:
             solved = _solve_starts(
                 problem,
+                transform,
                 jnp.asarray(theta),
-                jnp.asarray(scales),
+                jnp.asarray(_coordinate_scales(problem, transform, theta, reference)),
+                None if reference is None else jnp.asarray(reference),
                 float(self.rtol),
                 float(self.atol),
                 steps,
@@ -290,5 +326,7 @@ class LocalSolver(eqx.Module):
             )
             outputs.append([np.array(a) for a in solved])
         theta, codes, n_steps, chi2 = (np.concatenate(a) for a in zip(*outputs))
-        values = np.asarray(to_bounded(problem.transform, jnp.asarray(theta))[0])
-        return Solved(values, codes, n_steps, chi2)
+        values = to_bounded(transform, jnp.asarray(theta))[0]
+        if references is not None:
+            values = full_vectors(problem, values, jnp.asarray(references))
+        return Solved(np.asarray(values), codes, n_steps, chi2)
