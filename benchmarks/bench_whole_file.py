@@ -78,6 +78,10 @@ for run in ("cold", "warm")[: 1 + int(sys.argv[4])]:
         "model": result.model_description,
         "values": dict(zip(result.names, map(float, result.values))),
         "stderr": {n: float(result.stderr[n]) for n in result.names},
+        "quality_ok": bool(result.quality.ok), "warnings": list(result.quality.warnings),
+        "starts_chi2_above_best": sorted(
+            float(c - np.min(result.starts.chi2)) for c in result.starts.chi2
+        )[:12],
     }), flush=True)
     compiled.clear()
 """

@@ -63,15 +63,19 @@ def coefficient_system(problem: FitProblem, sums: Float[Array, "phi 5"]):
 
 
 def _jacobi_solve(matrix, right):
-    """matrix⁻¹ · right for a symmetric positive (semi)definite matrix, Jacobi-scaled with a
-    tiny ridge (undetermined directions get a zero solution instead of an infinite one)."""
+    """matrix⁻¹ · right for a symmetric positive semidefinite matrix: Jacobi-scaled, with a tiny
+    ridge (undetermined directions get a bounded solution instead of an infinite one), by
+    Cholesky (a much smaller compiled program than an LU solve)."""
     diagonal = jnp.diagonal(matrix)
     scale = jnp.where(diagonal > 0, 1 / jnp.sqrt(jnp.where(diagonal > 0, diagonal, 1.0)), 1.0)
     scaled = scale[:, None] * matrix * scale[None, :]
-    scaled = scaled + _RIDGE * jnp.eye(matrix.shape[0], dtype=matrix.dtype)
-    scaled_right = scale.reshape((-1,) + (1,) * (right.ndim - 1)) * right
-    solution = jnp.linalg.solve(scaled, scaled_right)
-    return scale.reshape((-1,) + (1,) * (right.ndim - 1)) * solution
+    factor = jnp.linalg.cholesky(scaled + _RIDGE * jnp.eye(matrix.shape[0], dtype=matrix.dtype))
+    columns = right.reshape(right.shape[0], -1) * scale[:, None]
+    half = jax.lax.linalg.triangular_solve(factor, columns, left_side=True, lower=True)
+    solution = jax.lax.linalg.triangular_solve(
+        factor, half, left_side=True, lower=True, transpose_a=True
+    )
+    return (scale[:, None] * solution).reshape(right.shape)
 
 
 def box_least_squares(hessian, target, lower, upper):
