@@ -62,6 +62,15 @@ class AbstractStarts(eqx.Module):
         """
 
 
+def joint(solve: LocalSolver) -> LocalSolver:
+    """The solver for screening starts: LM over the whole fit vector, not the profiled physics
+    (`LocalSolver.profile_scaling`). From poor starts the joint fit, free to move contrast and
+    physics together, reached the right basin in cases where the profiled one stalled (recovery
+    suite: a static reference with a growing fraction); near a basin the profiled fit converges
+    in far fewer steps (many maps), so the polishes keep it."""
+    return eqx.tree_at(lambda s: s.profile_scaling, solve, False)
+
+
 def _fit_vector(problem: FitProblem, model: HeterodyneModel, x0: np.ndarray) -> np.ndarray:
     """The physics of `model` with the scaling coefficients of x0, as a fit vector."""
     physics = np.asarray(model.to_vector())[list(problem.free_physics)]
@@ -123,7 +132,7 @@ class MultiStart(AbstractStarts):
         design = self.design(problem, data, x0, seed)
         if design.shape[0] <= self.survivors:
             return SearchOutcome(solve(problem, design))
-        screened = solve(problem, design, max_steps=self.screening_steps)
+        screened = joint(solve)(problem, design, max_steps=self.screening_steps)
         best = np.argsort(screened.ranking())[: self.survivors]
         more = solve(problem, screened.values[best], rescale=False)
         more = more.resumed(problem, solve, self.resumes, _screen_margin(problem))
@@ -375,7 +384,7 @@ class AutoStarts(AbstractStarts):
     def search(self, problem, data, x0, solve, *, seed):
         design, estimate = self.design(problem, data, x0, seed)
         coarse = self._coarse(problem, estimate)
-        screened = solve(coarse, design, max_steps=self.screening_steps)
+        screened = joint(solve)(coarse, design, max_steps=self.screening_steps)
         rows = screened.values[self._survivors(coarse, screened)]
         # The exchanged labelling of the best basin is always tried on the full data: with a
         # slowly varying fraction it is a near-exact rival that the screening may not reach.
@@ -418,7 +427,7 @@ class AutoStarts(AbstractStarts):
         moves = _moves(problem, x)
         if moves.shape[0] == 0:
             return None
-        screened = solve(coarse, moves, max_steps=self.screening_steps)
+        screened = joint(solve)(coarse, moves, max_steps=self.screening_steps)
         reference = float(evaluate_at(coarse, jnp.asarray(x)).ssr)
         kept = _distinct_basins(
             coarse, screened, reference + _screen_margin(coarse), self.polish, [x]
