@@ -312,12 +312,13 @@ def fit_nlsq(
 
     Bounds are enforced by smooth transforms (no parameter ever leaves its box). The solver is
     `optimistix.LevenbergMarquardt` on an exact compressed residual (`_compressed`), with JᵀJ
-    accumulated map by map, so memory stays at one map's Jacobian. It runs over the physics
-    alone: c2 is linear in the contrast/offset coefficients, so for every physics they are set
-    to their best values (a small bounded linear least-squares solve) and LM sees the profiled
-    χ² (variable projection, `_profile`). The minimum is the same as over all parameters; the
-    ridge between every map's contrast and the physics is gone (many-map files converge in a
-    fraction of the steps).
+    accumulated map by map, so memory stays at one map's Jacobian. Local fits and polishes run
+    over the physics alone: c2 is linear in the contrast/offset coefficients, so for every
+    physics they are set to their best values (a small bounded linear least-squares solve) and
+    LM sees the profiled χ² (variable projection, `_profile`). The minimum is the same as over
+    all parameters; the ridge between every map's contrast and the physics is gone (many-map
+    files converge in a fraction of the steps). The screening of the start strategies runs LM
+    over the whole fit vector (`_strategies.joint`).
 
     **The start strategy** (`starts`, a Module as optimistix takes a solver; see
     `heterojax.AbstractStarts`):
