@@ -504,6 +504,26 @@ def evaluate_at(problem: FitProblem, x: Float[Array, " p"]) -> Evaluation:
     return _evaluation_of(moments_at(problem, x, jnp.asarray(False)), problem, x)
 
 
+def coefficient_system(problem: FitProblem, sums: Float[Array, "phi 5"]):
+    """(H, f) of the scaling coefficients' normal equations H α = f.
+
+    With per-map sums S_a = Σ w² [g², g, 1, g·y, y] (y the data less what the rest of the model
+    explains) and the bases B_c, B_o,
+
+        H = [B_cᵀ diag(Σw²g²) B_c   B_cᵀ diag(Σw²g) B_o]     f = [B_cᵀ Σw²g·y]
+            [B_oᵀ diag(Σw²g) B_c    B_oᵀ diag(Σw²) B_o ],        [B_oᵀ Σw²y  ].
+    """
+    gg, g1, ones, gy, y1 = (sums[:, k] for k in range(5))
+    bc, bo = problem.contrast_basis, problem.offset_basis
+    hessian = jnp.block(
+        [
+            [bc.T @ (gg[:, None] * bc), bc.T @ (g1[:, None] * bo)],
+            [bo.T @ (g1[:, None] * bc), bo.T @ (ones[:, None] * bo)],
+        ]
+    )
+    return hessian, jnp.concatenate([bc.T @ gy, bo.T @ y1])
+
+
 def best_scaling(problem: FitProblem, scaling_sums: Float[ArrayLike, "phi 5"]) -> np.ndarray:
     """The scaling coefficients that minimise χ² for given physics (linear least squares).
 
@@ -517,15 +537,7 @@ def best_scaling(problem: FitProblem, scaling_sums: Float[ArrayLike, "phi 5"]) -
     by least squares on the host; the result is clipped into the coefficient bounds. Used to
     start every local fit from the best contrast/offset for its physics.
     """
-    gg, g1, ones, gy, y1 = np.asarray(scaling_sums, float).T
-    bc, bo = np.asarray(problem.contrast_basis), np.asarray(problem.offset_basis)
-    normal = np.block(
-        [
-            [bc.T @ (gg[:, None] * bc), bc.T @ (g1[:, None] * bo)],
-            [bo.T @ (g1[:, None] * bc), bo.T @ (ones[:, None] * bo)],
-        ]
-    )
-    right = np.concatenate([bc.T @ gy, bo.T @ y1])
+    normal, right = (np.asarray(a) for a in coefficient_system(problem, jnp.asarray(scaling_sums)))
     coefficients = np.linalg.lstsq(normal, right, rcond=None)[0]
     n_phys = problem.n_free_physics
     lower = np.asarray(problem.transform.lower)[n_phys:]

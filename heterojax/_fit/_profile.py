@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._problem import FitProblem, Moments, moments_at
+from ._problem import FitProblem, Moments, coefficient_system, moments_at
 
 
 # Rounds of the active-set iteration of `box_least_squares` (each one linear solve). Per-map
@@ -40,26 +40,6 @@ _ACTIVE_SET_ROUNDS = 6
 _UNDETERMINED = 1e-14
 # Ridge on the unit diagonal of Jacobi-scaled coefficient systems.
 _RIDGE = 1e-12
-
-
-def coefficient_system(problem: FitProblem, sums: Float[Array, "phi 5"]):
-    """(H, f) of the scaling coefficients' normal equations H α = f.
-
-    With per-map sums S_a = Σ w² [g², g, 1, g·y, y] (y the data less what the rest of the model
-    explains) and the bases B_c, B_o,
-
-        H = [B_cᵀ diag(Σw²g²) B_c   B_cᵀ diag(Σw²g) B_o]     f = [B_cᵀ Σw²g·y]
-            [B_oᵀ diag(Σw²g) B_c    B_oᵀ diag(Σw²) B_o ],        [B_oᵀ Σw²y  ].
-    """
-    gg, g1, ones, gy, y1 = (sums[:, k] for k in range(5))
-    bc, bo = problem.contrast_basis, problem.offset_basis
-    hessian = jnp.block(
-        [
-            [bc.T @ (gg[:, None] * bc), bc.T @ (g1[:, None] * bo)],
-            [bo.T @ (g1[:, None] * bc), bo.T @ (ones[:, None] * bo)],
-        ]
-    )
-    return hessian, jnp.concatenate([bc.T @ gy, bo.T @ y1])
 
 
 def _jacobi_solve(matrix, right):
