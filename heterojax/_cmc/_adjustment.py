@@ -218,12 +218,17 @@ def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center
     the subset.
     """
     names = posterior.problem.names
-    subset = list(range(len(names))) if subset is None else list(subset)
-    honest = honest_covariance(nlsq, tuple(names[i] for i in subset))
+    n_sampled = posterior.n_sampled
+    subset = list(range(n_sampled)) if subset is None else list(subset)
+    # With the scaling coefficients marginalised, C_H of the sampled parameters is their block
+    # of the sub-model that frees them and every coefficient.
+    integrated = names[n_sampled:]
+    honest = honest_covariance(nlsq, tuple(names[i] for i in subset) + integrated)
     if honest is None:
         return None
-    derivative = np.asarray(posterior.problem.transform.derivative(jnp.asarray(center)), float)
-    derivative = derivative[subset]
+    honest = honest[: len(subset), : len(subset)]
+    derivative = posterior.sampled_transform().derivative(jnp.asarray(center))
+    derivative = np.asarray(derivative, float)[subset]
     if not (np.all(np.isfinite(derivative)) and np.all(derivative > 0)):
         return None
     honest_theta = honest / np.outer(derivative, derivative)
@@ -247,7 +252,8 @@ def interior_parameters(posterior: ShardPosterior, nlsq: NLSQResult) -> list[int
     names = posterior.problem.names
     x = jnp.asarray([values.get(name, np.nan) for name in names])  # NaN: never near a bound
     near = np.asarray(posterior.problem.transform.at_bound(x, tolerance=1e-5))
-    return [i for i, name in enumerate(names) if name not in at_bounds and not near[i]]
+    sampled = names[: posterior.n_sampled]
+    return [i for i, name in enumerate(sampled) if name not in at_bounds and not near[i]]
 
 
 def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
@@ -330,7 +336,7 @@ class MagnitudeAdjustment(AbstractLikelihoodAdjustment):
             information, honest = blocks
             trace = float(np.trace(honest @ information))
             if np.isfinite(trace) and trace > 0:
-                weight = len(posterior.problem.names) / trace
+                weight = posterior.n_sampled / trace
         if weight is None:
             weight = magnitude_weight(nlsq)
         if weight is None:
@@ -393,7 +399,7 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
             return MagnitudeAdjustment().adjust(
                 posterior, shard_data=shard_data, nlsq=nlsq, center=center
             )
-        linear_map = np.eye(len(posterior.problem.names))  # identity at the bounds
+        linear_map = np.eye(posterior.n_sampled)  # identity at the bounds
         linear_map[np.ix_(interior, interior)] = interior_map
         return _with(
             posterior,
@@ -544,7 +550,7 @@ class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
         factor, direction = mismatch
         if factor <= self.max_sd_ratio:
             return None
-        names = adjusted.problem.names
+        names = adjusted.sampled_names
         order = np.argsort(-np.abs(direction))[:2]
         along = ", ".join(f"{names[i]} {direction[i]:+.2f}" for i in order)
         return self.fallback, (

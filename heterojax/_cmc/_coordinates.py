@@ -38,7 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._posterior import AffinePreconditioner, ShardData, ShardPosterior
+from ._posterior import (
+    AffinePreconditioner,
+    ShardData,
+    ShardPosterior,
+    conditional_scaling,
+    joint_gram,
+    scaling_prior,
+    schur_physics,
+)
 
 
 # In θ a sigmoid-bounded parameter already spans its whole box at ~3 units: no shard sd above.
@@ -52,7 +60,11 @@ def _information_and_gradient(posterior: ShardPosterior, theta, shard: ShardData
     """H(θ) = Jᵀ P J + (1/K) max(−∇² log p(θ), 0) + `extra_precision` and the gradient
     ∇ log p_k(θ) = w Jᵀ P (y − c2(θ)) + (1/K) ∇ log p(θ) (one shard), from one forward-mode
     Jacobian of the model values: no reverse pass through the model (which would double the
-    compiled program)."""
+    compiled program). With `marginal_scaling` the likelihood part is the Schur complement of
+    the joint information at the shard's conditional mean of the scaling coefficients (with
+    their tempered prior), and the gradient that of the marginal density (reverse mode)."""
+    if posterior.marginal_scaling:
+        return _marginal_information_and_gradient(posterior, theta, shard, extra_precision)
     values_of = lambda t: (posterior.model_values(t, shard),) * 2  # noqa: E731
     jacobian, values = jax.jacfwd(values_of, has_aux=True)(theta)
     jacobian = jacobian.reshape(-1, theta.shape[0])
@@ -62,10 +74,25 @@ def _information_and_gradient(posterior: ShardPosterior, theta, shard: ShardData
     residual = (shard.observed - values).reshape(-1)
     gradient = weight * (jacobian.T @ (precision * residual))
     gradient = gradient + posterior.tempering * jax.grad(posterior.log_prior)(theta)
+    return likelihood + _prior_information(posterior, theta) + extra_precision, gradient
+
+
+def _prior_information(posterior: ShardPosterior, theta):
+    """(1/K) max(−∇² log p(θ), 0): the tempered prior's curvature, negative part dropped."""
     prior = -jax.hessian(posterior.log_prior)(theta)
     eigenvalues, vectors = jnp.linalg.eigh(0.5 * (prior + prior.T))
-    prior = (vectors * jnp.clip(eigenvalues, 0.0, None)) @ vectors.T
-    return likelihood + posterior.tempering * prior + extra_precision, gradient
+    return posterior.tempering * (vectors * jnp.clip(eigenvalues, 0.0, None)) @ vectors.T
+
+
+def _marginal_information_and_gradient(posterior: ShardPosterior, theta, shard, extra_precision):
+    k = theta.shape[0]
+    conditional = conditional_scaling(posterior, posterior.likelihood_theta(theta), shard)
+    gram = posterior.likelihood_weight * joint_gram(posterior, theta, conditional.mean, shard)
+    prior_scaling = scaling_prior(posterior)[0]
+    gram = gram + jnp.diag(jnp.concatenate([jnp.zeros(k), prior_scaling]))
+    likelihood = schur_physics(gram, k)
+    gradient = jax.grad(posterior)(theta, shard)
+    return likelihood + _prior_information(posterior, theta) + extra_precision, gradient
 
 
 def _information(posterior: ShardPosterior, theta, shard: ShardData, extra_precision):

@@ -40,7 +40,6 @@ from ._adjustment import (
 from ._combine import consensus_combine, consensus_gaussian, mixture_combine, shard_moments
 from ._coordinates import (
     MAX_THETA_SD,
-    OffsetShear,
     ShearedPosterior,
     gaussian_defect,
     offset_shear,
@@ -51,6 +50,7 @@ from ._coordinates import (
 )
 from ._diagnostics import bfmi, ess_bulk, ess_tail, rhat
 from ._labelling import canonical_theta
+from ._marginal import complete_scaling
 from ._posterior import (
     PreconditionedPosterior,
     ShardPosterior,
@@ -207,14 +207,15 @@ class _Coordinates(NamedTuple):
     adjustment_review: str | None = None  # why the adjustment's review replaced it
 
 
-def _nlsq_covariance(problem, posterior, center, shard_data, nlsq, n_shards) -> np.ndarray:
-    """K × the NLSQ covariance in θ, C_θ = K · D⁻¹ C_x D⁻¹ (D = dx/dθ at the centre), or the
-    Gauss–Newton one at the centre where NLSQ gives none (`NUTS(whitening="nlsq")`)."""
-    names = problem.names
+def _nlsq_covariance(posterior, center, shard_data, nlsq, n_shards) -> np.ndarray:
+    """K × the NLSQ covariance of the sampled coordinates in θ, C_θ = K · D⁻¹ C_x D⁻¹ (D = dx/dθ
+    at the centre), or the Gauss–Newton one at the centre where NLSQ gives none
+    (`NUTS(whitening="nlsq")`)."""
+    names = posterior.sampled_names
     if nlsq is not None and all(n in nlsq.names for n in names):
         index = [nlsq.names.index(n) for n in names]
         covariance = np.asarray(nlsq.covariance, float)[np.ix_(index, index)]
-        derivative = np.asarray(problem.transform.derivative(center))
+        derivative = np.asarray(posterior.sampled_transform().derivative(center))
         if np.all(np.isfinite(covariance)) and np.all(derivative > 0):
             return n_shards * covariance / np.outer(derivative, derivative)
     information = np.asarray(gauss_newton_information(posterior, center, shard_data))
@@ -246,16 +247,20 @@ def _coordinates_for(
 ) -> _Coordinates:
     n_shards = shards.n_shards
     shard_data = gather_shard_data(shards, np.asarray(data.c2), setup.sigma)
+    problem = setup.problem
     posterior = ShardPosterior(
-        problem=setup.problem,
+        problem=problem,
         t=jnp.asarray(data.t),
         q=jnp.asarray(data.q),
         phi=jnp.asarray(data.phi),
         tempering=jnp.asarray(1.0 / n_shards),
         prior_mean=jnp.asarray(setup.prior_mean),
         prior_precision=jnp.asarray(setup.prior_precision),
+        marginal_scaling=sampler.scaling == "marginal"
+        and problem.n_parameters > problem.n_free_physics,
     )
-    center = setup.problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
+    center = problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
+    center = center[: posterior.n_sampled]
     posterior, review = _adjusted(adjustment, posterior, shard_data, nlsq, center)
     shear = offset_shear(
         setup.problem,
@@ -268,7 +273,7 @@ def _coordinates_for(
     if sampler.whitening == "shard":
         modes, covariances = shard_laplace(posterior, center, shard_data)
     else:
-        covariance = _nlsq_covariance(setup.problem, posterior, center, shard_data, nlsq, n_shards)
+        covariance = _nlsq_covariance(posterior, center, shard_data, nlsq, n_shards)
         modes = jnp.broadcast_to(center, (n_shards, center.shape[0]))
         covariances = jnp.broadcast_to(jnp.asarray(covariance), (n_shards, *covariance.shape))
     laplace_sd = np.sqrt(np.clip(np.diagonal(np.asarray(covariances), axis1=1, axis2=2), 0, None))
@@ -334,11 +339,31 @@ def _per_map_scaling(problem: FitProblem, x):
     return contrast.reshape(shape), offset.reshape(shape)
 
 
-def _combine_draws(
-    problem: FitProblem, run: NUTSRun, whitened: WhitenedShard, shear: OffsetShear, combine, key
-):
+def _shard_theta(coordinates: "_Coordinates", run: NUTSRun, key) -> tuple[jax.Array, int]:
+    """Every shard's draws as full vectors in θ: the sampled coordinates mapped back, and with
+    a marginalised posterior the scaling coefficients drawn from their conditional
+    (`_marginal.complete_scaling`); with the number of those that fell outside their box."""
+    whitened = coordinates.whitened
+    posterior = coordinates.posterior.posterior
+    sampled = whitened.preconditioner.shards_to_theta(run.position)
+    theta = sheared_to_theta(coordinates.posterior.shear, sampled)
+    if not posterior.marginal_scaling:
+        return theta, 0
+    theta, outside = complete_scaling(posterior, theta, whitened.data, key)
+    outside = int(outside)
+    if outside:
+        total = int(np.prod(theta.shape[:-1])) * (theta.shape[-1] - posterior.n_sampled)
+        warnings.warn(
+            f"fit_cmc: {outside} of {total} contrast/offset draws fell outside their bounds "
+            "(moved onto them): integrated out, their box prior is a Gaussian of the box's "
+            "mean and variance. Widen the bounds, or sample them with NUTS(scaling='sampled').",
+            stacklevel=3,
+        )
+    return theta, outside
+
+
+def _combine_draws(problem: FitProblem, theta_shards, combine, key):
     """Shard draws in θ (canonical labelling), combined; both also as bounded parameters."""
-    theta_shards = sheared_to_theta(shear, whitened.preconditioner.shards_to_theta(run.position))
     theta_shards, exchanged = canonical_theta(problem, theta_shards)
     if combine == "consensus":
         theta_combined = consensus_combine(theta_shards)
@@ -387,7 +412,8 @@ def _diagnose(
     divergent = np.asarray(run.divergent)
     depth = np.asarray(run.tree_depth)
     theta_flat = np.asarray(draws.theta_shards).reshape(n_shards, -1, n_parameters)
-    expected_sd = coordinates.laplace_sd
+    expected_sd = np.full((n_shards, n_parameters), np.nan)  # unknown for drawn coefficients
+    expected_sd[:, : coordinates.laplace_sd.shape[1]] = coordinates.laplace_sd
     shard_diagnostics = {
         **per_shard,
         # The Gaussian-shard checks of the consensus product, in the unconstrained θ.
@@ -524,6 +550,9 @@ def fit_cmc(
     Laplace approximation at its own mode (`NUTS.whitening`). At a constant fraction the exchange
     reference ↔ sample (f ↔ 1 − f) is an exact symmetry; draws are reported in the canonical
     labelling (the slower component is the reference) before they are combined and diagnosed.
+    By default NUTS samples the free physics alone: the contrast/offset coefficients enter c2
+    linearly and are integrated out of each shard's likelihood in closed form, then drawn from
+    their exact conditional for every draw (`NUTS(scaling="marginal")`, `_marginal`).
     The shard posteriors are then combined: `"consensus"` (precision-weighted
     Gaussian product with full covariances, draw by draw) or `"mixture"` (pooled draws). The
     model is evaluated only at each shard's pairs (never as an N × N map).
@@ -559,8 +588,9 @@ def fit_cmc(
     - `priors`: `"uniform"` (on the box, default) or `"informed"` (Gaussian around the NLSQ
         values with sd = `prior_width` × NLSQ standard error; needs `nlsq`).
     - `sampler`: the `NUTS` settings (target acceptance 0.9, tree depth 10, dense metric for
-        ≤ 16 parameters, per-shard whitening); `target_accept`, `max_tree_depth`, `dense_mass`,
-        `init_jitter`, when given, replace the field of the same name.
+        ≤ 16 sampled parameters, per-shard whitening, contrast/offset integrated out:
+        `NUTS.scaling`); `target_accept`, `max_tree_depth`, `dense_mass`, `init_jitter`, when
+        given, replace the field of the same name.
     - `adjustment`: how the likelihood, which treats c2 entries as independent, is adjusted
         for their correlation (a composite likelihood; see `CurvatureAdjustment`): an
         `AbstractLikelihoodAdjustment`, `"none"`, `"curvature"`, `"magnitude"`, or `"auto"`
@@ -649,7 +679,8 @@ def fit_cmc(
         adjustment=adjustment, nlsq=nlsq,
     )  # fmt: skip
     n_shards = coordinates.shards.n_shards
-    start = sampler.init_jitter * jr.normal(init_key, (n_shards, chains, len(names)))
+    n_sampled = coordinates.posterior.posterior.n_sampled
+    start = sampler.init_jitter * jr.normal(init_key, (n_shards, chains, n_sampled))
     chain_method = resolve_chain_method(chain_method, coordinates.whitened)
 
     # 3. sampling
@@ -659,7 +690,7 @@ def fit_cmc(
         samples=samples,
         target_accept=float(sampler.target_accept),
         max_tree_depth=int(sampler.max_tree_depth),
-        dense_mass=sampler.dense(len(names)),
+        dense_mass=sampler.dense(n_sampled),
         chain_method=chain_method,
     )
     density = PreconditionedPosterior(coordinates.posterior)
@@ -678,9 +709,8 @@ def fit_cmc(
     sampling_time = time.perf_counter() - sampling_began
 
     # 4. combination
-    draws = _combine_draws(
-        problem, run, coordinates.whitened, coordinates.posterior.shear, combine, mixture_key
-    )
+    theta_shards, _ = _shard_theta(coordinates, run, jr.fold_in(mixture_key, 1))
+    draws = _combine_draws(problem, theta_shards, combine, mixture_key)
 
     # 5. diagnostics
     settings = RunSettings(
@@ -692,7 +722,7 @@ def fit_cmc(
         reduced_from=coordinates.reduced_from,
         target_accept=float(sampler.target_accept),
         max_tree_depth=int(sampler.max_tree_depth),
-        dense_mass=sampler.dense(len(names)),
+        dense_mass=sampler.dense(n_sampled),
         nlsq=nlsq is not None,
         shard_strategy=shard_strategy,
     )

@@ -42,6 +42,19 @@ weights folded into the columns; diagonal tiles sum the pair formula over the no
 150² with 2 × 3 nodes a log-density with its gradient costs 23 ms this way against 109 ms pair by
 pair (the bin-centre model: 4.8 ms).
 
+**Scaling coefficients integrated out** (`marginal_scaling`, the default of `fit_cmc`). c2 is
+linear in the contrast/offset coefficients α: c2 = o(α) + c(α)·g(θ). For given physics θ,
+w·log L_k + (1/K) log p(α) is therefore a quadratic form −½(αᵀQα − 2rᵀα + c) in α
+(`scaling_quadratic`), and
+
+    log p_k(θ) = (1/K) log p(θ) + log ∫ L_k(θ, α)^w p(α)^{1/K} dα
+               = (1/K) log p(θ) − ½ (c − rᵀQ⁻¹r) − ½ log det Q + const.,
+
+so NUTS samples the free physics alone; α | θ ~ N(Q⁻¹r, Q⁻¹) is drawn afterwards
+(`_marginal.complete_scaling`). The uniform box prior of α is replaced by the Gaussian of the
+same mean and variance (`scaling_prior`), which keeps the integral bounded where the data
+leave α undetermined.
+
 Sampling runs in a second, affine coordinate z with θ = m_k + L_k z per shard
 (`AffinePreconditioner`, built in `_coordinates`: m_k the shard's mode, L_k a square root of its
 Laplace covariance). An identity mass matrix in z is then the preconditioned metric in θ.
@@ -49,7 +62,7 @@ The map has a constant Jacobian, so the density in z is the density in θ.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -57,7 +70,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .._fit._problem import FitProblem
+from .._fit._problem import FitProblem, coefficient_system
+from .._fit._profile import physics_transform
 from .._model._two_time import GridIntegrals, pair_correlation
 from ._shards import Shards
 
@@ -207,6 +221,10 @@ class ShardPosterior(eqx.Module):
     - `likelihood_center`, `likelihood_map`: θ̂ and A of the curvature adjustment: the
         likelihood (the model values) is evaluated at θ* = θ̂ + A (θ − θ̂), the prior at θ.
         None (default): at θ.
+    - `marginal_scaling`: θ are the free physics alone, and the scaling coefficients are
+        integrated out of the shard's likelihood in closed form (`conditional_scaling`; drawn
+        afterwards from their conditional, `_marginal.complete_scaling`). False (default): θ
+        are all free parameters.
     """
 
     problem: FitProblem
@@ -219,6 +237,7 @@ class ShardPosterior(eqx.Module):
     likelihood_weight: float | Float[Array, ""] = 1.0
     likelihood_center: Float[Array, " p"] | None = None
     likelihood_map: Float[Array, "p p"] | None = None
+    marginal_scaling: bool = eqx.field(static=True, default=False)
 
     def likelihood_theta(self, theta: Float[Array, " p"]) -> Float[Array, " p"]:
         """θ* at which the likelihood is evaluated: θ̂ + A (θ − θ̂), or θ without adjustment."""
@@ -226,18 +245,38 @@ class ShardPosterior(eqx.Module):
             return theta
         return self.likelihood_center + self.likelihood_map @ (theta - self.likelihood_center)
 
-    def model_values(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, "tile b b"]:
-        """The model c2 at one shard's tiles for parameters θ.
+    @property
+    def n_sampled(self) -> int:
+        """The number of sampled coordinates: the free physics alone with `marginal_scaling`,
+        every free parameter otherwise."""
+        if self.marginal_scaling:
+            return self.problem.n_free_physics
+        return self.problem.n_parameters
+
+    @property
+    def sampled_names(self) -> tuple[str, ...]:
+        """The names of the sampled coordinates (`n_sampled`)."""
+        return self.problem.names[: self.n_sampled]
+
+    def sampled_transform(self):
+        """The box transform x(θ) of the sampled coordinates."""
+        if self.marginal_scaling:
+            return physics_transform(self.problem)
+        return self.problem.transform
+
+    def normalised_values(
+        self, physics: Float[Array, " k"], shard: ShardData
+    ) -> Float[Array, "tile b b"]:
+        """g = num/f² of the model at one shard's tiles, for the free physics `physics`
+        (bounded values): c2 = offset + contrast · g.
 
         The rates are integrated once on the whole grid (`HeterodyneModel.grid_integrals`); each
         tile then gathers 2b grid values. Diagonal tiles evaluate their b² pairs by the direct
         formula (`_near_correlation`), tiles above the diagonal by the pivot split of the module
         docstring (`_split_correlation`), both summed over the model's nodes (`_nodes`: the
-        bin's with the ROI model, the bin centre without). With a curvature adjustment
-        they are those of θ* (`likelihood_theta`).
+        bin's with the ROI model, the bin centre without).
         """
-        theta = self.likelihood_theta(theta)
-        model, contrast, offset = self.problem.unpack(self.problem.transform.to_bounded(theta))
+        model = self.problem.model_at(physics)
         n_times, b = self.t.shape[0], shard.observed.shape[-1]
         n_tiles = shard.observed.shape[-3]
         split = n_tiles if shard.n_diagonal is None else shard.n_diagonal
@@ -263,8 +302,33 @@ class ShardPosterior(eqx.Module):
                     weights_far,
                 )
             )
-        normalised = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+    def scaled_values(
+        self, physics: Float[Array, " k"], coefficients: Float[Array, " c"], shard: ShardData
+    ) -> Float[Array, "tile b b"]:
+        """c2 = offset + contrast · g at one shard's tiles for bounded free physics and scaling
+        coefficients."""
+        problem = self.problem
+        x = jnp.concatenate([physics, coefficients])
+        _, contrast, offset = problem.unpack(x)
+        angle = shard.angle_index
+        normalised = self.normalised_values(physics, shard)
         return offset[angle][:, None, None] + contrast[angle][:, None, None] * normalised
+
+    def model_values(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, "tile b b"]:
+        """The model c2 at one shard's tiles for parameters θ (all free parameters; with
+        `marginal_scaling` the physics θ and the shard's conditional mean α* of the scaling
+        coefficients). With a curvature adjustment they are those of θ* (`likelihood_theta`).
+        """
+        theta = self.likelihood_theta(theta)
+        k = self.problem.n_free_physics
+        if self.marginal_scaling:
+            physics = self.sampled_transform().to_bounded(theta)
+            coefficients = conditional_scaling(self, theta, shard).mean
+            return self.scaled_values(physics, coefficients, shard)
+        x = self.problem.transform.to_bounded(theta)
+        return self.scaled_values(x[:k], x[k:], shard)
 
     def _nodes(self, phi0):
         """Per map, the nodes of the model: q nodes `(phi, a)`, cos(φ_an + φ0) and weights
@@ -278,22 +342,151 @@ class ShardPosterior(eqx.Module):
         return q_nodes, jnp.cos(jnp.deg2rad(phi_nodes + phi0)), weights
 
     def log_likelihood(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
-        """log L_k(x(θ)) = −½ Σ precision · (model − observed)², dropping constants."""
+        """log L_k(x(θ)) = −½ Σ precision · (model − observed)², dropping constants (all free
+        parameters; with `marginal_scaling` the scaling coefficients at their conditional mean
+        α*, i.e. the profile likelihood)."""
         residual = self.model_values(theta, shard) - shard.observed
         return -0.5 * jnp.sum(shard.precision * residual**2)
 
+    def weighted_log_likelihood(
+        self, theta: Float[Array, " p"], shard: ShardData
+    ) -> Float[Array, ""]:
+        """What the likelihood adds to log p_k: w · log L_k, or with `marginal_scaling` the
+        logarithm of ∫ L_k^w p(α)^{1/K} dα (`ScalingConditional.log_marginal`)."""
+        if self.marginal_scaling:
+            return conditional_scaling(self, self.likelihood_theta(theta), shard).log_marginal
+        return self.likelihood_weight * self.log_likelihood(theta, shard)
+
     def log_prior(self, theta: Float[Array, " p"]) -> Float[Array, ""]:
-        """log p(x(θ)) + log |dx/dθ|, the untempered prior density in θ (up to a constant)."""
-        transform = self.problem.transform
+        """log p(x(θ)) + log |dx/dθ|, the untempered prior density of the sampled coordinates in
+        θ (up to a constant)."""
+        transform = self.sampled_transform()
+        n = self.n_sampled
         x = transform.to_bounded(theta)
-        gaussian = -0.5 * jnp.sum(self.prior_precision * (x - self.prior_mean) ** 2)
+        gaussian = -0.5 * jnp.sum(self.prior_precision[:n] * (x - self.prior_mean[:n]) ** 2)
         return gaussian + transform.log_abs_det_jacobian(theta)
 
     def __call__(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
-        """log p_k(θ) = (1/K) log p(θ) + w · log L_k."""
-        likelihood = self.likelihood_weight * self.log_likelihood(theta, shard)
-        value = self.tempering * self.log_prior(theta) + likelihood
+        """log p_k(θ) = (1/K) log p(θ) + w · log L_k (module docstring)."""
+        value = self.tempering * self.log_prior(theta) + self.weighted_log_likelihood(theta, shard)
         return jnp.where(jnp.isnan(value), -jnp.inf, value)
+
+
+class ScalingConditional(NamedTuple):
+    """The scaling coefficients α given the physics, in one shard (`conditional_scaling`).
+
+    **Fields:** `precision` Q and `mean` Q⁻¹r of α | θ ~ N(Q⁻¹r, Q⁻¹); `factor`, the lower
+    Cholesky factor of D⁻¹QD⁻¹ with `scale` D = √diag(Q); `log_marginal` = log ∫ e^{−½(αᵀQα −
+    2rᵀα + c)} dα up to a constant, = −½ (c − rᵀQ⁻¹r) − ½ log det Q.
+    """
+
+    precision: Float[Array, "c c"]
+    mean: Float[Array, " c"]
+    factor: Float[Array, "c c"]
+    scale: Float[Array, " c"]
+    log_marginal: Float[Array, ""]
+
+
+def scaling_sums(
+    posterior: ShardPosterior, physics: Float[Array, " k"], shard: ShardData
+) -> Float[Array, "phi 6"]:
+    """Per map the precision-weighted sums Σ P [g², g, 1, g·y, y, y²] over one shard's entries,
+    y = c2 − fixed offset − fixed contrast · g (`_problem.coefficient_system` takes the first
+    five)."""
+    problem = posterior.problem
+    normalised = posterior.normalised_values(physics, shard)
+    angle = shard.angle_index
+    fixed_offset = problem.fixed_offset[angle][:, None, None]
+    fixed_contrast = problem.fixed_contrast[angle][:, None, None]
+    y = shard.observed - fixed_offset - fixed_contrast * normalised
+    precision = shard.precision
+    weighted = precision * normalised
+    per_tile = jnp.stack(
+        [
+            weighted * normalised,
+            weighted,
+            precision,
+            weighted * y,
+            precision * y,
+            precision * y * y,
+        ],
+        axis=-1,
+    ).sum(axis=(-3, -2))
+    return jax.ops.segment_sum(per_tile, angle, num_segments=problem.q.shape[0])
+
+
+def scaling_prior(posterior: ShardPosterior) -> tuple[Float[Array, " c"], Float[Array, " c"]]:
+    """(Λ/K, μ): the tempered Gaussian prior of the scaling coefficients when they are
+    integrated out.
+
+    The box prior of a coefficient (uniform on [l, u]) is replaced by the Gaussian of the same
+    mean and variance, μ = (l + u)/2 and 1/Λ = (u − l)²/12 (none for an open side); an
+    informed prior (`priors="informed"`) multiplies it. Where the data determine the
+    coefficients (w H ≫ Λ) this changes nothing; where they do not (a map whose model is flat
+    over the frames, so that its contrast and offset trade off freely), the integral stays
+    bounded, as the box keeps it for the sampled coefficients, instead of growing without
+    limit as det(w H) → 0. (Measured: without it, the shard mode search ran off to D0 → 0 on
+    the 8-map ROI problem of `bench_cmc_roi.py`.)
+    """
+    k = posterior.problem.n_free_physics
+    lower, upper = posterior.problem.transform.lower[k:], posterior.problem.transform.upper[k:]
+    finite = jnp.isfinite(lower) & jnp.isfinite(upper)
+    width = jnp.where(finite, upper - lower, 1.0)
+    box_precision = jnp.where(finite, 12.0 / width**2, 0.0)
+    box_mean = jnp.where(finite, 0.5 * (lower + upper), 0.0)
+    informed, informed_mean = posterior.prior_precision[k:], posterior.prior_mean[k:]
+    precision = box_precision + informed
+    mean = (box_precision * box_mean + informed * informed_mean) / jnp.where(
+        precision > 0, precision, 1.0
+    )
+    return posterior.tempering * precision, mean
+
+
+def scaling_quadratic(posterior: ShardPosterior, sums: Float[Array, "phi 6"]):
+    """(Q, r, c) of w · log L_k + (1/K) log p(α) = −½ (αᵀQα − 2rᵀα + c) in the scaling
+    coefficients α (bounded values), from the sums of `scaling_sums` (summed over shards for
+    the full data):
+
+        Q = w H + Λ/K,   r = w f + (Λ/K) μ,   c = w Σ P y² + Σ (Λ/K) μ²,
+
+    (H, f) the coefficients' normal equations (`coefficient_system`), w the likelihood weight,
+    Λ and μ the prior's precision and mean (`scaling_prior`)."""
+    hessian, right = coefficient_system(posterior.problem, sums[:, :5])
+    weight = posterior.likelihood_weight
+    prior_precision, prior_mean = scaling_prior(posterior)
+    precision = weight * hessian + jnp.diag(prior_precision)
+    target = weight * right + prior_precision * prior_mean
+    constant = weight * jnp.sum(sums[:, 5]) + jnp.sum(prior_precision * prior_mean**2)
+    return precision, target, constant
+
+
+def conditional_of(precision, target, constant) -> ScalingConditional:
+    """The `ScalingConditional` of the quadratic form (Q, r, c), by a Jacobi-scaled Cholesky
+    factorisation."""
+    scale = jnp.sqrt(jnp.diagonal(precision))
+    factor = jnp.linalg.cholesky(precision / (scale[:, None] * scale[None, :]))
+    whitened = jax.scipy.linalg.solve_triangular(factor, target / scale, lower=True)
+    mean = jax.scipy.linalg.solve_triangular(factor.T, whitened, lower=False) / scale
+    log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor))) + 2.0 * jnp.sum(jnp.log(scale))
+    log_marginal = -0.5 * (constant - whitened @ whitened) - 0.5 * log_det
+    return ScalingConditional(precision, mean, factor, scale, log_marginal)
+
+
+def conditional_scaling(
+    posterior: ShardPosterior, theta: Float[Array, " k"], shard: ShardData
+) -> ScalingConditional:
+    """α | θ in one shard (the module docstring's marginalisation): c2 is linear in the scaling
+    coefficients α, so with a flat (or Gaussian) prior on them the shard's exponent is a
+    quadratic form in α (`scaling_quadratic`), integrated in closed form:
+
+        ∫ L_k(θ, α)^w p(α)^{1/K} dα ∝ exp(−½ (c − rᵀQ⁻¹r)) · det(Q)^{−½},
+
+    the box of α replaced by a Gaussian of its mean and variance (`scaling_prior`). `theta` is the
+    physics θ at which the likelihood is evaluated (θ* with a curvature adjustment).
+    """
+    physics = posterior.sampled_transform().to_bounded(theta)
+    sums = scaling_sums(posterior, physics, shard)
+    return conditional_of(*scaling_quadratic(posterior, sums))
 
 
 class AffinePreconditioner(eqx.Module):
@@ -341,14 +534,49 @@ class PreconditionedPosterior(eqx.Module):
         return self.posterior(shard.preconditioner.to_theta(z), shard.data)
 
 
+def joint_gram(
+    posterior: ShardPosterior,
+    theta: Float[Array, " k"],
+    coefficients: Float[Array, " c"],
+    shard: ShardData,
+) -> Float[Array, "k+c k+c"]:
+    """Jᵀ P J of one shard with J = ∂c2/∂(θ, α): the physics θ in the sampler's coordinates
+    (through θ* of a curvature adjustment), the scaling coefficients α as bounded values (c2
+    is linear in them). Forward mode: one Jacobian, no reverse pass."""
+    k = theta.shape[0]
+    transform = posterior.sampled_transform()
+
+    def values(v):
+        physics = transform.to_bounded(posterior.likelihood_theta(v[:k]))
+        return posterior.scaled_values(physics, v[k:], shard)
+
+    jacobian = jax.jacfwd(values)(jnp.concatenate([theta, coefficients]))
+    jacobian = jacobian.reshape(-1, jacobian.shape[-1])
+    return jacobian.T @ (shard.precision.reshape(-1)[:, None] * jacobian)
+
+
+def schur_physics(gram: Float[Array, "n n"], k: int) -> Float[Array, "k k"]:
+    """G_θθ − G_θα G_αα⁻¹ G_αθ: the information about the first k coordinates with the others
+    integrated out (for a Gaussian, exactly; the Gauss–Newton information of the marginal)."""
+    scale = jnp.sqrt(jnp.clip(jnp.diagonal(gram)[k:], 1e-300, None))
+    coupled = gram[k:, k:] / (scale[:, None] * scale[None, :])
+    cross = gram[:k, k:] / scale[None, :]
+    reduced = gram[:k, :k] - cross @ jnp.linalg.solve(coupled, cross.T)
+    return 0.5 * (reduced + reduced.T)
+
+
 def gauss_newton_information(
     posterior: ShardPosterior, theta: Float[Array, " p"], shards: ShardData
 ) -> Float[Array, "p p"]:
     """Σ over all shards of Jᵀ P J at θ (J = ∂c2/∂θ at each entry, P the precisions).
 
     The Fisher information of the full-data likelihood in θ; computed shard by shard
-    (`lax.map`), so memory is one shard's Jacobian (L × p).
+    (`lax.map`), so memory is one shard's Jacobian (L × p). With `marginal_scaling`, that of the
+    full-data likelihood with the scaling coefficients integrated out: the Schur complement
+    (`schur_physics`) of the joint information at the full-data best coefficients α*(θ*).
     """
+    if posterior.marginal_scaling:
+        return _marginal_information(posterior, theta, shards)
 
     def one(shard: ShardData) -> Float[Array, "p p"]:
         jacobian = jax.jacfwd(posterior.model_values)(theta, shard)
@@ -356,3 +584,12 @@ def gauss_newton_information(
         return jacobian.T @ (shard.precision.reshape(-1)[:, None] * jacobian)
 
     return jnp.sum(jax.lax.map(one, shards), axis=0)
+
+
+def _marginal_information(posterior: ShardPosterior, theta, shards: ShardData):
+    physics = posterior.sampled_transform().to_bounded(posterior.likelihood_theta(theta))
+    sums = jnp.sum(jax.lax.map(lambda shard: scaling_sums(posterior, physics, shard), shards), 0)
+    hessian, right = coefficient_system(posterior.problem, sums[:, :5])
+    coefficients = jnp.linalg.solve(hessian, right)
+    grams = jax.lax.map(lambda shard: joint_gram(posterior, theta, coefficients, shard), shards)
+    return schur_physics(jnp.sum(grams, axis=0), theta.shape[0])

@@ -1,0 +1,82 @@
+"""The scaling coefficients of a marginalised shard posterior, drawn after sampling.
+
+With `NUTS(scaling="marginal")` (the default) NUTS samples the free physics θ alone: c2 is
+linear in the contrast/offset coefficients α, so each shard's likelihood is integrated over
+them in closed form (`_posterior.conditional_scaling`). The ridge that every map's contrast
+and offset form with the fraction and the decays (the one that made the joint posterior hard
+to sample: hundreds of leapfrog steps a draw) is then gone from the sampled space.
+
+The joint draws are recovered exactly: given a draw θ of shard k's marginal, α is drawn from
+its conditional in the same shard,
+
+    α | θ ~ N(Q_k⁻¹ r_k, Q_k⁻¹)      (Q_k, r_k at θ*, `ScalingConditional`),
+
+so (θ, α) is a draw of shard k's joint posterior p_k(θ, α). Everything downstream (the
+canonical labelling, the consensus combination, the diagnostics) sees the same full vectors as
+without the marginalisation.
+
+**Assumption.** In the integral and in the conditional the box prior of α is a Gaussian of
+the box's mean and variance (`_posterior.scaling_prior`): the conditional's mass outside the
+box must be negligible. `complete_scaling` counts the draws that fall outside
+(moved just inside by the box transform), and `fit_cmc` warns when there are any.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._posterior import ShardData, ShardPosterior, conditional_scaling
+
+
+# Draws evaluated together when the coefficients are drawn (memory: this many shard passes).
+_DRAW_BATCH = 64
+
+
+def _draw_coefficients(posterior: ShardPosterior, theta, shard: ShardData, key):
+    """One draw of α | θ in one shard (module docstring), bounded values."""
+    conditional = conditional_scaling(posterior, posterior.likelihood_theta(theta), shard)
+    noise = jr.normal(key, conditional.mean.shape, dtype=conditional.mean.dtype)
+    deviation = jax.scipy.linalg.solve_triangular(conditional.factor.T, noise, lower=False)
+    return conditional.mean + deviation / conditional.scale
+
+
+@eqx.filter_jit
+def complete_scaling(
+    posterior: ShardPosterior,
+    theta: Float[Array, "shard *batch k"],
+    shard_data: ShardData,
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, "shard *batch p"], Int[Array, ""]]:
+    """Joint draws (θ, α) from draws θ of each shard's marginal posterior.
+
+    **Arguments:** the marginalised `posterior`; `theta`, the physics draws in θ with a leading
+    shard axis; `shard_data` with the same leading axis; a `key`.
+
+    **Returns:** the full vectors in the sampler's unconstrained coordinates `(shard, *batch,
+    p)` (α mapped by the box transform), and the number of coefficient draws that fell outside
+    their box.
+    """
+    problem = posterior.problem
+    k = problem.n_free_physics
+    transform = problem.transform
+    n_shards = theta.shape[0]
+    flat = theta.reshape(n_shards, -1, k)
+    keys = jr.split(key, flat.shape[:2])
+
+    def per_shard(args):
+        shard, thetas, shard_keys = args
+        draw = lambda pair: _draw_coefficients(posterior, pair[0], shard, pair[1])  # noqa: E731
+        return jax.lax.map(draw, (thetas, shard_keys), batch_size=_DRAW_BATCH)
+
+    coefficients = jax.lax.map(per_shard, (shard_data, flat, keys))
+    lower, upper = transform.lower[k:], transform.upper[k:]
+    outside = jnp.sum((coefficients < lower) | (coefficients > upper))
+    physics_x = posterior.sampled_transform().to_bounded(flat)
+    full = transform.to_unconstrained(jnp.concatenate([physics_x, coefficients], axis=-1))
+    full = jnp.concatenate([flat, full[..., k:]], axis=-1)
+    return full.reshape(*theta.shape[:-1], full.shape[-1]), outside
+
+
+__all__ = ["complete_scaling"]
