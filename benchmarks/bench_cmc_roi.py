@@ -14,11 +14,13 @@ Reported per model: NLSQ and CMC wall times (compilation included: each model co
 programs in the process), the number of shards, the worst R̂ and smallest bulk/tail ESS over
 parameters and shards, divergences, the fraction of transitions at the maximum tree depth, the
 adjustment sampled, |posterior mean − truth| / posterior sd per physics parameter, and whether
-the verdict passed. Target (issue 14): the whole CMC with the ROI model in < 5 min on a 2-core
+the verdict passed, and the mean leapfrog steps a draw. `--scaling sampled` samples the
+contrast/offset coefficients with NUTS instead of integrating them out (`hj.NUTS(scaling=...)`).
+Target (issue 14): the whole CMC with the ROI model in < 5 min on a 2-core
 machine, converged.
 
 Usage: `python benchmarks/bench_cmc_roi.py [--frames 150] [--pixels 400] [--counts 5]
-[--models roi centre] [--seed 0]`.
+[--models roi centre] [--seed 0] [--scaling marginal|sampled]`.
 """
 
 import argparse
@@ -74,6 +76,7 @@ def run_model(truth, data, roi: bool, args) -> dict:
     result = hj.fit_cmc(
         nlsq.model, data, nlsq=nlsq, key=jr.key(args.seed + 1), chains=args.chains,
         warmup=args.warmup, samples=args.samples, roi=roi, progress=args.progress,
+        sampler=hj.NUTS(scaling=args.scaling),
     )  # fmt: skip
     cmc_time = time.perf_counter() - began
     table = result.table()
@@ -91,6 +94,8 @@ def run_model(truth, data, roi: bool, args) -> dict:
         "ess_tail_min": float(np.nanmin(diagnostics["ess_tail"])),
         "divergences": int(np.sum(diagnostics["divergences"])),
         "tree_depth_saturation_max": float(np.max(diagnostics["tree_depth_saturation"])),
+        "integration_steps_mean": float(np.mean(diagnostics["integration_steps"])),
+        "sampler_scaling": args.scaling,
         "z": z,
         "verdict_passed": bool(result.verdict.passed),
         "verdict": str(result.verdict),
@@ -107,6 +112,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--models", nargs="+", default=["roi", "centre"], choices=["roi", "centre"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scaling", default="marginal", choices=["marginal", "sampled"], help="hj.NUTS(scaling=)"
+    )
     parser.add_argument("--progress", action="store_true", help="fit_cmc progress to stderr")
     args = parser.parse_args()
     began = time.perf_counter()
