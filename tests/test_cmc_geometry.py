@@ -283,3 +283,28 @@ def test_auto_shards_lowers_k_while_a_shard_is_not_gaussian(setup, monkeypatch):
     assert np.max(fixed.gaussian_defect) > _fit.AUTO_GAUSSIAN_DEFECT
     assert auto.reduced_from == 4 and auto.shards.n_shards < 4
     assert auto.shards.n_shards == 1 or np.max(auto.gaussian_defect) <= _fit.AUTO_GAUSSIAN_DEFECT
+
+
+def test_verdict_names_chains_in_separate_modes():
+    """R̂ failing because the chains sit in separate modes: the line says so, and advises what
+    can decide between them instead of a longer warmup."""
+    from heterojax._cmc._verdict import chain_separation
+
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(4, 2, 300, 3))
+    draws[1, 1, :, 0] += 10.0  # shard 1: chain 1 of parameter a in a mode 10 sds away
+    separation = chain_separation(draws)
+    assert separation[1, 0] > 8 and np.all(np.delete(separation.ravel(), 3) < 1)
+    diagnostics = _diagnostics()
+    diagnostics["r_hat"][1, 0] = 1.6
+    diagnostics["chain_separation"] = separation
+    verdict = make_verdict(
+        names=("a", "b", "c"),
+        shard_diagnostics=diagnostics,
+        agreement=np.zeros((4, 3)),
+        thresholds=Thresholds(),
+        settings=_run(n_shards=1),
+    )
+    (line,) = verdict.failures
+    assert line.startswith("a:") and "separate modes" in line
+    assert "warmup=" not in line and "decide between these modes" in line

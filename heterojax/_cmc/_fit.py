@@ -62,7 +62,7 @@ from ._result import CMCResult
 from ._sampler import CHAIN_METHODS, NUTSRun, resolve_chain_method, run_nuts
 from ._settings import NUTS
 from ._shards import SHARD_STRATEGIES, Shards, make_shards
-from ._verdict import RunSettings, Thresholds, make_verdict
+from ._verdict import RunSettings, Thresholds, chain_separation, make_verdict
 
 
 COMBINE_METHODS = ("consensus", "mixture")
@@ -408,6 +408,7 @@ def _diagnose(
     n_shards = draws.x_shards.shape[0]
     n_parameters = len(names)
     per_shard = _per_shard_diagnostics(draws.x_shards)
+    per_shard["chain_separation"] = chain_separation(draws.x_shards)
     energy = np.asarray(run.energy)
     divergent = np.asarray(run.divergent)
     depth = np.asarray(run.tree_depth)

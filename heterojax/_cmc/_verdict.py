@@ -35,6 +35,9 @@ class Thresholds:
     - `shard_skewness`: largest acceptable |skewness| of any shard marginal in the sampler's
         coordinates; 0.5 (a Gaussian has 0; the sampling sd of the skewness at 400 effective
         draws is 0.12).
+    - `chain_separation`: where R̂ fails and the chains' means lie further apart than this many
+        within-chain sds (`chain_separation`), the chains sit in separate modes: the verdict says
+        so instead of advising a longer warmup, which cannot join them; 4.
     """
 
     r_hat: float = 1.01
@@ -46,6 +49,7 @@ class Thresholds:
     shard_agreement: float = 4.0
     shard_width: float = 1.5
     shard_skewness: float = 0.5
+    chain_separation: float = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +106,16 @@ def _parameter_advice(kinds: set[str], run: RunSettings, ess_wanted: int) -> str
     """One piece of advice for a parameter's failed checks that this run has not already taken.
 
     Shard disagreement or non-Gaussian shards come first (more draws do not fix a biased
-    product), then chains that disagree (a start or geometry problem), then too few draws.
+    product), then chains in separate modes (no sampler setting joins them), then chains that
+    disagree (a start or geometry problem), then too few draws.
     """
     if kinds & {"agreement", "gaussian"} and run.n_shards > 1:
         return _fewer_shards(run)
+    if "modes" in kinds:
+        return (
+            "the data do not decide between these modes: fix a parameter it trades off against "
+            "(fit_nlsq's quality report names competing minima), or measure more frames or pixels"
+        )
     if "r_hat" in kinds:
         if not run.nlsq:
             return "start from an NLSQ fit (nlsq=fit_nlsq(...))"
@@ -126,6 +136,13 @@ def _parameter_line(name: str, p: int, diagnostics, agreement, t: Thresholds, ru
     if not value <= t.r_hat:
         figures.append(f"R̂ {value:.3f} in shard {shard} (> {t.r_hat:g})")
         kinds.add("r_hat")
+        separation = diagnostics.get("chain_separation")
+        if separation is not None and separation[shard, p] > t.chain_separation:
+            figures.append(
+                f"its chains sit in separate modes, {separation[shard, p]:.0f} within-chain sds "
+                "apart"
+            )
+            kinds.add("modes")
     for kind, limit, label in (("ess_bulk", t.ess_bulk, "bulk"), ("ess_tail", t.ess_tail, "tail")):
         shard, value = _worst(diagnostics[kind][:, p], larger_is_worse=False)
         if not value >= limit:
@@ -230,3 +247,13 @@ def make_verdict(
 
 def _higher(target_accept: float) -> str:
     return f"{min(0.99, max(0.95, target_accept + 0.05)):.2f}"
+
+
+def chain_separation(draws: np.ndarray) -> np.ndarray:
+    """(max − min of the chain means) / the median within-chain sd, per shard and parameter,
+    of `(shard, chain, draw, p)` draws: ≫ 1 when chains sit in separate modes (0 for one
+    chain)."""
+    means = draws.mean(axis=2)
+    spread = means.max(axis=1) - means.min(axis=1)
+    within = np.median(draws.std(axis=2), axis=1)
+    return np.where(within > 0, spread / np.where(within > 0, within, 1.0), 0.0)
