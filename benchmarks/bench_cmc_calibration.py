@@ -31,7 +31,7 @@ For calibrated intervals each parameter is covered with probability 0.9: over D 
 covered fraction is 0.9 ± 0.3/√D (binomial); the target band of issue 14 is 80–97 %.
 
 Usage: `python benchmarks/bench_cmc_calibration.py [--datasets 12] [--shards 1] [--chains 2]
-[--warmup 200] [--samples 300] [--scaling individual|constant] [--output FILE]`.
+[--warmup 200] [--samples 300] [--scaling individual|constant] [--output FILE] [--resume LOG]`.
 """
 
 import argparse
@@ -129,6 +129,14 @@ def score_nlsq(nlsq: hj.NLSQResult, truth: dict) -> dict:
     return out
 
 
+def _resumed(log: str | None) -> list[dict]:
+    """The per-case records an earlier run printed to its stderr log (one JSON line each)."""
+    if log is None:
+        return []
+    with open(log) as lines:
+        return [json.loads(line) for line in lines if line.startswith('{"case"')]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=12)
@@ -140,14 +148,22 @@ def main() -> None:
     parser.add_argument("--adjustments", default="none,auto")
     parser.add_argument("--scaling", default="individual", choices=["individual", "constant"])
     parser.add_argument("--output", default=None, help="also write the JSON report here")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        help="a stderr log of an earlier run: its per-case records are kept, their cases skipped",
+    )
     args = parser.parse_args()
     shards = args.shards if args.shards == "auto" else int(args.shards)
     adjustments = args.adjustments.split(",")
     hj.enable_compilation_cache()
 
     began = time.perf_counter()
-    records = []
+    records = _resumed(args.resume)
+    done = {record["case"] for record in records}
     for index in range(args.datasets):
+        if index in done:
+            continue
         case = make_case(args.seed, index)
         truth_model = case["truth"]
         truth = {n: float(v) for n, v in truth_model.to_dict().items()}
