@@ -4,6 +4,7 @@ and fit_cmc's posterior against the one that samples the coefficients."""
 
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -84,6 +85,20 @@ def _joint_exponent(posterior, physics_theta, coefficients, shard):
     return posterior.likelihood_weight * log_likelihood + prior_term
 
 
+_conditional = eqx.filter_jit(conditional_scaling)
+
+
+@eqx.filter_jit
+def _exponent_terms(posterior, theta, coefficients, shard):
+    """The joint exponent at α, its gradient and Hessian in α."""
+    exponent = lambda a: _joint_exponent(posterior, theta, a, shard)  # noqa: E731
+    return (
+        exponent(coefficients),
+        jax.grad(exponent)(coefficients),
+        jax.hessian(exponent)(coefficients),
+    )
+
+
 @pytest.mark.parametrize("weight,informed", [(1.0, False), (0.05, False), (0.3, True)])
 def test_closed_form_is_the_gaussian_integral_of_the_joint(setup, weight, informed):
     """At the conditional mean the joint exponent is −½(c − rᵀQ⁻¹r), its gradient in α is 0
@@ -99,18 +114,13 @@ def test_closed_form_is_the_gaussian_integral_of_the_joint(setup, weight, inform
     )
     theta = problem.transform.to_unconstrained(jnp.asarray(x0))[:k] + 0.05
     shard = _shard(shard_data, 1)
-    conditional = conditional_scaling(posterior, theta, shard)
-    exponent = lambda a: _joint_exponent(posterior, theta, a, shard)  # noqa: E731
+    conditional = _conditional(posterior, theta, shard)
+    value, gradient, hessian = _exponent_terms(posterior, theta, conditional.mean, shard)
     log_det = jnp.linalg.slogdet(conditional.precision)[1]
-    np.testing.assert_allclose(
-        conditional.log_marginal + 0.5 * log_det, exponent(conditional.mean), rtol=1e-9
-    )
-    gradient = jax.grad(exponent)(conditional.mean)
+    np.testing.assert_allclose(conditional.log_marginal + 0.5 * log_det, value, rtol=1e-9)
     scale = jnp.sqrt(jnp.diagonal(conditional.precision))
     assert float(jnp.max(jnp.abs(gradient / scale))) < 1e-6
-    np.testing.assert_allclose(
-        -jax.hessian(exponent)(conditional.mean), conditional.precision, rtol=1e-8, atol=1e-6
-    )
+    np.testing.assert_allclose(-hessian, conditional.precision, rtol=1e-8, atol=1e-6)
 
 
 def test_log_density_is_the_physics_marginal(setup):
@@ -121,9 +131,9 @@ def test_log_density_is_the_physics_marginal(setup):
     theta = problem.transform.to_unconstrained(jnp.asarray(x0))[:k]
     shard = _shard(shard_data, 0)
     expected = posterior.tempering * posterior.log_prior(theta) + (
-        conditional_scaling(posterior, theta, shard).log_marginal
+        _conditional(posterior, theta, shard).log_marginal
     )
-    np.testing.assert_allclose(posterior(theta, shard), expected, rtol=1e-12)
+    np.testing.assert_allclose(eqx.filter_jit(posterior)(theta, shard), expected, rtol=1e-12)
     assert posterior.n_sampled == k and posterior.sampled_names == problem.names[:k]
 
 
