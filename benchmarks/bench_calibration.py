@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _calibration_cases import CalibrationCase, calibration_cases, coverage, z_scores  # noqa: E402
 
 import heterojax as hj  # noqa: E402
+from heterojax._cache import release_compiled_programs_if_crowded  # noqa: E402
 from heterojax._fit._problem import estimate_noise  # noqa: E402
 
 
@@ -136,6 +137,7 @@ def main() -> None:
     records = []
     for case in cases:
         records.append(_run_case(case, options))
+        release_compiled_programs_if_crowded()  # 40 shapes of programs in one process
         if args.progress:
             worst = max(records[-1]["z"].items(), key=lambda item: abs(item[1]))
             print(

@@ -44,6 +44,7 @@ import jax.random as jr
 import numpy as np
 
 import heterojax as hj
+from heterojax._cache import release_compiled_programs_if_crowded
 
 
 FREE = ("D0_sample", "v0", "f0", "phi0")
@@ -205,6 +206,7 @@ def main() -> None:
             record[adjustment] = score_cmc(fit, truth, nlsq)
         records.append(record)
         print(json.dumps(record), file=sys.stderr, flush=True)
+        release_compiled_programs_if_crowded()  # the programs of every case pile up
 
     def fraction(key, name):
         return float(np.mean([r[key]["covered"][name] for r in records]))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._cache import release_compiled_programs_if_crowded
 from .._io._results import load_result, result_files, save_result
 from ._sources import BatchSource
 from ._summary import error_row, row_from_saved
@@ -117,4 +118,5 @@ def fit_dataset(job, source: BatchSource, output: str, overwrite: bool) -> dict[
     except Exception as error:  # recorded in the row: the other datasets go on
         row = error_row(base, error)
     row["wall_s"] = time.perf_counter() - began
+    release_compiled_programs_if_crowded()  # a worker fits dataset after dataset
     return row
