@@ -297,6 +297,12 @@ def curvature_map(
     return scipy.linalg.solve_triangular(lower.T, lower_adjusted.T, lower=False)
 
 
+def _weight_array(weight) -> jax.Array:
+    """k as an array: a traced value, so that compiled programs serve every k (a
+    Python float in a Module is static to `eqx.filter_jit`: one compilation per value)."""
+    return jnp.asarray(float(weight))
+
+
 def _with(posterior: ShardPosterior, **changes) -> ShardPosterior:
     return dataclasses.replace(posterior, **changes)
 
@@ -323,7 +329,7 @@ class MagnitudeAdjustment(AbstractLikelihoodAdjustment):
 
     def adjust(self, posterior, *, shard_data, nlsq, center):
         if self.weight is not None:
-            return _with(posterior, likelihood_weight=float(self.weight))
+            return _with(posterior, likelihood_weight=_weight_array(self.weight))
         if nlsq is None or nlsq.formal_covariance is None:
             raise ValueError(
                 "MagnitudeAdjustment() computes its weight from an NLSQ warm start with honest "
@@ -346,7 +352,7 @@ class MagnitudeAdjustment(AbstractLikelihoodAdjustment):
                 stacklevel=2,
             )
             return posterior
-        return _with(posterior, likelihood_weight=weight)
+        return _with(posterior, likelihood_weight=_weight_array(weight))
 
 
 class CurvatureAdjustment(AbstractLikelihoodAdjustment):
