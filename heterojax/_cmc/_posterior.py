@@ -71,7 +71,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._fit._problem import FitProblem, coefficient_system
-from .._fit._profile import physics_transform
+from .._fit._profile import _jacobi_solve, physics_transform
 from .._model._two_time import GridIntegrals, pair_correlation
 from ._shards import Shards
 
@@ -558,10 +558,7 @@ def joint_gram(
 def schur_physics(gram: Float[Array, "n n"], k: int) -> Float[Array, "k k"]:
     """G_θθ − G_θα G_αα⁻¹ G_αθ: the information about the first k coordinates with the others
     integrated out (for a Gaussian, exactly; the Gauss–Newton information of the marginal)."""
-    scale = jnp.sqrt(jnp.clip(jnp.diagonal(gram)[k:], 1e-300, None))
-    coupled = gram[k:, k:] / (scale[:, None] * scale[None, :])
-    cross = gram[:k, k:] / scale[None, :]
-    reduced = gram[:k, :k] - cross @ jnp.linalg.solve(coupled, cross.T)
+    reduced = gram[:k, :k] - gram[:k, k:] @ _jacobi_solve(gram[k:, k:], gram[k:, :k])
     return 0.5 * (reduced + reduced.T)
 
 
@@ -590,6 +587,6 @@ def _marginal_information(posterior: ShardPosterior, theta, shards: ShardData):
     physics = posterior.sampled_transform().to_bounded(posterior.likelihood_theta(theta))
     sums = jnp.sum(jax.lax.map(lambda shard: scaling_sums(posterior, physics, shard), shards), 0)
     hessian, right = coefficient_system(posterior.problem, sums[:, :5])
-    coefficients = jnp.linalg.solve(hessian, right)
+    coefficients = _jacobi_solve(hessian, right)
     grams = jax.lax.map(lambda shard: joint_gram(posterior, theta, coefficients, shard), shards)
     return schur_physics(jnp.sum(grams, axis=0), theta.shape[0])
