@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._data._xpcs_data import XPCSData
 from .._model._bins import BinGeometry
@@ -33,21 +33,36 @@ from ._transforms import BoxTransform
 _MAX_PAIR_BLOCKS = 64
 
 
-def _blocked(columns: Float[Array, "p t t"], block: int, shift: int):
-    """The (p, t, t) maps zero-padded and cut into (p, K, block, L, block) cells of frames."""
-    p, n = columns.shape[0], columns.shape[1]
-    n_blocks = -(-(n + shift) // block)
-    pad = n_blocks * block - n - shift
-    padded = jnp.pad(columns, ((0, 0), (shift, pad), (shift, pad)))
-    return padded.reshape(p, n_blocks, block, n_blocks, block)
+def block_cells(n_frames: int, block: int, shifts) -> int:
+    """A static number of cells per axis that holds the frame blocks of every grid in `shifts`:
+    the largest ⌈(n + shift)/block⌉ rounded up to a power of two, so that one compiled program
+    serves every block length in a range (the block length and shifts themselves are traced).
+    Rounding keeps the `_MAX_PAIR_BLOCKS` test exact: a count ≤ 64 rounds to ≤ 64."""
+    needed = max(-(-(n_frames + int(shift)) // int(block)) for shift in shifts)
+    return 1 << max(needed - 1, 0).bit_length()
 
 
-def block_clustered(scores: Float[Array, "p t t"], block: int, shift: int) -> Float[Array, "p p"]:
-    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ for one map's scores s (one (t, t) map per
-    column), with frame i in block ⌊(i + shift)/block⌋: g_K sums the entries with a frame in
-    block K, h_{KL} those with one frame in K and the other in L (`frame_clustered_meat`)."""
-    p = scores.shape[0]
-    cells = _blocked(scores, block, shift).sum(axis=(2, 4))
+def block_ids(n: int, block, shift) -> Int[Array, " t"]:
+    """The block ⌊(i + shift)/block⌋ of every frame i of one grid (`block`, `shift` may be
+    traced)."""
+    return (jnp.arange(n) + shift) // block
+
+
+def _cells(x: Float[Array, "*batch t t"], ids: Int[Array, " t"], n_cells: int):
+    """Σ over the cells of frame blocks: (*batch, K, K) with [K, L] the sum of x[i, j] over
+    frames i in block K and j in block L (two segment sums, one per axis: O(size of x))."""
+
+    def by_block(y):  # sums the leading (frame) axis into blocks
+        return jax.ops.segment_sum(y, ids, n_cells, indices_are_sorted=True)
+
+    over_columns = by_block(jnp.moveaxis(x, -1, 0))  # (L, *batch, i)
+    both = by_block(jnp.moveaxis(over_columns, -1, 0))  # (K, L, *batch)
+    return jnp.moveaxis(both, (0, 1), (-2, -1))
+
+
+def _clustered_cells(cells: Float[Array, "p K K"]) -> Float[Array, "p p"]:
+    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ of the block cells (`block_clustered`)."""
+    p = cells.shape[0]
     diagonal = jnp.diagonal(cells, axis1=1, axis2=2)
     per_block = cells.sum(axis=2) + cells.sum(axis=1) - diagonal
     off_diagonal = cells - jax.vmap(jnp.diag)(diagonal)
@@ -55,22 +70,90 @@ def block_clustered(scores: Float[Array, "p t t"], block: int, shift: int) -> Fl
     return per_block @ per_block.T - 0.5 * pairs @ pairs.T
 
 
-def _block_sums(per_frame: Float[Array, "t p p"], block: int, shift: int):
-    """Σ over the frames of each block (frame i in block ⌊(i + shift)/block⌋)."""
-    n = per_frame.shape[0]
-    n_blocks = -(-(n + shift) // block)
-    padded = jnp.pad(per_frame, ((shift, n_blocks * block - n - shift), (0, 0), (0, 0)))
-    return padded.reshape((n_blocks, block) + per_frame.shape[1:]).sum(axis=1)
+def block_clustered(
+    scores: Float[Array, "p t t"], block, shift, n_cells: int | None = None
+) -> Float[Array, "p p"]:
+    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ for one map's scores s (one (t, t) map per
+    column), with frame i in block ⌊(i + shift)/block⌋: g_K sums the entries with a frame in
+    block K, h_{KL} those with one frame in K and the other in L (`frame_clustered_meat`).
+
+    The cells are segment sums over traced block ids, so `block` and `shift` may be traced;
+    `n_cells` (static, ≥ the number of blocks; `block_cells`) is needed then."""
+    n = scores.shape[-1]
+    if n_cells is None:
+        n_cells = block_cells(n, block, (shift,))
+    return _clustered_cells(_cells(scores, block_ids(n, block, shift), n_cells))
+
+
+def clustered_sum(
+    scores: Float[Array, "p t t"],
+    ids: Int[Array, "grid t"],
+    grid_weights: Float[Array, " grid"],
+    n_cells: int,
+) -> Float[Array, "p p"]:
+    """The weighted average over block grids (each frame's block in `ids`) of
+    `block_clustered`."""
+    # A loop over the few grids: segment sums vmapped over their ids are ~8× slower on CPU.
+    return sum(
+        grid_weights[g] * _clustered_cells(_cells(scores, ids[g], n_cells))
+        for g in range(ids.shape[0])
+    )
+
+
+def _cell_grams(columns, ids, n_cells: int, pairs: bool):
+    """Per block grid (frame blocks `ids` (grid, t)), the Gram matrices A_S = Σ_{e ∈ S} J_e J_eᵀ
+    of one map's columns: per cell (grid, K, K, p, p) when `pairs`, else per block only,
+    A_{S_K} = rows + columns − the diagonal cell, (grid, K, p, p).
+
+    Row by row of A (a `lax.map` over the p columns), so memory is p maps of products, never
+    p². With `pairs`, the products are summed once into the cells of the grids' common
+    refinement (a frame's fine cell Σ_g ids_g: it changes exactly where some grid's block
+    does), and each grid's cells are sums of those; without, a frame's row and column sums
+    serve every grid, and only the diagonal cell is taken per grid."""
+    n_grids = ids.shape[0]
+
+    def by_block(y, segments, count):
+        return jax.ops.segment_sum(y, segments, count, indices_are_sorted=True)
+
+    if pairs:
+        fine = jnp.sum(ids, axis=0)  # non-decreasing; each grid's block is constant on it
+        n_fine = n_grids * (n_cells - 1) + 1
+        # The block of each fine cell in every grid (empty fine cells hold no products).
+        coarse = [
+            jnp.clip(jax.ops.segment_max(ids[g], fine, n_fine), 0, n_cells - 1)
+            for g in range(n_grids)
+        ]
+
+        def one_row(column):
+            fine_cells = _cells(column[None] * columns, fine, n_fine)  # (q, F, F)
+            return jnp.stack([_cells(fine_cells, grid, n_cells) for grid in coarse])
+
+    else:
+
+        def one_row(column):
+            products = column[None] * columns  # (q, t, t)
+            rows, by_column = jnp.sum(products, axis=-1).T, jnp.sum(products, axis=-2).T
+
+            def per_grid(grid):
+                same = grid[:, None] == grid[None, :]
+                diagonal = jnp.sum(jnp.where(same, products, 0.0), axis=-1).T
+                return by_block(rows + by_column - diagonal, grid, n_cells).T  # (q, K)
+
+            return jnp.stack([per_grid(ids[g]) for g in range(n_grids)])
+
+    grams = jax.lax.map(one_row, columns)  # (p, grid, q, K[, K])
+    return jnp.moveaxis(grams, (0, 2), (-2, -1))
 
 
 def block_leverage(
     columns: Float[Array, "p t t"],
     inverse: Float[Array, "p p"],
-    block: int,
-    shifts: tuple[int, ...],
+    ids: Int[Array, "grid t"],
+    grid_weights: Float[Array, " grid"],
+    n_cells: int,
 ) -> Float[Array, "p p"]:
     """How much of one map's clustered meat the fit itself absorbs, under independent noise
-    (the average over the block grids `shifts`, as the meat).
+    (the weighted average over the block grids, as the meat).
 
     With J the weighted Jacobian (columns), A = JᵀJ over all maps, H = J A⁻¹ Jᵀ and residuals
     r = (I − H) ε of unit-variance independent noise ε, a cluster sum u_S = Σ_{e ∈ S} J_e r_e
@@ -80,34 +163,25 @@ def block_leverage(
         B = Σ_K A_{S_K} A⁻¹ A_{S_K} − Σ_{K<L} A_{KL} A⁻¹ A_{KL},
 
     S_K the entries with a frame in block K and A_{KL} the Gram matrix of the entries with one
-    frame in K and the other in L. `inverse` is A⁻¹ in this map's columns. Up to
-    `_MAX_PAIR_BLOCKS` blocks, every cell's Gram matrix is formed (one contraction per grid);
-    above, the pair term (O(1/n_blocks²) of the meat) is left out and A_{S_K} is summed from
-    per-frame row and column Gram matrices formed once for all grids.
+    frame in K and the other in L. `inverse` is A⁻¹ in this map's columns; `ids` the block of
+    every frame in each grid (`block_ids`), `n_cells` ≥ the blocks a grid. Up to
+    `_MAX_PAIR_BLOCKS` cells a grid, every cell's Gram matrix is formed; above, the pair
+    term (O(1/n_blocks²) of the meat) is left out.
     """
-    n = columns.shape[1]
-    if -(-(n + max(shifts)) // block) > _MAX_PAIR_BLOCKS:
-        by_row = jnp.einsum("pij,qij->ipq", columns, columns)
-        by_column = jnp.einsum("pij,qij->jpq", columns, columns)
-    total = jnp.zeros_like(inverse)
-    for shift in shifts:
-        cells = _blocked(columns, block, shift)
-        n_blocks = cells.shape[1]
-        if n_blocks > _MAX_PAIR_BLOCKS:
-            within = jnp.moveaxis(jnp.diagonal(cells, axis1=1, axis2=3), -1, 0)
-            diagonal = jnp.einsum("Kpij,Kqij->Kpq", within, within)
-            rows, cols = _block_sums(by_row, block, shift), _block_sums(by_column, block, shift)
-            per_block = rows + cols - diagonal
-            total = total + jnp.einsum("Kpq,qr,Krs->ps", per_block, inverse, per_block)
-            continue
-        grams = jnp.einsum("pKiLj,qKiLj->KLpq", cells, cells)  # one Gram matrix per cell
-        diagonal = jnp.diagonal(grams, axis1=0, axis2=1).transpose(2, 0, 1)
-        per_block = grams.sum(axis=1) + grams.sum(axis=0) - diagonal
-        pairs = grams + jnp.swapaxes(grams, 0, 1)
-        upper = jnp.triu(jnp.ones((n_blocks, n_blocks), pairs.dtype), 1)[:, :, None, None]
-        total = total + jnp.einsum("Kpq,qr,Krs->ps", per_block, inverse, per_block)
-        total = total - jnp.einsum("KLpq,qr,KLrs->ps", upper * pairs, inverse, pairs)
-    return total / len(shifts)
+    pairs = n_cells <= _MAX_PAIR_BLOCKS
+    grams = _cell_grams(columns, ids, n_cells, pairs)
+    if pairs:
+        diagonal = jnp.diagonal(grams, axis1=1, axis2=2)  # (grid, p, q, K)
+        diagonal = jnp.moveaxis(diagonal, -1, 1)  # (grid, K, p, q)
+        per_block = grams.sum(axis=2) + grams.sum(axis=1) - diagonal
+        both = grams + jnp.swapaxes(grams, 1, 2)
+        n_cells = grams.shape[1]
+        upper = jnp.triu(jnp.ones((n_cells, n_cells), both.dtype), 1)[None, :, :, None, None]
+        pair_term = jnp.einsum("gKLpq,qr,gKLrs->gps", upper * both, inverse, both)
+    else:
+        per_block, pair_term = grams, 0.0
+    block_term = jnp.einsum("gKpq,qr,gKrs->gps", per_block, inverse, per_block)
+    return jnp.einsum("g,gps->ps", grid_weights, block_term - pair_term)
 
 
 def _map_scaling(g, data, weight, contrast, offset):
@@ -314,25 +388,41 @@ class FitProblem(eqx.Module):
     def frame_clustered_terms(
         self,
         x: Float[Array, " p"],
-        block: int = 1,
-        shifts: tuple[int, ...] = (0,),
+        block=1,
+        shifts=(0,),
         inverse: Float[Array, "p p"] | None = None,
+        *,
+        shift_weights: Float[Array, " grid"] | None = None,
+        n_cells: int | None = None,
     ) -> tuple[Float[Array, "p p"], Float[Array, "p p"]]:
         """(M, B) in one pass over the maps: the meat of `frame_clustered_meat` and, given
         `inverse` = (JᵀJ)⁻¹ (pseudo-inverse), the part B of it that the fit absorbs under
-        independent noise (`block_leverage`: E[M] = JᵀJ − B); B = 0 without `inverse`."""
-        if block < 1 or not shifts or not all(0 <= shift < block for shift in shifts):
-            raise ValueError(f"Need block ≥ 1 and 0 ≤ shifts < block; got {block}, {shifts}.")
+        independent noise (`block_leverage`: E[M] = JᵀJ − B); B = 0 without `inverse`.
+
+        The block sums are segment sums over traced block ids, so `block` and `shifts` may be
+        traced arrays: one compiled program serves every block length whose block count
+        fits `n_cells` (static; `block_cells`, needed when they are traced). The grids are
+        averaged with `shift_weights` (default: equal; a weight 0 drops a repeated grid).
+        """
+        n = self.t.shape[0]
+        if n_cells is None:
+            block, shifts = int(block), tuple(int(shift) for shift in shifts)
+            if block < 1 or not shifts or not all(0 <= shift < block for shift in shifts):
+                raise ValueError(f"Need block ≥ 1 and 0 ≤ shifts < block; got {block}, {shifts}.")
+            n_cells = block_cells(n, block, shifts)
+        shifts = jnp.atleast_1d(jnp.asarray(shifts))
+        if shift_weights is None:
+            shift_weights = jnp.full(shifts.shape, 1.0 / shifts.shape[0], x.dtype)
+        ids = jax.vmap(lambda shift: block_ids(n, block, shift))(shifts)
 
         def one_map(carry, inputs):
             meat, bias = carry
             columns, residual, _, _, expand = self._map_jacobian(x, inputs)
-            scores = columns * residual[None]
-            local = sum(block_clustered(scores, block, shift) for shift in shifts) / len(shifts)
+            local = clustered_sum(columns * residual[None], ids, shift_weights, n_cells)
             meat = meat + expand.T @ local @ expand
             if inverse is not None:
                 local_inverse = expand @ inverse @ expand.T
-                leverage = block_leverage(columns, local_inverse, block, shifts)
+                leverage = block_leverage(columns, local_inverse, ids, shift_weights, n_cells)
                 bias = bias + expand.T @ leverage @ expand
             return (meat, bias), None
 

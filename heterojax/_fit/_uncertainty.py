@@ -1,6 +1,7 @@
 """Covariance and standard errors of a least-squares solution (lineax pseudo-inverse)."""
 
 import abc
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -11,7 +12,7 @@ import lineax as lx
 import numpy as np
 
 from ._compressed import NULL_EIGENVALUE_FRACTION
-from ._problem import FitProblem, block_clustered
+from ._problem import FitProblem, block_cells, block_ids, clustered_sum
 
 
 @eqx.filter_jit
@@ -129,10 +130,17 @@ class FormalErrors(AbstractErrors):
 
 
 _clustered_terms = eqx.filter_jit(FitProblem.frame_clustered_terms)
-# Per map: one score column, its clustered sum of products (a 1 × 1 block per map).
-_clustered_products = jax.jit(
-    jax.vmap(block_clustered, in_axes=(0, None, None)), static_argnums=(1, 2)
-)
+
+
+@functools.partial(jax.jit, static_argnames="n_cells")
+def _clustered_products(products, block, shifts, shift_weights, n_cells: int):
+    """Σ over maps of the clustered sum of products (one score column a map, `clustered_sum`)."""
+    n = products.shape[-1]
+    ids = jax.vmap(lambda shift: block_ids(n, block, shift))(shifts)
+    per_map = jax.vmap(lambda product: clustered_sum(product, ids, shift_weights, n_cells))
+    return jnp.sum(per_map(products[:, None]))
+
+
 residual_maps_at = eqx.filter_jit(FitProblem.residual_maps)
 
 
@@ -254,11 +262,26 @@ class FrameClusteredErrors(AbstractErrors):
         tau = correlation_frames(frame_autocorrelation(residual))
         return int(min(max(math.ceil(2.0 * tau), 1), max(n_frames // 4, 1)))
 
-    def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
+    def block_grids(self, problem: FitProblem, x, residual_maps=None) -> dict:
+        """The block grids as the compiled passes take them: the block length, `overlaps`
+        shifts (repeats weighted 0) and their weights as arrays (traced: one program for every
+        block length), and the static cell count (`block_cells`)."""
         block = self.block_frames(problem, x, residual_maps)
-        shifts = tuple(sorted({(k * block) // max(self.overlaps, 1) for k in range(self.overlaps)}))
+        overlaps = max(self.overlaps, 1)
+        unique = sorted({(k * block) // overlaps for k in range(overlaps)})
+        shifts = unique + [unique[0]] * (overlaps - len(unique))
+        weights = [1.0 / len(unique)] * len(unique) + [0.0] * (overlaps - len(unique))
+        return dict(
+            block=jnp.asarray(block),
+            shifts=jnp.asarray(shifts),
+            shift_weights=jnp.asarray(weights),
+            n_cells=block_cells(int(problem.t.shape[0]), block, unique),
+        )
+
+    def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
+        grids = self.block_grids(problem, x, residual_maps)
         inverse = jnp.asarray(pseudo_inverse) if self.leverage_correction else None
-        meat, absorbed = _clustered_terms(problem, jnp.asarray(x), block, shifts, inverse)
+        meat, absorbed = _clustered_terms(problem, jnp.asarray(x), inverse=inverse, **grids)
         meat = _nonnegative(np.asarray(meat))
         if not self.leverage_correction:
             return pseudo_inverse @ meat @ pseudo_inverse
@@ -268,14 +291,11 @@ class FrameClusteredErrors(AbstractErrors):
         """Var(Σ d ε) clustered as the scores of the sandwich: the products d ⊙ r (r the
         residuals at x) summed over the same frame blocks, never below the independent-noise
         value Σ d² (correlation does not make a difference more certain)."""
-        block = self.block_frames(problem, x, residual_maps)
-        shifts = tuple(sorted({(k * block) // max(self.overlaps, 1) for k in range(self.overlaps)}))
-        products = jnp.asarray(np.asarray(difference_maps) * np.asarray(residual_maps))[:, None]
-        clustered = sum(_clustered_products(products, block, shift) for shift in shifts) / len(
-            shifts
-        )
+        grids = self.block_grids(problem, x, residual_maps)
+        products = jnp.asarray(np.asarray(difference_maps) * np.asarray(residual_maps))
+        clustered = float(_clustered_products(products, **grids))
         independent = float(np.sum(np.square(difference_maps)))
-        return max(float(jnp.sum(clustered)), independent)
+        return max(clustered, independent)
 
 
 ERRORS = {"formal": FormalErrors, "frame-clustered": FrameClusteredErrors}
