@@ -72,7 +72,7 @@ from jaxtyping import Array, Float, Int
 
 from .._fit._problem import FitProblem, coefficient_system
 from .._fit._profile import _jacobi_solve, physics_transform
-from .._model._two_time import GridIntegrals, pair_correlation
+from .._model._two_time import GridIntegrals
 from ._shards import Shards
 
 
@@ -127,82 +127,171 @@ def gather_shard_data(
     )
 
 
-def _split_correlation(
-    grid: GridIntegrals,
-    rows: Int[Array, "tile b"],
-    columns: Int[Array, "tile b"],
-    pivot: Int[Array, " tile"],
-    q: Float[Array, "tile a"],
-    cosine: Float[Array, "tile a n"],
-    weights: Float[Array, "tile a n"],
-) -> Float[Array, "tile b b"]:
-    """Σ_k w_k num(q_k, φ_k) / f² on tiles above the diagonal by the pivot split of the module
-    docstring, for each tile's nodes: q nodes q_a and, for each, angles with cos(φ_an + φ0) and
-    weights w_an summing to 1 (`BinGeometry.tensor_nodes`; the bin-centre model is the one node
-    q, cos(φ + φ0), weight 1).
+class _FrameTables(NamedTuple):
+    """Per-frame factors of every map, on the grid cut into blocks of b frames (`_frame_tables`).
 
-    Each tile is one product of a rows factor (b × r) and a columns factor (r × b),
-    r = 2a + 2·(a·n): per q node the reference and sample terms, per node the cosine and sine
-    of the phase (the angle-addition rule), the weights folded into the columns. A tile costs
-    2b (2a + 2an) transcendental functions instead of b² · 3an pair by pair.
-
-    Every row frame must precede the pivot and every column frame follow it (or equal it).
+    Shapes `(phi, block, b, …)`; r = 2a + 2an factors (a q nodes, n angles a q node).
     """
-    q2 = (q * q)[:, None, :]  # (tile, 1, a)
-    wavenumber = (q[:, :, None] * cosine)[:, None]  # (tile, 1, a, n)
-    pivot = pivot[:, None]
 
-    def factors(frames, sign):
-        # sign = −1 for rows (distance back to the pivot), +1 for columns (forward from it).
-        reference = sign * (grid.reference[frames] - grid.reference[pivot])
-        sample = sign * (grid.sample[frames] - grid.sample[pivot])
-        travel = sign * (grid.velocity[frames] - grid.velocity[pivot])
-        sample_fraction = grid.sample_fraction[frames]
-        reference_fraction = 1 - sample_fraction
-        norm = (sample_fraction**2 + reference_fraction**2)[..., None]
-        half_reference = jnp.exp(-0.5 * q2 * reference[..., None])  # (tile, b, a)
-        half_sample = jnp.exp(-0.5 * q2 * sample[..., None])
-        cross = (reference_fraction * sample_fraction)[..., None] * half_reference * half_sample
-        phase = wavenumber * travel[:, :, None, None]  # (tile, b, a, n)
-        flat = phase.shape[:2] + (-1,)
-        return (
-            (reference_fraction[..., None] * half_reference) ** 2 / norm,
-            (sample_fraction[..., None] * half_sample) ** 2 / norm,
-            ((cross / norm)[..., None] * jnp.cos(phase)).reshape(flat),
-            ((cross / norm)[..., None] * jnp.sin(phase)).reshape(flat),
-        )
+    to_end: Float[Array, "phi block b r"]  # rows: measured to the end e of their block
+    from_start: Float[Array, "phi block b r"]  # columns: measured from the start s
+    amplitude: Float[Array, "3 block b"]  # R⁰, S⁰, X⁰ = f_r², f_s², f_r f_s over f_s² + f_r²
+    phase: Float[Array, "2 phi block b an"]  # cos, sin of κ (C_v − C_v[s])
+    end: Float[Array, "3 block"]  # C_r, C_s, C_v at e
+    start: Float[Array, "3 block"]  # … and at s
+    blocked: Float[Array, "2 block b"]  # C_r, C_s on the blocked grid
 
-    ref_i, sample_i, cos_i, sin_i = factors(rows, -1.0)
-    ref_j, sample_j, cos_j, sin_j = factors(columns, 1.0)
-    per_q = jnp.sum(weights, axis=-1)[:, None, :]  # (tile, 1, a)
-    per_node = weights.reshape(weights.shape[0], 1, -1)  # (tile, 1, a·n)
-    row_factor = jnp.concatenate([ref_i, sample_i, cos_i, sin_i], axis=-1)
-    column_factor = jnp.concatenate(
-        [per_q * ref_j, per_q * sample_j, 2 * per_node * cos_j, -2 * per_node * sin_j], axis=-1
+
+def _frame_tables(grid: GridIntegrals, q, cosine, b: int) -> _FrameTables:
+    """The per-frame factors of the module docstring's tile products, once per map and frame.
+
+    The grid (padded with its end values to whole blocks) is cut into blocks of b frames; with
+    the block's last frame e and first frame s, d_n(i) = C_n[e] − C_n[i] ≥ 0 (rows) and
+    d_n(j) = C_n[j] − C_n[s] ≥ 0 (columns), the factors of a frame are, per q node a,
+    R⁰ e^{−q_a² d_r}, S⁰ e^{−q_a² d_s}, and per node (a, n) X⁰ e^{−½ q_a² (d_r + d_s)} times
+    cos and sin of κ_an (C_v[e] − C_v[i]) (rows) or κ_an (C_v[j] − C_v[s]) (columns),
+    κ_an = q_a cos(φ_an + φ0).
+    """
+    n = grid.sample_fraction.shape[0]
+    n_blocks = -(-n // b)
+
+    def blocks(x):
+        return jnp.pad(x, (0, n_blocks * b - n), mode="edge").reshape(n_blocks, b)
+
+    fs = blocks(grid.sample_fraction)
+    fr = 1 - fs
+    norm = fs**2 + fr**2
+    amplitude = jnp.stack([fr**2 / norm, fs**2 / norm, fr * fs / norm])
+    reference, sample, velocity = (blocks(x) for x in (grid.reference, grid.sample, grid.velocity))
+    q2 = (q * q)[:, :, None, None]  # (phi, a, 1, 1)
+    wave = (q[..., None] * cosine).reshape(q.shape[0], -1)[:, :, None, None]  # (phi, an, 1, 1)
+    n_per_q = cosine.shape[-1]
+
+    def factors(d_ref, d_sample, travel):
+        cross = amplitude[2] * jnp.exp(-0.5 * q2 * (d_ref + d_sample))  # (phi, a, block, b)
+        cross = jnp.repeat(cross, n_per_q, axis=1)  # (phi, an, block, b)
+        phase = wave * travel
+        parts = [
+            amplitude[0] * jnp.exp(-q2 * d_ref),
+            amplitude[1] * jnp.exp(-q2 * d_sample),
+            cross * jnp.cos(phase),
+            cross * jnp.sin(phase),
+        ]
+        return jnp.moveaxis(jnp.concatenate(parts, axis=1), 1, -1)  # (phi, block, b, r)
+
+    end = jnp.stack([reference[:, -1], sample[:, -1], velocity[:, -1]])
+    start = jnp.stack([reference[:, 0], sample[:, 0], velocity[:, 0]])
+    to_end = factors(
+        end[0, :, None] - reference, end[1, :, None] - sample, end[2, :, None] - velocity
     )
-    return jnp.einsum("tir,tjr->tij", row_factor, column_factor)
+    travel = velocity - start[2, :, None]
+    from_start = factors(reference - start[0, :, None], sample - start[1, :, None], travel)
+    phase = jnp.moveaxis(wave * travel, 1, -1)  # (phi, block, b, an)
+    return _FrameTables(
+        to_end,
+        from_start,
+        amplitude,
+        jnp.stack([jnp.cos(phase), jnp.sin(phase)]),
+        end,
+        start,
+        jnp.stack([reference, sample]),
+    )
 
 
-def _near_correlation(
-    grid: GridIntegrals,
-    rows: Int[Array, "tile b"],
-    columns: Int[Array, "tile b"],
+def _split_correlation(
+    tables: _FrameTables,
     angle: Int[Array, " tile"],
+    row_block: Int[Array, " tile"],
+    column_block: Int[Array, " tile"],
     q: Float[Array, "phi a"],
     cosine: Float[Array, "phi a n"],
     weights: Float[Array, "phi a n"],
 ) -> Float[Array, "tile b b"]:
-    """Σ_k w_k num(q_k, φ_k) / f² pair by pair (`pair_correlation`, broadcast over the nodes)
-    on tiles that may touch the diagonal; the nodes per map as `ShardPosterior._nodes` gives
-    them."""
-    flat = (q.shape[0], -1)
-    per_node = [
-        x.reshape(flat)[angle][:, None, None, :]  # (tile, 1, 1, a·n)
-        for x in (jnp.broadcast_to(q[..., None], cosine.shape), cosine, weights)
-    ]
-    q_node, cosine_node, weight_node = per_node
-    i, j = rows[:, :, None, None], columns[:, None, :, None]
-    return jnp.sum(weight_node * pair_correlation(grid, i, j, q_node, cosine_node), axis=-1)
+    """Σ_k w_k num(q_k, φ_k) / f² on tiles above the diagonal (row block I < column block J), by
+    the pivot split of the module docstring through the end e of block I and the start s of J.
+
+    Row i's factors are measured to e and column j's from s (`_frame_tables`, once per frame);
+    what couples them is the gap e → s of the tile: per q node e^{−q² Δ_r}, e^{−q² Δ_s} and
+    e^{−½ q² (Δ_r + Δ_s)} (Δ_n = C_n[s] − C_n[e] ≥ 0), per node the rotation by δ = κ Δ_v, by
+    the angle-addition rule cos(α_i + δ + β_j) = cos α_i cos(δ + β_j) − sin α_i sin(δ + β_j).
+    Folded with the weights into the columns, a tile is one product of rows (b × r) and columns
+    (r × b), r = 2a + 2an, and costs 3a + 2an transcendental functions (its gap) besides.
+    """
+    n_per_q = cosine.shape[-1]
+    gap = tables.start[:, column_block] - tables.end[:, row_block]  # (3, tile)
+    q2 = (q * q)[angle]  # (tile, a)
+    wave = (q[..., None] * cosine)[angle].reshape(angle.shape[0], -1)  # (tile, an)
+    per_q = jnp.sum(weights, axis=-1)[angle]  # (tile, a)
+    per_node = weights[angle].reshape(angle.shape[0], -1)
+    ref_gap = per_q * jnp.exp(-q2 * gap[0][:, None])
+    sample_gap = per_q * jnp.exp(-q2 * gap[1][:, None])
+    cross_gap = jnp.repeat(jnp.exp(-0.5 * q2 * (gap[0] + gap[1])[:, None]), n_per_q, axis=1)
+    cross_gap = 2 * per_node * cross_gap
+    delta = wave * gap[2][:, None]
+    cos_gap, sin_gap = cross_gap * jnp.cos(delta), cross_gap * jnp.sin(delta)
+    rows = tables.to_end[angle, row_block]  # (tile, b, r)
+    columns = tables.from_start[angle, column_block]
+    n_q = q.shape[-1]
+    ref_j, sample_j = columns[..., :n_q], columns[..., n_q : 2 * n_q]
+    cos_j, sin_j = jnp.split(columns[..., 2 * n_q :], 2, axis=-1)
+    column_factor = jnp.concatenate(
+        [
+            ref_gap[:, None] * ref_j,
+            sample_gap[:, None] * sample_j,
+            cos_gap[:, None] * cos_j - sin_gap[:, None] * sin_j,
+            -(sin_gap[:, None] * cos_j + cos_gap[:, None] * sin_j),
+        ],
+        axis=-1,
+    )
+    return jnp.einsum("tir,tjr->tij", rows, column_factor)
+
+
+def _near_correlation(
+    tables: _FrameTables,
+    angle: Int[Array, " tile"],
+    row_block: Int[Array, " tile"],
+    column_block: Int[Array, " tile"],
+    q: Float[Array, "phi a"],
+    cosine: Float[Array, "phi a n"],
+    weights: Float[Array, "phi a n"],
+) -> Float[Array, "tile b b"]:
+    """Σ_k w_k num(q_k, φ_k) / f² pair by pair on tiles that may touch the diagonal (any row
+    and column blocks): the decays e^{−½ q_a² |C_n[j] − C_n[i]|} per pair and q node, the
+    phase κ (C_v[j] − C_v[i]) = β_j + δ − β_i (β from each frame's block start, δ = κ (C_v[s_J]
+    − C_v[s_I]), 0 on the diagonal) by the angle-addition rule from the per-frame cos β, sin β
+    of `_frame_tables`, summed over a q node's angles by a contraction."""
+    n_tiles, n_q, n_per_q = angle.shape[0], q.shape[-1], cosine.shape[-1]
+    q2 = (q * q)[angle][:, :, None, None]  # (tile, a, 1, 1)
+    ref, sample = tables.blocked[0], tables.blocked[1]
+    half_ref = jnp.exp(
+        -0.5 * q2 * jnp.abs(ref[column_block][:, None, None, :] - ref[row_block][:, None, :, None])
+    )
+    half_sample = jnp.exp(
+        -0.5
+        * q2
+        * jnp.abs(sample[column_block][:, None, None, :] - sample[row_block][:, None, :, None])
+    )  # (tile, a, b, b)
+    cos_i, sin_i = tables.phase[0][angle, row_block], tables.phase[1][angle, row_block]
+    cos_j, sin_j = tables.phase[0][angle, column_block], tables.phase[1][angle, column_block]
+    wave = (q[..., None] * cosine)[angle].reshape(n_tiles, -1)
+    delta = wave * (tables.start[2, column_block] - tables.start[2, row_block])[:, None]
+    cos_d, sin_d = jnp.cos(delta)[:, None], jnp.sin(delta)[:, None]
+    cos_u, sin_u = cos_j * cos_d - sin_j * sin_d, sin_j * cos_d + cos_j * sin_d  # β_j + δ
+    per_node = weights[angle].reshape(n_tiles, 1, -1)  # (tile, 1, an)
+
+    def by_q(x):  # (tile, b, an) -> (tile, b, a, n)
+        return x.reshape(n_tiles, x.shape[1], n_q, n_per_q)
+
+    phases = jnp.einsum("tian,tjan->taij", by_q(cos_i * per_node), by_q(cos_u)) + jnp.einsum(
+        "tian,tjan->taij", by_q(sin_i * per_node), by_q(sin_u)
+    )  # Σ_n w_an cos(κ_an (C_v[j] − C_v[i])), (tile, a, b, b)
+    per_q = jnp.sum(weights, axis=-1)[angle][:, :, None, None]
+    amplitude_i = tables.amplitude[:, row_block][..., :, None]  # (3, tile, b, 1)
+    amplitude_j = tables.amplitude[:, column_block][..., None, :]
+    ref_pair, sample_pair, cross_pair = amplitude_i * amplitude_j
+    decays = per_q * (ref_pair[:, None] * half_ref**2 + sample_pair[:, None] * half_sample**2)
+    cross = 2 * cross_pair[:, None] * half_ref * half_sample * phases
+    return jnp.sum(decays + cross, axis=1)
 
 
 class ShardPosterior(eqx.Module):
@@ -277,31 +366,20 @@ class ShardPosterior(eqx.Module):
         bin's with the ROI model, the bin centre without).
         """
         model = self.problem.model_at(physics)
-        n_times, b = self.t.shape[0], shard.observed.shape[-1]
+        b = shard.observed.shape[-1]
         n_tiles = shard.observed.shape[-3]
         split = n_tiles if shard.n_diagonal is None else shard.n_diagonal
-        grid = model.grid_integrals(self.t)
-        angle = shard.angle_index
-        rows = _tile_frames(shard.t1_start, b, n_times)
-        columns = _tile_frames(shard.t2_start, b, n_times)
-        near, far = slice(0, split), slice(split, n_tiles)
         nodes = self._nodes(model.phi0)
+        tables = _frame_tables(model.grid_integrals(self.t), nodes[0], nodes[1], b)
+        angle, row_block, column_block = shard.angle_index, shard.t1_start // b, shard.t2_start // b
         parts = []
-        if split > 0:
-            parts.append(_near_correlation(grid, rows[near], columns[near], angle[near], *nodes))
-        if split < n_tiles:
-            q_far, cosine_far, weights_far = (x[angle[far]] for x in nodes)
-            parts.append(
-                _split_correlation(
-                    grid,
-                    rows[far],
-                    columns[far],
-                    shard.t2_start[far],
-                    q_far,
-                    cosine_far,
-                    weights_far,
-                )
-            )
+        for kernel, part in (
+            (_near_correlation, slice(0, split)),
+            (_split_correlation, slice(split, n_tiles)),
+        ):
+            if part.stop > part.start:
+                blocks = (angle[part], row_block[part], column_block[part])
+                parts.append(kernel(tables, *blocks, *nodes))
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
     def scaled_values(
