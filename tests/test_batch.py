@@ -152,6 +152,7 @@ def test_cli_batch_writes_a_table_and_exits_by_the_worst_row(tmp_path, client):
     assert main([*argv, _bad(tmp_path), "--output", str(tmp_path / "c")]) == 2
 
 
+@pytest.mark.slow  # two worker processes compile the fit from scratch (~45 s)
 def test_a_killed_worker_loses_no_dataset(tmp_path):
     """A worker process killed (SIGKILL) while it fits: Dask reruns its task on a worker that
     is alive (the nanny restarts the dead one), and every dataset ends with its row."""

@@ -38,6 +38,7 @@ def _problem(scaling: str):
     return data, problem, center
 
 
+@pytest.mark.slow  # the shear is opt-in (NUTS(shear_offset=True)); ~20 s a case
 @pytest.mark.parametrize("scaling", ["constant", "individual"])
 def test_offset_shear_is_an_exact_volume_preserving_bijection(scaling):
     """to_theta inverts from_theta, and the map has unit Jacobian determinant, so the density
