@@ -100,6 +100,15 @@ def clustered_sum(
     )
 
 
+def _longest_block(n: int, n_cells: int) -> int:
+    """An upper bound on the block length of any grid whose cell count `block_cells` rounded to
+    `n_cells`: more than n_cells/2 blocks are needed, so (n + block − 1)/block > n_cells/2."""
+    half = n_cells // 2
+    if half < 2:
+        return n
+    return min(n, -(-(n - 1) // (half - 1)))
+
+
 def _cell_grams(columns, ids, n_cells: int, pairs: bool):
     """Per block grid (frame blocks `ids` (grid, t)), the Gram matrices A_S = Σ_{e ∈ S} J_e J_eᵀ
     of one map's columns: per cell (grid, K, K, p, p) when `pairs`, else per block only,
@@ -129,14 +138,22 @@ def _cell_grams(columns, ids, n_cells: int, pairs: bool):
             return jnp.stack([_cells(fine_cells, grid, n_cells) for grid in coarse])
 
     else:
+        # A diagonal cell spans at most `width` + 1 frames: its entries lie in a band around
+        # the diagonal, taken once per row of A (the same-block test is per grid).
+        n = columns.shape[-1]
+        width = _longest_block(n, n_cells) - 1
+        partner = jnp.arange(n)[:, None] + jnp.arange(-width, width + 1)[None, :]  # (t, band)
+        inside = (partner >= 0) & (partner < n)
+        partner = jnp.clip(partner, 0, n - 1)
 
         def one_row(column):
             products = column[None] * columns  # (q, t, t)
             rows, by_column = jnp.sum(products, axis=-1).T, jnp.sum(products, axis=-2).T
+            band = jnp.take_along_axis(products, partner[None], axis=-1)  # (q, t, band)
 
             def per_grid(grid):
-                same = grid[:, None] == grid[None, :]
-                diagonal = jnp.sum(jnp.where(same, products, 0.0), axis=-1).T
+                same = inside & (grid[partner] == grid[:, None])
+                diagonal = jnp.sum(jnp.where(same, band, 0.0), axis=-1).T
                 return by_block(rows + by_column - diagonal, grid, n_cells).T  # (q, K)
 
             return jnp.stack([per_grid(ids[g]) for g in range(n_grids)])
