@@ -88,6 +88,37 @@ def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal, blo
     np.testing.assert_allclose(meat, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
 
 
+def test_one_compiled_program_serves_every_block_length_of_a_bucket():
+    """The block length and the shifts are traced (issue 17: a program per dataset's block
+    length made batch runs recompile and pile up programs): with the cell count of
+    `block_grids`, two block lengths share one program and give the terms of the concrete
+    call, with and without the leverage part."""
+    t = 0.05 * np.arange(1, 41)
+    data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(6))
+    problem, x = _individual_problem(data)
+    inverse = jnp.asarray(np.linalg.pinv(np.asarray(problem.normal_equations(x)[0])))
+    terms = jax.jit(
+        lambda block, shifts, weights, n_cells: problem.frame_clustered_terms(
+            x, block, shifts, inverse, shift_weights=weights, n_cells=n_cells
+        ),
+        static_argnums=3,
+    )
+    cells = set()
+    for block in (3, 4):
+        grids = FrameClusteredErrors(block=block).block_grids(problem, x)
+        cells.add(grids["n_cells"])
+        meat, absorbed = terms(
+            grids["block"], grids["shifts"], grids["shift_weights"], grids["n_cells"]
+        )
+        unique = tuple(sorted({(k * block) // 4 for k in range(4)}))
+        expected_meat, expected_absorbed = problem.frame_clustered_terms(x, block, unique, inverse)
+        scale = np.abs(np.asarray(expected_meat)).max()
+        np.testing.assert_allclose(meat, expected_meat, rtol=1e-10, atol=1e-12 * scale)
+        np.testing.assert_allclose(absorbed, expected_absorbed, rtol=1e-10, atol=1e-12 * scale)
+    assert len(cells) == 1
+    assert terms._cache_size() == 1
+
+
 @pytest.mark.slow
 def test_clustered_errors_track_the_scatter_on_speckle_data_and_formal_errors_do_not():
     """Speckle noise is correlated along rows and columns: the formal error is too small,
