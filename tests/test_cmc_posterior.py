@@ -265,3 +265,15 @@ def test_shard_likelihood_with_the_roi_model_equals_the_full_bin_average_maps(ru
         angle, t1, t2 = shards.entries(s)
         residual = (maps[angle, t1, t2] - np.asarray(data.c2)[angle, t1, t2]) / sigma[angle, t1, t2]
         np.testing.assert_allclose(value, -0.5 * np.sum(residual**2), rtol=1e-10)
+
+
+def test_tiles_must_start_on_the_block_grid():
+    """The likelihood tabulates per-frame factors per block of b frames: a tile that does not
+    start at a multiple of b is refused with a clear error, not evaluated wrongly."""
+    mask = np.triu(np.ones((1, 24, 24), bool), 1)
+    shards = make_shards(mask, 1, seed=0)
+    c2 = np.ones((1, 24, 24))
+    gather_shard_data(shards, c2, np.ones_like(c2))  # aligned: accepted
+    moved = eqx.tree_at(lambda s: s.t2_start, shards, shards.t2_start + 1)
+    with pytest.raises(ValueError, match="multiple of its side"):
+        gather_shard_data(moved, c2, np.ones_like(c2))

@@ -119,6 +119,12 @@ def gather_shard_data(
     c2 = np.asarray(c2, float)
     sigma = np.broadcast_to(np.asarray(sigma, float), c2.shape)
     n_times, b = c2.shape[-1], shards.tile
+    starts = np.concatenate([np.ravel(shards.t1_start), np.ravel(shards.t2_start)])
+    if np.any(starts % b):
+        raise ValueError(
+            f"Every tile must start at a multiple of its side b = {b} (the likelihood's "
+            "per-frame factors are tabulated per block of b frames); use `make_shards`."
+        )
     angle = np.asarray(shards.angle_index)[..., None, None]
     rows = np.asarray(_tile_frames(shards.t1_start, b, n_times))[..., :, None]
     columns = np.asarray(_tile_frames(shards.t2_start, b, n_times))[..., None, :]
