@@ -332,6 +332,7 @@ def test_global_search_runs_cma_es_and_keeps_its_start():
     _assert_recovered(searched, TRUTH)
 
 
+@pytest.mark.slow  # ~16 s; the NLSQ progress line is also checked in test_progress_terminal
 def test_progress_reports_every_step_and_the_final_chi2():
     """`progress=callable` sees increasing step counts and a χ² that ends at the fit's χ²."""
     data = _simulate(TRUTH, n_frames=16)

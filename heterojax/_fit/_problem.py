@@ -61,7 +61,7 @@ def _cells(x: Float[Array, "*batch t t"], ids: Int[Array, " t"], n_cells: int):
 
 
 def _clustered_cells(cells: Float[Array, "p K K"]) -> Float[Array, "p p"]:
-    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ of the block cells (`block_clustered`)."""
+    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ of the block cells (`clustered_sum`)."""
     p = cells.shape[0]
     diagonal = jnp.diagonal(cells, axis1=1, axis2=2)
     per_block = cells.sum(axis=2) + cells.sum(axis=1) - diagonal
@@ -70,34 +70,28 @@ def _clustered_cells(cells: Float[Array, "p K K"]) -> Float[Array, "p p"]:
     return per_block @ per_block.T - 0.5 * pairs @ pairs.T
 
 
-def block_clustered(
-    scores: Float[Array, "p t t"], block, shift, n_cells: int | None = None
-) -> Float[Array, "p p"]:
-    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ for one map's scores s (one (t, t) map per
-    column), with frame i in block ⌊(i + shift)/block⌋: g_K sums the entries with a frame in
-    block K, h_{KL} those with one frame in K and the other in L (`frame_clustered_meat`).
-
-    The cells are segment sums over traced block ids, so `block` and `shift` may be traced;
-    `n_cells` (static, ≥ the number of blocks; `block_cells`) is needed then."""
-    n = scores.shape[-1]
-    if n_cells is None:
-        n_cells = block_cells(n, block, (shift,))
-    return _clustered_cells(_cells(scores, block_ids(n, block, shift), n_cells))
-
-
 def clustered_sum(
     scores: Float[Array, "p t t"],
     ids: Int[Array, "grid t"],
     grid_weights: Float[Array, " grid"],
     n_cells: int,
 ) -> Float[Array, "p p"]:
-    """The weighted average over block grids (each frame's block in `ids`) of
-    `block_clustered`."""
+    """Σ_K g_K g_Kᵀ − Σ_{K<L} h_{KL} h_{KL}ᵀ for one map's scores s (one (t, t) map per
+    column), averaged over block grids with `grid_weights`: in grid g frame i is in block
+    `ids[g, i]`, g_K sums the entries with a frame in block K, h_{KL} those with one frame in K
+    and the other in L (`frame_clustered_meat`). The cells are segment sums over the traced
+    ids; `n_cells` (static) is at least the number of blocks of every grid (`block_cells`)."""
+    p = scores.shape[0]
+
+    def grid_term(g):  # a repeated grid (weight 0) is skipped at run time
+        return jax.lax.cond(
+            grid_weights[g] > 0,
+            lambda: grid_weights[g] * _clustered_cells(_cells(scores, ids[g], n_cells)),
+            lambda: jnp.zeros((p, p), scores.dtype),
+        )
+
     # A loop over the few grids: segment sums vmapped over their ids are ~8× slower on CPU.
-    return sum(
-        grid_weights[g] * _clustered_cells(_cells(scores, ids[g], n_cells))
-        for g in range(ids.shape[0])
-    )
+    return sum(grid_term(g) for g in range(ids.shape[0]))
 
 
 def _longest_block(n: int, n_cells: int) -> int:
@@ -175,7 +169,7 @@ def block_leverage(
     With J the weighted Jacobian (columns), A = JᵀJ over all maps, H = J A⁻¹ Jᵀ and residuals
     r = (I − H) ε of unit-variance independent noise ε, a cluster sum u_S = Σ_{e ∈ S} J_e r_e
     has E[u_S u_Sᵀ] = A_S − A_S A⁻¹ A_S (A_S = Σ_{e ∈ S} J_e J_eᵀ). So the meat of
-    `block_clustered` has expectation A − B, summed over maps, with this map's
+    `clustered_sum` has expectation A − B, summed over maps, with this map's
 
         B = Σ_K A_{S_K} A⁻¹ A_{S_K} − Σ_{K<L} A_{KL} A⁻¹ A_{KL},
 
