@@ -104,9 +104,7 @@ def _shard_mode(posterior: ShardPosterior, start, shard: ShardData, extra_precis
     density = lambda theta: posterior(theta, shard)  # noqa: E731
     n = start.shape[0]
 
-    def body(index, carry):
-        theta, value, _ = carry
-        information, gradient = _information_and_gradient(posterior, theta, shard, extra_precision)
+    def step_from(theta, value, information, gradient):
         scale = jnp.sqrt(jnp.clip(jnp.diagonal(information), 1e-12, None))
         scaled = information / (scale[:, None] * scale[None, :]) + 1e-6 * jnp.eye(n)
         step = jnp.linalg.solve(scaled, gradient / scale) / scale
@@ -114,12 +112,23 @@ def _shard_mode(posterior: ShardPosterior, start, shard: ShardData, extra_precis
         values = jax.vmap(density)(trials)
         values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
         best = jnp.argmax(values)
-        better = (values[best] > value) & (index < steps)
-        return (
-            jnp.where(better, trials[best], theta),
-            jnp.where(better, values[best], value),
+        better = values[best] > value
+        return jnp.where(better, trials[best], theta), jnp.where(better, values[best], value)
+
+    def body(index, carry):
+        theta, value, _ = carry
+        information, gradient = _information_and_gradient(posterior, theta, shard, extra_precision)
+        # The last pass only measures H at the mode: its trial steps are not evaluated.
+        theta, value = jax.lax.cond(
+            index < steps,
+            step_from,
+            lambda theta, value, *_: (theta, value),
+            theta,
+            value,
             information,
+            gradient,
         )
+        return theta, value, information
 
     carry = (start, density(start), jnp.zeros((n, n), start.dtype))
     theta, _, information = jax.lax.fori_loop(0, steps + 1, body, carry)
