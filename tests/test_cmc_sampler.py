@@ -112,10 +112,11 @@ def test_sequential_progress_is_reported_per_tenth_of_all_steps(capfd):
     )
     jax.effects_barrier()
     lines = [line for line in capfd.readouterr().err.splitlines() if "fit_cmc" in line]
-    # 4 chains × 50 steps: a line every 20 steps, naming the chain and its phase.
+    # 4 chains × 50 steps, run side by side: a line every 20 steps of all chains together,
+    # naming where each running chain is.
     assert len(lines) == 10
-    assert "chain 1/4, warmup 20/20" in lines[0]
-    assert "100 %" in lines[-1] and "chain 4/4, sampling 30/30" in lines[-1]
+    assert "chains: 20/200 steps ( 10 %)" in lines[0] and "chain 1: warmup" in lines[0]
+    assert "chains: 200/200 steps (100 %)" in lines[-1]
 
 
 def test_auto_chain_method():

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 _LOG = logging.getLogger("heterojax.cli")
 # The sampler's progress lines: "[heterojax.fit_cmc] warmup: 50/500 ( 10 %)   3.2 s".
 _CMC_LINE = re.compile(r"\[heterojax\.fit_cmc\]\s+(\w[\w ]*):\s+(\d+)/(\d+)")
-# Sequential chains: "[heterojax.fit_cmc] chains:  10 %  (chain 1/4, warmup 50/500)  3.2 s".
-_CHAIN_LINE = re.compile(
-    r"\[heterojax\.fit_cmc\]\s+chains:.*\(chain (\d+)/(\d+), (warmup|sampling) (\d+)/(\d+)\)"
-)
+# Chains run side by side: "[heterojax.fit_cmc] chains: 640/3200 steps ( 20 %)  (chain 1:
+# warmup 300/300; chain 2: warmup 20/300)  3.2 s", the steps of all chains together.
+_CHAIN_LINE = re.compile(r"\[heterojax\.fit_cmc\]\s+chains:\s+(\d+)/(\d+) steps")
 
 
 def _tqdm():
@@ -153,18 +152,14 @@ class _SamplerStream:
         tqdm.write(line, file=self.target)
 
     def _chain_line(self, line: str, match: re.Match) -> None:
-        """Chains run one after another: the bar covers all of them, warmup and sampling."""
-        chain, n_chains = int(match.group(1)), int(match.group(2))
-        phase, done = match.group(3), int(match.group(4))
-        per_chain = self.total  # warmup + samples
-        position = (chain - 1) * per_chain + (done if phase == "warmup" else self.warmup + done)
+        """Chains run side by side: the bar covers all their steps, warmup and sampling."""
+        done, total = int(match.group(1)), int(match.group(2))
         if self.bar is not None:
-            self.bar.total = n_chains * per_chain
-            self.bar.set_description(f"CMC chain {chain}/{n_chains} {phase}")
-            self.bar.update(max(min(position, self.bar.total) - self.bar.n, 0))
+            self.bar.total = total
+            self.bar.set_description("CMC chains")
+            self.bar.update(max(min(done, total) - self.bar.n, 0))
             return
-        finished = phase == "sampling" and done == int(match.group(5))
-        level = logging.INFO if finished else logging.DEBUG
+        level = logging.INFO if done == total else logging.DEBUG
         _LOG.log(level, line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
 
     def flush(self) -> None:
