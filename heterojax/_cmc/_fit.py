@@ -13,6 +13,7 @@
 5. `_diagnose`: per-shard R̂, ESS, E-BFMI, divergences, the Gaussian-shard checks, the verdict.
 """
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -242,26 +243,46 @@ def _adjusted(adjustment, posterior, shard_data, nlsq, center):
     return replacement.adjust(posterior, shard_data=shard_data, nlsq=nlsq, center=center), reason
 
 
-def _coordinates_for(
-    setup: _Setup, data, shards: Shards, sampler: NUTS, adjustment, nlsq
-) -> _Coordinates:
-    n_shards = shards.n_shards
-    shard_data = gather_shard_data(shards, np.asarray(data.c2), setup.sigma)
+def _adjusted_posterior(
+    setup: _Setup, data, shard_data, sampler: NUTS, adjustment, nlsq
+) -> tuple[ShardPosterior, str | None]:
+    """The adjusted shard posterior (`_adjusted`) and why its review replaced the adjustment.
+
+    Neither depends on K: the adjustment is built from the full-data information (summed over
+    all shards) and the untempered prior. So `shards="auto"` builds it once, for the first K,
+    and the shard count only sets the tempering 1/K (`_coordinates_for`).
+    """
     problem = setup.problem
     posterior = ShardPosterior(
         problem=problem,
         t=jnp.asarray(data.t),
         q=jnp.asarray(data.q),
         phi=jnp.asarray(data.phi),
-        tempering=jnp.asarray(1.0 / n_shards),
+        tempering=jnp.asarray(1.0 / shard_data.observed.shape[0]),
         prior_mean=jnp.asarray(setup.prior_mean),
         prior_precision=jnp.asarray(setup.prior_precision),
         marginal_scaling=sampler.scaling == "marginal"
         and problem.n_parameters > problem.n_free_physics,
     )
-    center = problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
-    center = center[: posterior.n_sampled]
-    posterior, review = _adjusted(adjustment, posterior, shard_data, nlsq, center)
+    return _adjusted(adjustment, posterior, shard_data, nlsq, _center(setup, posterior))
+
+
+def _center(setup: _Setup, posterior: ShardPosterior):
+    """θ̂: the full-data centre in the sampler's coordinates."""
+    center = setup.problem.transform.to_unconstrained(jnp.asarray(setup.center_x))
+    return center[: posterior.n_sampled]
+
+
+def _coordinates_for(
+    setup: _Setup, data, shards: Shards, shard_data, sampler: NUTS, adjusted, nlsq
+) -> _Coordinates:
+    """Each shard's Laplace fit, whitened coordinates and Gaussian defect, for the shards of
+    `shards` (`shard_data` their entries) and the adjusted posterior `adjusted` = (posterior,
+    review) of `_adjusted_posterior`."""
+    n_shards = shards.n_shards
+    posterior, review = adjusted
+    posterior = dataclasses.replace(posterior, tempering=jnp.asarray(1.0 / n_shards))
+    center = _center(setup, posterior)
     shear = offset_shear(
         setup.problem,
         data.t,
@@ -296,16 +317,20 @@ def _shards_and_coordinates(
     setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq
 ) -> _Coordinates:
     """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
-    K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT`."""
-    mask = np.asarray(data.mask)
+    K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT` (the adjusted
+    posterior is built once: it does not depend on K)."""
+    mask, c2 = np.asarray(data.mask), np.asarray(data.c2)
     index = make_shards(mask, shards, strategy=shard_strategy, seed=seed)
-    coordinates = _coordinates_for(setup, data, index, sampler, adjustment, nlsq)
+    shard_data = gather_shard_data(index, c2, setup.sigma)
+    adjusted = _adjusted_posterior(setup, data, shard_data, sampler, adjustment, nlsq)
+    coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
     first = index.n_shards
     while shards == "auto" and index.n_shards > 1:
         if not np.max(coordinates.gaussian_defect) > AUTO_GAUSSIAN_DEFECT:
             break
         index = make_shards(mask, index.n_shards // 2, strategy=shard_strategy, seed=seed)
-        coordinates = _coordinates_for(setup, data, index, sampler, adjustment, nlsq)
+        shard_data = gather_shard_data(index, c2, setup.sigma)
+        coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
     if index.n_shards != first:
         coordinates = coordinates._replace(reduced_from=first)
     return coordinates
