@@ -13,6 +13,7 @@ import pytest
 
 import heterojax as hj
 from heterojax._cmc._adjustment import (
+    box_narrowing,
     curvature_map,
     honest_covariance,
     interior_parameters,
@@ -285,6 +286,10 @@ class _FixedWeight(hj.AbstractLikelihoodAdjustment):
         return eqx.tree_at(lambda p: p.likelihood_weight, posterior, 0.25)
 
 
+def _never_called(*args):
+    raise AssertionError("not called")
+
+
 def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(
     warm_start, monkeypatch
 ):
@@ -303,6 +308,8 @@ def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(
     assert 1.0 <= factor < 1.6
     np.testing.assert_allclose(np.linalg.norm(direction), 1.0)
     review = dict(shard_data=shard_data, nlsq=inflated, center=center)
+    # The honest Gaussian lies inside the box: the box hardly narrows it.
+    assert box_narrowing(adjusted, center, information)[0] < 1.2
     assert checked.review(adjusted, **review) is None
     # Where the Laplace approximation is 3× off in some direction (case 2 of the speckle
     # benchmark: the slow test below), the fallback is chosen, with the reason.
@@ -315,6 +322,21 @@ def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(
     assert isinstance(replacement, hj.MagnitudeAdjustment)
     assert "not Gaussian on the scale of the NLSQ honest errors" in reason
     assert "f0 +1.00" in reason and "3×" in reason
+    monkeypatch.undo()
+    # An honest error of f0 twice its range [0, 1] (case 2 of the speckle benchmark): the box
+    # cuts the intended Gaussian, and the fallback is chosen before any Laplace fit.
+    f0 = nlsq.names.index("f0")
+    wide_covariance = 9.0 * np.asarray(nlsq.formal_covariance)
+    wide_covariance[f0, f0] += 2.0**2
+    wide = dataclasses.replace(nlsq, covariance=wide_covariance)
+    wide_adjusted = checked.adjust(posterior, shard_data=shard_data, nlsq=wide, center=center)
+    wide_information = np.asarray(gauss_newton_information(wide_adjusted, center, shard_data))
+    factor, direction = box_narrowing(wide_adjusted, center, wide_information)
+    assert factor > 2 and np.argmax(np.abs(direction)) == posterior.problem.names.index("f0")
+    monkeypatch.setattr(adjustment_module, "laplace_mismatch", _never_called)
+    replacement, reason = checked.review(wide_adjusted, **{**review, "nlsq": wide})
+    assert isinstance(replacement, hj.MagnitudeAdjustment)
+    assert "reach beyond the parameter box" in reason and "f0 " in reason
     # A mild map (honest errors = the formal ones: no stretch) is kept whatever the check says.
     formal = dataclasses.replace(nlsq, covariance=np.asarray(nlsq.formal_covariance))
     mild = checked.adjust(posterior, shard_data=shard_data, nlsq=formal, center=center)
