@@ -119,6 +119,33 @@ def test_sequential_progress_is_reported_per_tenth_of_all_steps(capfd):
     assert "chains: 200/200 steps (100 %)" in lines[-1]
 
 
+def test_runs_side_by_side_keep_their_own_progress(capfd):
+    """Two sequential runs in two threads of one process (as two fits in a threaded program):
+    each counts its own chains' steps."""
+    import concurrent.futures
+
+    def run(n_chains):
+        return run_nuts(
+            _Gaussian(SCALE),
+            _shards([0.0]),
+            jnp.zeros((1, n_chains, 3)),
+            jr.key(n_chains),
+            warmup=20,
+            samples=30,
+            chain_method="sequential",
+            progress=True,
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(run, (2, 4)))
+    jax.effects_barrier()
+    assert [r.position.shape[:2] for r, _ in runs] == [(1, 2), (1, 4)]
+    lines = [line for line in capfd.readouterr().err.splitlines() if "fit_cmc" in line]
+    assert sum("chains: 100/100 steps (100 %)" in line for line in lines) == 1
+    assert sum("chains: 200/200 steps (100 %)" in line for line in lines) == 1
+    assert len(lines) == 20
+
+
 def test_auto_chain_method():
     small = _shards([0.0])
     assert resolve_chain_method("auto", small) == "vectorized"

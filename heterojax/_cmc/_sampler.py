@@ -36,6 +36,7 @@ uses the random numbers of the whole run too.
 """
 
 import concurrent.futures
+import itertools
 import os
 import sys
 import threading
@@ -234,15 +235,11 @@ class _ChainProgress:
     count now and then (`_chain_progress`); a line is printed each time all chains' steps
     together pass another tenth of their total, naming where each unfinished chain is."""
 
-    def __init__(self):
+    def __init__(self, n_chains: int, n_steps: int, warmup: int):
         self._lock = threading.Lock()
-        self.reset(1, 1, 0)
-
-    def reset(self, n_chains: int, n_steps: int, warmup: int) -> None:
-        with self._lock:
-            self.n_chains, self.n_steps, self.warmup = n_chains, n_steps, warmup
-            self.done = [0] * n_chains
-            self.reported = 0  # tenths
+        self.n_chains, self.n_steps, self.warmup = n_chains, n_steps, warmup
+        self.done = [0] * n_chains
+        self.reported = 0  # tenths
 
     def _where(self, slot: int) -> str:
         done = self.done[slot]
@@ -271,12 +268,21 @@ class _ChainProgress:
             )
 
 
-_CHAIN_PROGRESS = _ChainProgress()
+# The progress of each run of `_run_sequential` in this process, by a run number that the
+# compiled program carries as a traced argument (so concurrent runs never share a count).
+_CHAIN_RUNS: dict[int, _ChainProgress] = {}
+_RUN_NUMBERS = itertools.count()
 
 
-def _chain_progress(settings: _Settings, slot, index) -> None:
+def _chain_update(run, slot, done) -> None:
+    progress = _CHAIN_RUNS.get(int(run))
+    if progress is not None:
+        progress.update(slot, done)
+
+
+def _chain_progress(settings: _Settings, run, slot, index) -> None:
     """One chain of several run side by side: its step count, at every hundredth of its steps,
-    to `_CHAIN_PROGRESS` (which prints a line at every tenth of all chains' steps)."""
+    to its run's `_ChainProgress` (a line at every tenth of all chains' steps)."""
     if not settings.progress:
         return
     n_steps = settings.warmup + settings.samples
@@ -284,7 +290,7 @@ def _chain_progress(settings: _Settings, slot, index) -> None:
     done = index + 1
     jax.lax.cond(
         (done % every == 0) | (done == n_steps),
-        lambda: jax.debug.callback(_CHAIN_PROGRESS.update, slot, done),
+        lambda: jax.debug.callback(_chain_update, run, slot, done),
         lambda: None,
     )
 
@@ -341,10 +347,10 @@ def _run_vectorized(
 
 @eqx.filter_jit
 def _run_chain(
-    log_density, shard_data, positions, key, settings: _Settings, slot, first=None, total=None
+    log_density, shard_data, positions, key, settings: _Settings, run, slot, first=None, total=None
 ):
     """Warmup and draws of one (shard, chain) slot (traced: one program serves every slot),
-    with the random numbers that slot draws in the vectorized run."""
+    with the random numbers that slot draws in the vectorized run; `run` numbers its progress."""
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
     n_steps = settings.warmup + settings.samples
@@ -360,7 +366,7 @@ def _run_chain(
         state, adaptation, record = step(
             keys[shard_index, chain_index], state, adaptation, shard, index, stage, is_end
         )
-        _chain_progress(settings, slot, index)
+        _chain_progress(settings, run, slot, index)
         return (state, adaptation), record
 
     (_, adaptation), record = jax.lax.scan(
@@ -385,17 +391,22 @@ def _run_sequential(
     n_shards, n_chains = positions.shape[:2]
     n_slots = n_shards * n_chains
     n_steps = settings.warmup + settings.samples
-    _CHAIN_PROGRESS.reset(n_slots, n_steps, settings.warmup)
+    run = next(_RUN_NUMBERS)
+    _CHAIN_RUNS[run] = _ChainProgress(n_slots, n_steps, settings.warmup)
 
     def run_slot(slot: int):
         out = _run_chain(
-            log_density, shard_data, positions, key, settings, jnp.asarray(slot, jnp.int32),
-            first, total,
+            log_density, shard_data, positions, key, settings, jnp.asarray(run, jnp.int32),
+            jnp.asarray(slot, jnp.int32), first, total,
         )  # fmt: skip
         return jax.block_until_ready(out)
 
-    with concurrent.futures.ThreadPoolExecutor(min(n_slots, _cpu_cores())) as pool:
-        outputs = list(pool.map(run_slot, range(n_slots)))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(min(n_slots, _cpu_cores())) as pool:
+            outputs = list(pool.map(run_slot, range(n_slots)))
+    finally:
+        jax.effects_barrier()  # every progress callback has run
+        del _CHAIN_RUNS[run]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
     reshape = lambda r: r.reshape((n_shards, n_chains) + r.shape[1:])  # noqa: E731
     records, adaptations = stacked
