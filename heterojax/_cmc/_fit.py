@@ -623,11 +623,13 @@ def fit_cmc(
         (default): `CheckedCurvatureAdjustment()` when `nlsq` carries honest errors (an
         estimator other than `FormalErrors`, e.g. the default frame-clustered sandwich), so
         that the posterior has the NLSQ fit's honest covariance near its mode — or, where the
-        likelihood is not Gaussian on that scale (the adjusted posterior's Laplace approximation
-        misses it by more than 2× in sd), the magnitude-adjusted one, with a warning; else
+        likelihood is not Gaussian on that scale (the box narrows the honest Gaussian, or the
+        adjusted posterior's Laplace approximation misses it, by more than 2× in sd), the
+        magnitude-adjusted one, with a warning; else
         `NoAdjustment()` (exact for independent noise of known σ, as `simulate` makes).
     - `chain_method`: `"vectorized"` (vmap over shards × chains; split across devices when
-        several exist), `"sequential"` (one chain after another, low memory), or `"auto"`:
+        several exist), `"sequential"` (one compiled run per chain, as many side by side as
+        the CPU has cores; memory is theirs alone), or `"auto"`:
         sequential on a single CPU device when every shard holds ≥ 2048
         entries (there, lock-step vmapped NUTS waits for each step's longest trajectory, which
         costs more than batching gains), vectorized otherwise. The result records the one used.

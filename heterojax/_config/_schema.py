@@ -313,7 +313,8 @@ class CMCSection(Section):
     )
     chain_method: Literal["auto", "vectorized", "sequential"] = Field(
         default="auto",
-        description="vectorized (vmap), sequential (low memory), or auto (sequential for large "
+        description="vectorized (vmap), sequential (one run per chain, one chain per CPU core), "
+        "or auto (sequential for large "
         "shards on one CPU, else vectorized).",
     )
     seed: int = Field(default=0, description="Seed of the sampler's random key.")
