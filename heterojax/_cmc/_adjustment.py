@@ -169,8 +169,13 @@ def _determined(nlsq: NLSQResult) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return honest[np.ix_(index, index)], formal[np.ix_(index, index)], index
 
 
+def _symmetric(matrix: np.ndarray) -> np.ndarray:
+    """(M + Mᵀ)/2: a symmetric matrix with its rounding asymmetry removed."""
+    return 0.5 * (matrix + matrix.T)
+
+
 def _symmetric_inverse(matrix: np.ndarray) -> np.ndarray:
-    matrix = 0.5 * (matrix + matrix.T)
+    matrix = _symmetric(matrix)
     return np.linalg.pinv(matrix, hermitian=True)
 
 
@@ -193,7 +198,7 @@ def honest_covariance(nlsq: NLSQResult, names: tuple[str, ...]) -> np.ndarray | 
     subset = [position[name] for name in names]
     sub_bread = _symmetric_inverse(bread[np.ix_(subset, subset)])
     covariance = sub_bread @ meat[np.ix_(subset, subset)] @ sub_bread
-    return 0.5 * (covariance + covariance.T)
+    return _symmetric(covariance)
 
 
 def magnitude_weight(nlsq: NLSQResult) -> float | None:
@@ -235,7 +240,7 @@ def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center
         return None
     honest_theta = honest / np.outer(derivative, derivative)
     information = np.asarray(_information(posterior, jnp.asarray(center), shard_data), float)
-    information = 0.5 * (information + information.T)[np.ix_(subset, subset)]
+    information = _symmetric(information)[np.ix_(subset, subset)]
     if not (np.all(np.isfinite(information)) and np.all(np.isfinite(honest_theta))):
         return None
     return information, honest_theta
@@ -261,7 +266,7 @@ def interior_parameters(posterior: ShardPosterior, nlsq: NLSQResult) -> list[int
 def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
     """Lower Cholesky factor of a symmetric matrix, or None when it is not positive definite."""
     try:
-        return np.linalg.cholesky(0.5 * (matrix + matrix.T))
+        return np.linalg.cholesky(_symmetric(matrix))
     except np.linalg.LinAlgError:
         return None
 
@@ -286,7 +291,7 @@ def curvature_map(
     if lower is None:
         return None
     inflation = lower.T @ np.asarray(honest_covariance, float) @ lower
-    values, vectors = np.linalg.eigh(0.5 * (inflation + inflation.T))
+    values, vectors = np.linalg.eigh(_symmetric(inflation))
     if not (np.all(np.isfinite(values)) and values[-1] > 0):
         return None
     values = np.maximum(values, float(min_inflation))
@@ -490,7 +495,7 @@ def laplace_mismatch(
         return None
     whitened = scipy.linalg.solve_triangular(lower, found, lower=True)
     whitened = scipy.linalg.solve_triangular(lower, whitened.T, lower=True)
-    values, vectors = np.linalg.eigh(0.5 * (whitened + whitened.T))
+    values, vectors = np.linalg.eigh(_symmetric(whitened))
     if not (np.all(np.isfinite(values)) and values[0] > 0):
         return None
     factors = np.maximum(np.sqrt(values), 1.0 / np.sqrt(values))
@@ -534,9 +539,7 @@ def box_narrowing(
     intended, box = intended[block], box[block]
     if _cholesky(intended) is None or not np.all(np.isfinite(box)):
         return None
-    values, vectors = scipy.linalg.eigh(
-        0.5 * (intended - box + (intended - box).T), 0.5 * (intended + intended.T)
-    )
+    values, vectors = scipy.linalg.eigh(_symmetric(intended - box), _symmetric(intended))
     worst = int(np.argmax(values))
     direction = np.zeros(size)
     direction[subset] = vectors[:, worst]
@@ -551,8 +554,8 @@ def map_stretch(linear_map: np.ndarray | jax.Array, adjusted_information: np.nda
     inverse = np.linalg.inv(np.asarray(linear_map, float))
     information = inverse.T @ adjusted_information @ inverse
     values = scipy.linalg.eigh(
-        0.5 * (information + information.T),
-        0.5 * (adjusted_information + adjusted_information.T),
+        _symmetric(information),
+        _symmetric(adjusted_information),
         eigvals_only=True,
     )
     return float(np.sqrt(max(float(np.max(values)), 0.0)))
