@@ -41,6 +41,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._custom_types import Scalar
+from ._numerics import materialised
 
 
 class GridIntegrals(eqx.Module):
@@ -102,17 +103,6 @@ def direct_correlation(grid: GridIntegrals, q: Scalar, cosine: Scalar) -> Float[
     """The full normalised map num / f² by the direct formula (O(N²) transcendental functions)."""
     fields = _fields(grid)
     return _pair_values([x[:, None] for x in fields], [x[None, :] for x in fields], q, cosine)
-
-
-def _materialised(x: Float[Array, "k ..."]) -> Float[Array, "k ..."]:
-    """x, evaluated once into its own buffer.
-
-    XLA:CPU counts cos, sin and products as cheap and fuses them into every consumer, so factors
-    that are broadcast over an N² map would be re-evaluated for each of its values. A contraction
-    with the identity along the (short) leading axis is never fused into its consumers; it costs
-    len(x) multiply-adds per value of x, which is far less.
-    """
-    return jnp.einsum("kl,l...->k...", jnp.eye(x.shape[0], dtype=x.dtype), x)
 
 
 def _blocks(x: Float[Array, " t"], block: int) -> Float[Array, "blocks block"]:
@@ -177,7 +167,7 @@ def structured_correlation(
     ref, sample, velocity = (_blocks(x, block) for x in _fields(grid)[1:])
     to_end = (ref[:, -1:] - ref, sample[:, -1:] - sample, wave * (velocity - velocity[:, -1:]))
     from_start = (ref - ref[:, :1], sample - sample[:, :1], wave * (velocity - velocity[:, :1]))
-    factors = _materialised(
+    factors = materialised(
         jnp.stack(
             _pivot_factors(*to_end, amplitudes, q2) + _pivot_factors(*from_start, amplitudes, q2)
         )
@@ -190,7 +180,7 @@ def structured_correlation(
     sample_gap = jnp.where(later, sample[None, :, 0] - sample[:, None, -1], 0.0)
     phase_gap = wave * (velocity[None, :, 0] - velocity[:, None, -1])
     cross_gap = mask * jnp.exp(-0.5 * q2 * (ref_gap + sample_gap))
-    coupling = _materialised(
+    coupling = materialised(
         jnp.stack(
             [
                 mask * jnp.exp(-q2 * ref_gap),
@@ -207,7 +197,7 @@ def structured_correlation(
     after = [scale * x[:, None] for x in factors[4:]]
     # Row block I sees the columns after it through g[I, J] and those before it through g[J, I];
     # the two never overlap, so one set of four coupled column factors serves every row block.
-    columns = _materialised(
+    columns = materialised(
         jnp.stack(
             [
                 g_ref * after[0] + t_ref * before[0],
@@ -239,7 +229,7 @@ def structured_correlation(
         _squares(w, block) for w in (ref_weight, sample_weight, cross_weight)
     )
     theta = wave * (velocity_sq - velocity_sq[:, :1])
-    trig = _materialised(jnp.stack([cross_w * jnp.cos(theta), cross_w * jnp.sin(theta)]))
+    trig = materialised(jnp.stack([cross_w * jnp.cos(theta), cross_w * jnp.sin(theta)]))
     cos_i, sin_i = trig[..., :, None]
     cos_j, sin_j = trig[..., None, :]
     half_ref = jnp.exp(-0.5 * q2[..., None] * jnp.abs(ref_sq[:, None, :] - ref_sq[:, :, None]))

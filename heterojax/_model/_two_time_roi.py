@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._numerics import cos_sin, materialised
 from ._two_time import GridIntegrals, _fields, _pair_values, direct_correlation
 
 
@@ -150,8 +151,11 @@ def structured_bin_correlation(
     def padded(x):
         return jnp.pad(x, (0, size - n), mode="edge")
 
-    _, ref, sample, velocity = (padded(x) for x in _fields(grid))
-    ref_w, sample_w, cross_w = (padded(w) for w in _point_weights(grid))
+    # Per-point inputs in one buffer: otherwise XLA re-derives the laws (and, in forward mode,
+    # their tangents) inside every fusion that broadcasts them over nodes and blocks.
+    ref, sample, velocity, ref_w, sample_w, cross_w = materialised(
+        jnp.stack([padded(x) for x in (*_fields(grid)[1:], *_point_weights(grid))])
+    )
     q2 = q * q
     wave = q[..., None] * cosine  # (phi, a, b)
     scale = contrast[:, None, None] * weights
@@ -181,31 +185,41 @@ def structured_bin_correlation(
         ref_e, sample_e, velocity_e = ref_top[:, -1:], sample_top[:, -1:], velocity_top[:, -1:]
         ref_s, sample_s = ref_bottom[:, :1], sample_bottom[:, :1]
 
-        half_ref, half_sample = halves(ref_e - ref_top), halves(sample_e - sample_top)
+        half_ref, half_sample = materialised(
+            jnp.stack([halves(ref_e - ref_top), halves(sample_e - sample_top)])
+        )
         cross = (half_ref * half_sample * split(cross_w)[0])[:, :, None]
         alpha = wave[..., None, None] * (velocity_e - velocity_top)
+        cos_alpha, sin_alpha = cos_sin(alpha)
         rows = jnp.concatenate(
             [
                 half_ref**2 * split(ref_w)[0],
                 half_sample**2 * split(sample_w)[0],
-                per_node(cross * jnp.cos(alpha)),
-                per_node(cross * jnp.sin(alpha)),
+                per_node(cross * cos_alpha),
+                per_node(cross * sin_alpha),
             ],
             axis=1,
         )  # (phi, r, blocks, half)
 
         # Columns measured from s, times the coupling across the gap e → s and the weights.
         gap_ref, gap_sample = halves(ref_s - ref_e), halves(sample_s - sample_e)
-        half_ref = halves(ref_bottom - ref_s) * gap_ref
-        half_sample = halves(sample_bottom - sample_s) * gap_sample
+        half_ref, half_sample = materialised(
+            jnp.stack(
+                [
+                    halves(ref_bottom - ref_s) * gap_ref,
+                    halves(sample_bottom - sample_s) * gap_sample,
+                ]
+            )
+        )
         cross = (half_ref * half_sample * split(cross_w)[1])[:, :, None] * scale[..., None, None]
         beta = wave[..., None, None] * (velocity_bottom - velocity_e)  # includes the gap phase
+        cos_beta, sin_beta = cos_sin(beta)
         columns = jnp.concatenate(
             [
                 half_ref**2 * split(ref_w)[1] * decay_scale,
                 half_sample**2 * split(sample_w)[1] * decay_scale,
-                per_node(cross * jnp.cos(beta)),
-                per_node(-cross * jnp.sin(beta)),
+                per_node(cross * cos_beta),
+                per_node(-cross * sin_beta),
             ],
             axis=1,
         )
@@ -229,10 +243,16 @@ def structured_bin_correlation(
 
     def add_q_node(total, node):
         q2_a, wave_a, weights_a = node  # (phi,), (phi, b), (phi, b)
-        half_ref = jnp.exp(-0.5 * q2_a[:, None, None, None] * ref_distance)
-        half_sample = jnp.exp(-0.5 * q2_a[:, None, None, None] * sample_distance)
+        half_ref, half_sample = materialised(
+            jnp.stack(
+                [
+                    jnp.exp(-0.5 * q2_a[:, None, None, None] * ref_distance),
+                    jnp.exp(-0.5 * q2_a[:, None, None, None] * sample_distance),
+                ]
+            )
+        )
         angle = wave_a[:, None, None, :] * theta[None, :, :, None]  # (phi, squares, leaf, b)
-        cos_i, sin_i = jnp.cos(angle), jnp.sin(angle)
+        cos_i, sin_i = cos_sin(angle)
         weighted = weights_a[:, None, None, :]
         phases = jnp.einsum("psin,psjn->psij", cos_i * weighted, cos_i) + jnp.einsum(
             "psin,psjn->psij", sin_i * weighted, sin_i
