@@ -159,19 +159,43 @@ def structured_bin_correlation(
     q2 = q * q
     wave = q[..., None] * cosine  # (phi, a, b)
     scale = contrast[:, None, None] * weights
-    decay_scale = jnp.sum(scale, axis=-1)[..., None, None]  # (phi, a, 1, 1)
+    # The factors below carry the rank (nodes) last, as the block products take them.
+    q2_last = q2[:, None, None, :]  # (phi, 1, 1, a)
+    wave_last = wave.reshape(n_angles, 1, 1, n_nodes)
+    decay_last = jnp.sum(scale, axis=-1)[:, None, None, :]  # (phi, 1, 1, a)
+    scale_last = scale.reshape(n_angles, 1, 1, n_nodes)
 
-    def halves(distance):  # exp(−½ q_a² d) for every q node: (phi, a, …)
-        return jnp.exp(-0.5 * q2[..., None, None] * distance)
-
-    def per_node(x):  # (phi, a, b, …) -> (phi, a·b, …)
-        return x.reshape(n_angles, n_nodes, *x.shape[3:])
+    def factors(distances, weights_, decay_scale, cross_scale, sine_sign):
+        """The r = 2a + 2ab factors (ref, sample per q node; cross·cos, cross·sin per node) of
+        points at distances (ref, sample, velocity; each ≥ 0 or signed velocity) from a pivot,
+        shape (phi, blocks, half, r)."""
+        ref_distance, sample_distance, phase_distance = distances
+        ref_weight, sample_weight, cross_weight = (w[None, :, :, None] for w in weights_)
+        half_ref, half_sample = materialised(
+            jnp.stack(
+                [
+                    jnp.exp(-0.5 * q2_last * ref_distance[None, :, :, None]),
+                    jnp.exp(-0.5 * q2_last * sample_distance[None, :, :, None]),
+                ]
+            )
+        )  # (phi, blocks, half, a)
+        cross = jnp.repeat(half_ref * half_sample * cross_weight, n_phi, axis=-1) * cross_scale
+        cosine_, sine = cos_sin(wave_last * phase_distance[None, :, :, None])
+        return jnp.concatenate(
+            [
+                half_ref**2 * ref_weight * decay_scale,
+                half_sample**2 * sample_weight * decay_scale,
+                cross * cosine_,
+                sine_sign * cross * sine,
+            ],
+            axis=-1,
+        )
 
     quadrants = []
     for level in range(levels):
         # Diagonal blocks of this level, each split in halves: the top-right quadrant couples
-        # rows i of the top half with columns j of the bottom half through the pivots e (last
-        # of the top half) and s = e + 1: one product of rank r = 2a + 2ab per block.
+        # rows i of the top half with columns j of the bottom half through the pivot e (last
+        # of the top half): one product of rank r = 2a + 2ab per block.
         count = 2**level
         span = size // count
         half = span // 2
@@ -183,47 +207,24 @@ def structured_bin_correlation(
         (ref_top, ref_bottom), (sample_top, sample_bottom) = split(ref), split(sample)
         velocity_top, velocity_bottom = split(velocity)
         ref_e, sample_e, velocity_e = ref_top[:, -1:], sample_top[:, -1:], velocity_top[:, -1:]
-        ref_s, sample_s = ref_bottom[:, :1], sample_bottom[:, :1]
-
-        half_ref, half_sample = materialised(
-            jnp.stack([halves(ref_e - ref_top), halves(sample_e - sample_top)])
+        (ref_w_top, ref_w_bottom), (sample_w_top, sample_w_bottom) = split(ref_w), split(sample_w)
+        cross_w_top, cross_w_bottom = split(cross_w)
+        rows = factors(
+            (ref_e - ref_top, sample_e - sample_top, velocity_e - velocity_top),
+            (ref_w_top, sample_w_top, cross_w_top),
+            1.0,
+            1.0,
+            1.0,
         )
-        cross = (half_ref * half_sample * split(cross_w)[0])[:, :, None]
-        alpha = wave[..., None, None] * (velocity_e - velocity_top)
-        cos_alpha, sin_alpha = cos_sin(alpha)
-        rows = jnp.concatenate(
-            [
-                half_ref**2 * split(ref_w)[0],
-                half_sample**2 * split(sample_w)[0],
-                per_node(cross * cos_alpha),
-                per_node(cross * sin_alpha),
-            ],
-            axis=1,
-        )  # (phi, r, blocks, half)
-
-        # Columns measured from s, times the coupling across the gap e → s and the weights.
-        gap_ref, gap_sample = halves(ref_s - ref_e), halves(sample_s - sample_e)
-        half_ref, half_sample = materialised(
-            jnp.stack(
-                [
-                    halves(ref_bottom - ref_s) * gap_ref,
-                    halves(sample_bottom - sample_s) * gap_sample,
-                ]
-            )
+        # Columns measured from e (so across the gap e → s), times the weights and contrast.
+        columns = factors(
+            (ref_bottom - ref_e, sample_bottom - sample_e, velocity_bottom - velocity_e),
+            (ref_w_bottom, sample_w_bottom, cross_w_bottom),
+            decay_last,
+            scale_last,
+            -1.0,
         )
-        cross = (half_ref * half_sample * split(cross_w)[1])[:, :, None] * scale[..., None, None]
-        beta = wave[..., None, None] * (velocity_bottom - velocity_e)  # includes the gap phase
-        cos_beta, sin_beta = cos_sin(beta)
-        columns = jnp.concatenate(
-            [
-                half_ref**2 * split(ref_w)[1] * decay_scale,
-                half_sample**2 * split(sample_w)[1] * decay_scale,
-                per_node(cross * cos_beta),
-                per_node(-cross * sin_beta),
-            ],
-            axis=1,
-        )
-        quadrants.append(offset[:, None, None, None] + jnp.einsum("prkh,prkg->pkhg", rows, columns))
+        quadrants.append(offset[:, None, None, None] + jnp.einsum("pkhr,pkgr->pkhg", rows, columns))
 
     # Diagonal squares (the leaves): the direct formula, one scan step per q node; the phases
     # by the angle-addition rule, summed over the node's angles by a contraction.
