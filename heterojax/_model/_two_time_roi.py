@@ -145,8 +145,7 @@ def structured_bin_correlation(
     leaf = -(-n // 2**levels)
     size = leaf * 2**levels  # the grid padded (with its end values) to leaf · 2^levels
     dtype = grid.sample_fraction.dtype
-    n_angles, n_q, n_phi = weights.shape
-    n_nodes = n_q * n_phi
+    n_angles = weights.shape[0]
 
     def padded(x):
         return jnp.pad(x, (0, size - n), mode="edge")
@@ -159,36 +158,35 @@ def structured_bin_correlation(
     q2 = q * q
     wave = q[..., None] * cosine  # (phi, a, b)
     scale = contrast[:, None, None] * weights
-    # The factors below carry the rank (nodes) last, as the block products take them.
+    # The factors below carry the rank (q nodes a; nodes a, b) last, as the block products take
+    # them, and are built by broadcasting alone (no repeats or concatenations, whose index
+    # arithmetic XLA would evaluate for every element of every tangent).
     q2_last = q2[:, None, None, :]  # (phi, 1, 1, a)
-    wave_last = wave.reshape(n_angles, 1, 1, n_nodes)
+    wave_last = wave[:, None, None]  # (phi, 1, 1, a, b)
     decay_last = jnp.sum(scale, axis=-1)[:, None, None, :]  # (phi, 1, 1, a)
-    scale_last = scale.reshape(n_angles, 1, 1, n_nodes)
+    scale_last = scale[:, None, None]  # (phi, 1, 1, a, b)
 
     def factors(distances, weights_, decay_scale, cross_scale, sine_sign):
-        """The r = 2a + 2ab factors (ref, sample per q node; cross·cos, cross·sin per node) of
-        points at distances (ref, sample, velocity; each ≥ 0 or signed velocity) from a pivot,
-        shape (phi, blocks, half, r)."""
-        ref_distance, sample_distance, phase_distance = distances
+        """The factors of points at distances (ref, sample, velocity; the first two ≥ 0) from
+        a pivot: ref and sample decays per q node, shape (phi, blocks, half, a) each, and
+        cross·[cos, sin] per node, shape (2, phi, blocks, half, a, b)."""
+        ref_distance, sample_distance, phase_distance = (d[None, :, :, None] for d in distances)
         ref_weight, sample_weight, cross_weight = (w[None, :, :, None] for w in weights_)
         half_ref, half_sample = materialised(
             jnp.stack(
                 [
-                    jnp.exp(-0.5 * q2_last * ref_distance[None, :, :, None]),
-                    jnp.exp(-0.5 * q2_last * sample_distance[None, :, :, None]),
+                    jnp.exp(-0.5 * q2_last * ref_distance),
+                    jnp.exp(-0.5 * q2_last * sample_distance),
                 ]
             )
         )  # (phi, blocks, half, a)
-        cross = jnp.repeat(half_ref * half_sample * cross_weight, n_phi, axis=-1) * cross_scale
-        cosine_, sine = cos_sin(wave_last * phase_distance[None, :, :, None])
-        return jnp.concatenate(
-            [
-                half_ref**2 * ref_weight * decay_scale,
-                half_sample**2 * sample_weight * decay_scale,
-                cross * cosine_,
-                sine_sign * cross * sine,
-            ],
-            axis=-1,
+        cross = (half_ref * half_sample * cross_weight)[..., None] * cross_scale
+        trig = cos_sin(wave_last * phase_distance[..., None])
+        signs = jnp.array([1.0, sine_sign], dtype)[:, None, None, None, None, None]
+        return (
+            half_ref**2 * ref_weight * decay_scale,
+            half_sample**2 * sample_weight * decay_scale,
+            signs * cross * trig,
         )
 
     quadrants = []
@@ -224,7 +222,14 @@ def structured_bin_correlation(
             scale_last,
             -1.0,
         )
-        quadrants.append(offset[:, None, None, None] + jnp.einsum("pkhr,pkgr->pkhg", rows, columns))
+        ref_rows, sample_rows, cross_rows = rows
+        ref_columns, sample_columns, cross_columns = columns
+        quadrants.append(
+            offset[:, None, None, None]
+            + jnp.einsum("pkha,pkga->pkhg", ref_rows, ref_columns)
+            + jnp.einsum("pkha,pkga->pkhg", sample_rows, sample_columns)
+            + jnp.einsum("cpkhab,cpkgab->pkhg", cross_rows, cross_columns)
+        )
 
     # Diagonal squares (the leaves): the direct formula, one scan step per q node; the phases
     # by the angle-addition rule, summed over the node's angles by a contraction.
