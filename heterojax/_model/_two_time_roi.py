@@ -17,14 +17,18 @@ index pairs for sharded likelihoods).
 `structured_bin_correlation` evaluates whole maps in low rank, *adding rank per node*. The
 grid (padded with its end values to N' = leaf · 2^L) is split recursively in halves. In each
 diagonal block of a level, the rows i of the top half and the columns j of the bottom half are
-coupled through the pivots e (last point of the top half) and s = e + 1: C[j] − C[i] =
+coupled through the pivot e (last point of the top half): C[j] − C[i] =
 (C[e] − C[i]) + (C[j] − C[e]), both ≥ 0 (C is non-decreasing), so every term factorises into a
 row factor of i and a column factor of j, each ≤ 1 (no overflow, no cancellation); the cross
 term by the angle-addition rule, cos(α_i + β_j) = cos α_i cos β_j − sin α_i sin β_j, with
 α_i = κ(C_v[e] − C_v[i]), β_j = κ(C_v[j] − C_v[e]). Each q node adds 2 terms (ref, sample) and
-each node 2 (cos, sin): the block's top-right quadrant is one matrix product
+each node 2 (cos, sin): the block's top-right quadrant is a matrix product
 rows (N'/2^{l+1} × r) · columns (r × N'/2^{l+1}), r = 2 m + 2 k (m q nodes, k nodes), with the
 weights and contrast folded into the columns; its transpose fills the bottom-left quadrant.
+(The product is taken as three, over the ref decays, the sample decays and the cross terms,
+whose factors are built by broadcasting alone; per-point inputs and cos/sin are evaluated once
+into buffers, `materialised` and `cos_sin`, so that forward-mode tangents do not re-derive them
+inside every fusion.)
 The leaves (diagonal squares of side `leaf`) use the direct formula summed over the nodes
 (exponentials once per q node, the phase sums over a q node's angles as contractions). The
 cost is about r N'² multiply-adds (the strictly upper triangle, once) plus O(k N leaf), and
