@@ -159,9 +159,12 @@ def structured_bin_correlation(
     ref, sample, velocity, ref_w, sample_w, cross_w = materialised(
         jnp.stack([padded(x) for x in (*_fields(grid)[1:], *_point_weights(grid))])
     )
+    # The per-node quantities (and their tangents: cos(φ_ab + φ0) carries φ0's) in buffers of
+    # their own too, or XLA evaluates the cosine again for every element they multiply.
     q2 = q * q
-    wave = q[..., None] * cosine  # (phi, a, b)
-    scale = contrast[:, None, None] * weights
+    wave, scale = materialised(
+        jnp.stack([q[..., None] * cosine, contrast[:, None, None] * weights])
+    )
     # The factors below carry the rank (q nodes a; nodes a, b) last, as the block products take
     # them, and are built by broadcasting alone (no repeats or concatenations, whose index
     # arithmetic XLA would evaluate for every element of every tangent).
