@@ -26,9 +26,9 @@ each node 2 (cos, sin): the block's top-right quadrant is a matrix product
 rows (N'/2^{l+1} × r) · columns (r × N'/2^{l+1}), r = 2 m + 2 k (m q nodes, k nodes), with the
 weights and contrast folded into the columns; its transpose fills the bottom-left quadrant.
 (The product is taken as three, over the ref decays, the sample decays and the cross terms,
-whose factors are built by broadcasting alone; per-point inputs and cos/sin are evaluated once
-into buffers, `materialised` and `cos_sin`, so that forward-mode tangents do not re-derive them
-inside every fusion.)
+whose factors are built by broadcasting alone; per-point inputs, per-node waves and cos/sin
+are evaluated once into buffers, `materialised` and `cos_sin`, so that forward-mode tangents
+do not re-derive them inside every fusion.)
 The leaves (diagonal squares of side `leaf`) use the direct formula summed over the nodes
 (exponentials once per q node, the phase sums over a q node's angles as contractions). The
 cost is about r N'² multiply-adds (the strictly upper triangle, once) plus O(k N leaf), and
