@@ -200,7 +200,7 @@ def structured_bin_correlation(
     for level in range(levels):
         # Diagonal blocks of this level, each split in halves: the top-right quadrant couples
         # rows i of the top half with columns j of the bottom half through the pivot e (last
-        # of the top half): one product of rank r = 2a + 2ab per block.
+        # of the top half): products of rank r = 2a + 2ab in all per block (`factors`).
         count = 2**level
         span = size // count
         half = span // 2
