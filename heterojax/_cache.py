@@ -30,8 +30,8 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     `heterojax` command turns it on (unless `--no-compile-cache`); a library does not change
     JAX's process-wide settings on import, so Python users call this themselves.
 
-    Programs with host callbacks are never cached by JAX (`fit_nlsq(progress=...)`,
-    `fit_cmc(progress=True)`).
+    Programs with host callbacks are never cached by JAX (`fit_cmc(progress=True)`);
+    `fit_nlsq` reports progress from its Python step loop and keeps none.
 
     **Arguments:** `directory`: where to keep the entries (default `default_cache_directory()`).
 

@@ -57,8 +57,8 @@ def nlsq_progress(description: str, max_steps: int, *, enabled: bool) -> Iterato
     """Yields the `progress` argument for `fit_nlsq`: a callable `(step, chi2)` that drives one
     status line of LM steps with the best χ² reached so far and the time elapsed. No ETA: LM
     stops when it converges, usually long before `max_steps`, so the step budget says nothing
-    about the time left. Not interactive: a log line every 5 s. Disabled: `False` (the fit then
-    keeps no host callback)."""
+    about the time left. Not interactive: a log line every 5 s. Disabled: `False`. Either way the
+    compiled programs hold no host callback (the steps are driven from Python)."""
     if not enabled:
         yield False
         return

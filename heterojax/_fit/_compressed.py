@@ -21,8 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._problem import FitProblem, evaluate_at
-from ._profile import profile_at
 from ._transforms import BoxTransform
 
 
@@ -45,31 +43,24 @@ def square_root_factor(gram: Float[Array, "p p"], gradient: Float[Array, " p"], 
     return jnp.concatenate([projected, rest[None]]), factor
 
 
-def _gauss_newton_terms(z, problem: FitProblem, transform: BoxTransform, z_scale, reference):
-    theta = z * z_scale
-    x = transform.to_bounded(theta)
-    if reference is None:  # z covers the whole fit vector
-        evaluation = evaluate_at(problem, x)
-        gram, gradient, ssr = evaluation.gram, evaluation.gradient, evaluation.ssr
-    else:  # z covers the physics; the scaling coefficients are profiled (`_profile`)
-        gram, gradient, ssr = profile_at(problem, x, reference)[1:]
-    derivative = transform.derivative(theta) * z_scale
+def _gauss_newton_terms(z, transform: BoxTransform, z_scale, gram, gradient, ssr):
+    """(ρ, R) at z from G, b (with respect to the bounded x = transform.to_bounded(z ⊙ z_scale))
+    and ‖r‖²: the chain rule to z, then `square_root_factor`."""
+    derivative = transform.derivative(z * z_scale) * z_scale
     gram = derivative[:, None] * gram * derivative[None, :]
-    gradient = derivative * gradient
-    return square_root_factor(gram, gradient, ssr)
+    return square_root_factor(gram, derivative * gradient, ssr)
 
 
 @eqx.filter_custom_jvp
 def compressed_residual(z: Float[Array, " p"], args) -> Float[Array, " p1"]:
-    """ρ of the module docstring at θ = z ⊙ z_scale: ‖ρ‖² is the weighted sum of squared
-    residuals. `args = (problem, transform, z_scale, reference)`; the solver works in the scaled
-    coordinates z, in which JᵀJ has a unit diagonal at the start (so the solver's initial damping
-    is meaningful), and x = transform.to_bounded(z ⊙ z_scale).
+    """ρ of the module docstring at z: ‖ρ‖² is the weighted sum of squared residuals.
 
-    With `reference` None, x is the whole fit vector. Given reference scaling coefficients, x
-    is the free physics alone and ρ is that of the profiled problem (`_profile`: the best
-    contrast/offset for these physics, with Kaufman's Gauss–Newton model), which has the
-    same minimum.
+    `args = (transform, z_scale, G, b, ‖r‖²)`, the data terms taken at x =
+    transform.to_bounded(z ⊙ z_scale) by the caller (`_stepping`: the data pass is its own
+    program). The solver works in the scaled coordinates z, in which JᵀJ has a unit diagonal
+    at the start (so the solver's initial damping is meaningful). x is the whole fit vector, or
+    the free physics alone when the caller profiles the scaling coefficients (`_profile`: G, b
+    and ‖r‖² are then those of the profiled problem, which has the same minimum).
     """
     residual, _ = _gauss_newton_terms(z, *args)
     return residual

@@ -366,8 +366,9 @@ def fit_nlsq(
         to unit curvature at the start, and on the compressed residual) and the step limit.
     - `progress`: `True` prints the LM step count and χ² to stderr (at most once a second);
         a callable `(step, chi2) -> None` is called at every step instead (the CLI drives its
-        progress bar with it). Off by default: a program with host callbacks cannot be kept in
-        JAX's persistent compilation cache (`heterojax.enable_compilation_cache`).
+        progress bar with it). The steps are driven from Python (`_stepping`), so progress adds
+        no host callback to any compiled program: all of them can be kept in JAX's persistent
+        compilation cache (`heterojax.enable_compilation_cache`) either way.
     - `roi`: the model of each map's detector bin. `None` (default): the bin average (ROI
         model, `BinGeometry`) when `data.bins` is present, else the bin centre; `False`: the
         bin-centre model (for comparison); `True`: the ROI model, an error without `data.bins`.

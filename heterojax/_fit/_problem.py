@@ -600,7 +600,7 @@ moments_at = eqx.filter_jit(FitProblem.moments)
 _evaluation_of = eqx.filter_jit(Moments.evaluation)
 
 
-def evaluate_at(problem: FitProblem, x: Float[Array, " p"]) -> Evaluation:
+def evaluate_at(problem: FitProblem, x: Float[ArrayLike, " p"]) -> Evaluation:
     """`FitProblem.evaluate`, compiled: the shared pass `moments_at` and a small assembly."""
     return _evaluation_of(moments_at(problem, x, jnp.asarray(False)), problem, x)
 

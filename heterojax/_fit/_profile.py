@@ -28,7 +28,8 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
 from ._problem import FitProblem, Moments, coefficient_system, moments_at
 
@@ -117,14 +118,18 @@ def profile_at(
     `reference` are coefficients inside their bounds, the value kept by coefficients the data
     do not determine.
     """
-    x = jnp.concatenate([physics, reference])
-    return _profiled(problem, moments_at(problem, x, jnp.asarray(True)), physics, reference)
+    return profile_of(problem, jnp.concatenate([physics, reference]))
+
+
+def profile_of(problem: FitProblem, x: Float[ArrayLike, " p"]) -> Profile:
+    """`profile_at` at x = [physics; reference] (the whole fit vector)."""
+    return _profiled(problem, moments_at(problem, x, jnp.asarray(True)), x)
 
 
 @eqx.filter_jit
-def _profiled(problem: FitProblem, moments: Moments, physics, reference) -> Profile:
-    k = physics.shape[0]
-    x = jnp.concatenate([physics, reference])
+def _profiled(problem: FitProblem, moments: Moments, x) -> Profile:
+    k = problem.n_free_physics
+    physics, reference = x[:k], x[k:]
     if x.shape[0] == k:  # no free scaling coefficient: nothing to profile
         evaluation = moments.evaluation(problem, x)
         return Profile(reference, evaluation.gram, evaluation.gradient, evaluation.ssr)
@@ -153,10 +158,13 @@ def physics_transform(problem: FitProblem):
     return type(problem.transform)(problem.transform.lower[:k], problem.transform.upper[:k])
 
 
-def full_vectors(problem: FitProblem, physics: Array, references: Array) -> Array:
+def full_vectors(problem: FitProblem, physics: ArrayLike, references: ArrayLike) -> np.ndarray:
     """Rows [physics, α*(physics)] from rows of physics and reference coefficients."""
-    rows = [
-        jnp.concatenate([theta, profile_at(problem, theta, reference).coefficients])
-        for theta, reference in zip(physics, references)
-    ]
-    return jnp.stack(rows)
+    physics, references = np.asarray(physics), np.asarray(references)
+    rows = np.concatenate([physics, references], axis=1)
+    return np.stack(
+        [
+            np.concatenate([theta, profile_of(problem, row).coefficients])
+            for theta, row in zip(physics, rows)
+        ]
+    )

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from ._compressed import compressed_residual, coordinate_scale
+from ._compressed import coordinate_scale
 from ._problem import FitProblem, best_scaling, evaluate_at
-from ._profile import full_vectors, physics_transform, profile_at
+from ._profile import full_vectors, physics_transform, profile_of
+from ._stepping import Evaluate, Stepper, run_steps
 from ._transforms import BoxTransform
 
 
@@ -42,17 +43,9 @@ def to_bounded(transform: BoxTransform, theta):
 _STEP_LISTENERS: list[Callable[..., Any]] = []
 
 
-def _on_step(step, loss) -> None:
-    step, chi2 = int(np.max(step)), float(2 * np.min(loss))
+def _on_step(step: int, chi2: float) -> None:
     for listener in _STEP_LISTENERS:
         listener(step, chi2)
-
-
-def _report_step(**fields) -> None:
-    """An optimistix `verbose` callable: hands the step count and the loss of the last accepted
-    step to the host (`_on_step`). Compiled in only when progress is asked for (a program with
-    host callbacks cannot be stored in JAX's persistent compilation cache)."""
-    jax.debug.callback(_on_step, fields["num_steps"][1], fields["loss_last_accepted_step"][1])
 
 
 @contextlib.contextmanager
@@ -84,71 +77,17 @@ def listening(progress: Any) -> Iterator[bool]:
         _STEP_LISTENERS.remove(listener)
 
 
-@eqx.filter_jit
-def _solve_starts(
-    problem: FitProblem,
-    transform: BoxTransform,
-    thetas,
-    z_scales,
-    references,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-    progress: bool = False,
-):
-    """LM from every start (rows of `thetas`) in one compiled program, vmapped over starts.
-
-    Each start is solved in coordinates z with θ = z ⊙ s, s = `coordinate_scale` at the start,
-    so that the solver's initial damping λ = 1 is comparable with the curvature of every
-    parameter. The trust region widens when at least half of the predicted reduction is
-    achieved (optimistix's default asks for 99 %, which keeps LM crawling along the strongly
-    correlated valleys of this model: ~3× more steps in our tests).
-
-    With `references` (rows of scaling coefficients), θ covers the free physics alone and the
-    scaling coefficients are profiled out (`_profile`); `transform` is that of θ's box.
-
-    **Returns:** per start θ, the result code, the number of steps and χ² at θ (from the
-    solver's last accepted residual).
-    """
-    solver = optx.LevenbergMarquardt(
-        rtol=rtol, atol=atol, verbose=_report_step if progress else False
-    )
-    search = optx.ClassicalTrustRegion(high_cutoff=0.5, high_constant=_WIDENING)
-    solver = eqx.tree_at(lambda s: s.search, solver, search)
-
-    def one(theta, z_scale, reference):
-        solution = optx.least_squares(
-            compressed_residual,
-            solver,
-            theta / z_scale,
-            args=(problem, transform, z_scale, reference),
-            max_steps=max_steps,
-            throw=False,
-        )
-        objective = jnp.sum(solution.state.f_info.residual**2)
-        return (
-            solution.value * z_scale,
-            solution.result._value,
-            solution.stats["num_steps"],
-            objective,
-        )
-
-    if thetas.shape[0] == 1:  # one start: no batch axis (a smaller program, compiled faster)
-        first = None if references is None else references[0]
-        return tuple(a[None] for a in one(thetas[0], z_scales[0], first))
-    return jax.vmap(one)(thetas, z_scales, references)
-
-
 def _coordinate_scales(
     problem: FitProblem, transform: BoxTransform, thetas: np.ndarray, references
 ) -> np.ndarray:
     """`coordinate_scale` at every row of θ (one pass over the data each): of the profiled
     problem when `references` (rows of scaling coefficients) are given."""
-    xs, derivatives = to_bounded(transform, jnp.asarray(np.atleast_2d(thetas)))
+    xs, derivatives = jax.device_get(to_bounded(transform, jnp.asarray(np.atleast_2d(thetas))))
     if references is None:
         grams = [evaluate_at(problem, x).gram for x in xs]
     else:
-        grams = [profile_at(problem, x, r).gram for x, r in zip(xs, jnp.asarray(references))]
+        rows = np.concatenate([xs, np.asarray(references)], axis=1)
+        grams = [profile_of(problem, row).gram for row in rows]
     return np.array(
         [
             _INITIAL_STEP * coordinate_scale(gram, derivative)
@@ -241,6 +180,30 @@ class Solved(NamedTuple):
         return solved
 
 
+def _evaluation(problem: FitProblem, *, profiled: bool, batched: bool) -> Evaluate:
+    """The data pass of the solver's steps: (G, b, ‖r‖²) at a bounded fit vector (rows of
+    them when `batched`), of the profiled problem (`_profile`) or of the whole fit vector."""
+    terms = _profiled_terms if profiled else _joint_terms
+    if batched:
+        return lambda xs: _terms_of_rows(terms, problem, xs)
+    return lambda x: terms(problem, x)
+
+
+def _profiled_terms(problem: FitProblem, x):
+    profile = profile_of(problem, x)
+    return profile.gram, profile.gradient, profile.ssr
+
+
+def _joint_terms(problem: FitProblem, x):
+    evaluation = evaluate_at(problem, x)
+    return evaluation.gram, evaluation.gradient, evaluation.ssr
+
+
+@eqx.filter_jit
+def _terms_of_rows(terms, problem: FitProblem, xs):
+    return jax.vmap(lambda x: terms(problem, x))(xs)
+
+
 class LocalSolver(eqx.Module):
     """Levenberg–Marquardt settings of the local fits (see `fit_nlsq`).
 
@@ -256,6 +219,14 @@ class LocalSolver(eqx.Module):
     progress: bool = False
     scale_starts: bool = True  # start every row at its best contrast/offset (not profiled)
     profile_scaling: bool = True
+
+    def _solver(self) -> optx.LevenbergMarquardt:
+        """Levenberg–Marquardt whose trust region widens when at least half of the predicted
+        reduction is achieved (optimistix's default asks for 99 %, which keeps LM crawling
+        along the strongly correlated valleys of this model: ~3× more steps in our tests)."""
+        solver = optx.LevenbergMarquardt(rtol=float(self.rtol), atol=float(self.atol))
+        search = optx.ClassicalTrustRegion(high_cutoff=0.5, high_constant=_WIDENING)
+        return eqx.tree_at(lambda s: s.search, solver, search)
 
     def starting_rows(self, problem: FitProblem, rows: np.ndarray) -> np.ndarray:
         """Rows with the scaling coefficients replaced by the best ones for their physics."""
@@ -278,15 +249,17 @@ class LocalSolver(eqx.Module):
         batched: bool | None = None,
         rescale: bool = True,
     ) -> Solved:
-        """Local fits from the bounded start `rows`: in one vmapped program (`batched`), or one
-        after another with the single-start program (which a local fit compiles anyway).
-        `rescale=False` keeps the rows' contrast/offset (a continued fit).
+        """Local fits from the bounded start `rows` (`_stepping.run_steps`): stepped together
+        (`batched`: the data pass and the step vmapped over the starts), or one after another
+        with the single-start programs (which a local fit compiles anyway). `rescale=False`
+        keeps the rows' contrast/offset (a continued fit).
 
-        `batched=None` vmaps on an accelerator and runs the starts in turn on a CPU. There a
-        vmapped while loop steps every start until the slowest has finished (starts × the
-        largest step count), and its larger program compiles slower: on the 38 screening starts
-        of two recovery cases (identical fits) 19.7 s in turn against 39.6 s vmapped (5 maps ×
-        107 frames) and 3.5 s against 4.4 s (4 × 46 frames); cold, 22.8 s against 48.6 s.
+        `batched=None` steps together on an accelerator and in turn on a CPU. There the batch
+        costs every start the step count of the slowest (a stopped start is frozen, not
+        skipped), and its programs are compiled in addition to the single-start ones: on the
+        38 screening starts of two recovery cases (identical fits) 19.7 s in turn against
+        39.6 s vmapped (5 maps × 107 frames) and 3.5 s against 4.4 s (4 × 46 frames); cold,
+        22.8 s against 48.6 s (measured with the earlier one-program solver).
         """
         rows = np.atleast_2d(np.asarray(rows, float))
         k = problem.n_free_physics
@@ -304,27 +277,34 @@ class LocalSolver(eqx.Module):
         steps = int(self.max_steps if max_steps is None else max_steps)
         if batched is None:
             batched = jax.default_backend() != "cpu"
-        if batched or thetas.shape[0] == 1:
+        batched = batched and thetas.shape[0] > 1
+        if batched:
             parts = [(thetas, references)]
         else:
             parts = [
                 (thetas[[i]], None if references is None else references[[i]])
                 for i in range(len(thetas))
             ]
+        stepper = Stepper(self._solver(), transform)
+        evaluate = _evaluation(problem, profiled=references is not None, batched=batched)
+        on_step = _on_step if self.progress else None
         outputs = []
         for theta, reference in parts:
-            solved = _solve_starts(
-                problem,
-                transform,
-                jnp.asarray(theta),
-                jnp.asarray(_coordinate_scales(problem, transform, theta, reference)),
+            z_scale = _coordinate_scales(problem, transform, theta, reference)
+            if not batched:  # one start: no batch axis
+                theta, z_scale = theta[0], z_scale[0]
+                reference = None if reference is None else reference[0]
+            z, *rest = run_steps(
+                stepper,
+                evaluate,
+                jnp.asarray(theta / z_scale),
+                jnp.asarray(z_scale),
                 None if reference is None else jnp.asarray(reference),
-                float(self.rtol),
-                float(self.atol),
                 steps,
-                bool(self.progress),
+                on_step,
             )
-            outputs.append([np.array(a) for a in solved])
+            theta = np.asarray(z) * z_scale
+            outputs.append([np.atleast_2d(theta)] + [np.atleast_1d(a) for a in rest])
         theta, codes, n_steps, chi2 = (np.concatenate(a) for a in zip(*outputs))
         values = to_bounded(transform, jnp.asarray(theta))[0]
         if references is not None:

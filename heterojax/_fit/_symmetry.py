@@ -8,6 +8,10 @@ fraction is constant in time. The canonical labelling then calls the slower comp
 J at the middle of the window) the reference, as the experiment usually does.
 """
 
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -20,6 +24,52 @@ def fraction_is_constant(model: HeterodyneModel, t: np.ndarray) -> bool:
     """Whether the clipped sample fraction is the same at every time of the grid."""
     values = np.clip(np.asarray(model.fraction(jnp.asarray(t))), 0.0, 1.0)
     return bool(np.ptp(values) <= 1e-9)
+
+
+def _exchanged_model(model: HeterodyneModel, middle) -> HeterodyneModel:
+    share = jnp.clip(model.fraction(jnp.reshape(middle, (1,)))[0], 0.0, 1.0)
+    fraction = ExponentialFraction().with_vector(
+        jnp.stack([1.0 - share, *jnp.zeros(3, share.dtype)])
+    )
+    return HeterodyneModel(model.sample, model.reference, model.velocity, fraction, model.phi0)
+
+
+def _exchangeable(model: HeterodyneModel) -> bool:
+    return type(model.reference) is type(model.sample) and isinstance(
+        model.fraction, ExponentialFraction
+    )
+
+
+class _Summary(NamedTuple):
+    """What the symmetry tests read off a fit vector (NumPy): the physics `vector`; the clipped
+    sample `fraction` at every time; the `laws` J_ref, J_sample and v (rows) at the first,
+    middle and last time; the physics vector of the exchanged labelling (None when the laws
+    cannot be exchanged)."""
+
+    vector: np.ndarray
+    fraction: np.ndarray
+    laws: np.ndarray
+    swapped: np.ndarray | None
+
+
+@eqx.filter_jit
+def _summary_terms(problem: FitProblem, x):
+    model = problem.unpack(x)[0]
+    t = problem.t
+    n = t.shape[0]
+    times = t[np.array([0, n // 2, n - 1])]
+    laws = jnp.stack(
+        [jnp.broadcast_to(law(times), times.shape) for law in (model.reference, model.sample)]
+        + [jnp.broadcast_to(model.velocity(times), times.shape)]
+    )
+    swapped = _exchanged_model(model, t[n // 2]).to_vector() if _exchangeable(model) else None
+    fraction = jnp.clip(jnp.broadcast_to(model.fraction(t), t.shape), 0.0, 1.0)
+    return model.to_vector(), fraction, laws, swapped
+
+
+def _summary(problem: FitProblem, x) -> _Summary:
+    """`_Summary` of the fit vector x: one compiled program, however many tests read it."""
+    return _Summary(*jax.device_get(_summary_terms(problem, np.asarray(x, float))))
 
 
 def exchanged(model: HeterodyneModel, t: np.ndarray) -> HeterodyneModel | None:
@@ -40,18 +90,15 @@ def canonical(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     at x, the reference is the faster component, and every parameter the exchange moves is free).
     """
     x = np.asarray(x, float)
-    model = problem.unpack(jnp.asarray(x))[0]
-    t = np.asarray(problem.t)
-    if not fraction_is_constant(model, t):
+    summary = _summary(problem, x)
+    if np.ptp(summary.fraction) > 1e-9 or summary.swapped is None:
         return x
-    if reference_is_slower(problem, x):
-        return x
-    swapped = exchanged(model, t)
-    if swapped is None:
+    if _reference_is_slower(summary):
         return x
     names = problem.names
-    physics = dict(zip(model.parameter_names, np.asarray(model.to_vector())))
-    target = dict(zip(swapped.parameter_names, np.asarray(swapped.to_vector())))
+    parameter_names = problem.model.parameter_names
+    physics = dict(zip(parameter_names, summary.vector))
+    target = dict(zip(parameter_names, summary.swapped))
     moved = [name for name in target if not np.isclose(target[name], physics[name])]
     if any(name not in names for name in moved):
         return x
@@ -69,15 +116,10 @@ def basin_signature(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     floored at 1e-12 of its scale) and f_s at the first, middle and last time of the grid. Fits
     that differ only along an undetermined direction (e.g. f0 against f3 at a constant
     fraction) have the same signature."""
-    model = problem.unpack(jnp.asarray(canonical(problem, x)))[0]
-    t = np.asarray(problem.t)
-    times = jnp.asarray(t[[0, len(t) // 2, len(t) - 1]])
-    logs = [
-        np.log(np.maximum(np.abs(np.asarray(law(times))), 1e-12))
-        for law in (model.reference, model.sample, model.velocity)
-    ]
-    share = np.clip(np.asarray(model.fraction(times)), 0.0, 1.0)
-    return np.concatenate(logs + [share])
+    summary = _summary(problem, canonical(problem, x))
+    logs = np.log(np.maximum(np.abs(summary.laws), 1e-12)).ravel()
+    n = summary.fraction.shape[0]
+    return np.concatenate([logs, summary.fraction[[0, n // 2, n - 1]]])
 
 
 def exchanged_signature(signature: np.ndarray) -> np.ndarray:
@@ -86,12 +128,13 @@ def exchanged_signature(signature: np.ndarray) -> np.ndarray:
     return np.concatenate([sample, reference, speed, 1.0 - share])
 
 
+def _reference_is_slower(summary: _Summary) -> bool:
+    return bool(summary.laws[0, 1] <= summary.laws[1, 1])
+
+
 def reference_is_slower(problem: FitProblem, x: np.ndarray) -> bool:
     """Whether J_ref ≤ J_sample at the middle of the window (the canonical labelling)."""
-    model = problem.unpack(jnp.asarray(x))[0]
-    t = np.asarray(problem.t)
-    middle = jnp.asarray(t[len(t) // 2 : len(t) // 2 + 1])
-    return float(model.reference(middle)[0]) <= float(model.sample(middle)[0])
+    return _reference_is_slower(_summary(problem, x))
 
 
 def fraction_is_steady(problem: FitProblem, x: np.ndarray, stderr: np.ndarray) -> bool:
@@ -101,4 +144,4 @@ def fraction_is_steady(problem: FitProblem, x: np.ndarray, stderr: np.ndarray) -
         index = problem.names.index("f1")
         error = float(stderr[index])
         return not np.isfinite(error) or abs(float(x[index])) <= 3.0 * error
-    return fraction_is_constant(problem.unpack(jnp.asarray(x))[0], np.asarray(problem.t))
+    return bool(np.ptp(_summary(problem, x).fraction) <= 1e-9)

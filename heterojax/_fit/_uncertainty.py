@@ -272,9 +272,9 @@ class FrameClusteredErrors(AbstractErrors):
         shifts = unique + [unique[0]] * (overlaps - len(unique))
         weights = [1.0 / len(unique)] * len(unique) + [0.0] * (overlaps - len(unique))
         return dict(
-            block=jnp.asarray(block),
-            shifts=jnp.asarray(shifts),
-            shift_weights=jnp.asarray(weights),
+            block=np.asarray(block),
+            shifts=np.asarray(shifts),
+            shift_weights=np.asarray(weights, float),
             n_cells=block_cells(int(problem.t.shape[0]), block, unique),
         )
 

@@ -1,0 +1,138 @@
+"""Levenberg–Marquardt stepped from the host: the data pass and the solver are two programs.
+
+`optimistix.least_squares` runs a whole solve in one XLA while loop, so the pass over the data
+(the model, its Jacobian and the moments, `FitProblem.moments`) would be compiled into the
+solver's program as well as into the program every other phase of a fit uses (`moments_at`):
+two compilations of the largest computation in the package, 1–4 s each on a CPU. Here the
+loop is driven from Python through the solver's public interface (`init`, `step`,
+`terminate`: the calls `optimistix.least_squares` makes inside its loop), one step being
+
+    x_eval ──(the shared data pass, `evaluate`)──▶ (G, b, ‖r‖²) ──(`_advance`)──▶ x_eval′.
+
+The solver's residual is the compressed ρ (`_compressed`), which needs only G, b and ‖r‖² at
+the point the step evaluates (a Gauss–Newton step of optimistix evaluates its residual once, at
+the proposed point `state.y_eval`), so the data pass runs before the step and the step
+program holds only p-dimensional linear algebra. The solver's Jacobian is taken in reverse
+mode (`jac="bwd"`): the (p + 1) × p matrix [R; 0] is materialised and the solver state holds no
+traced function, so it can be carried from one call to the next. There are no host callbacks:
+every program can be kept in JAX's persistent compilation cache, progress with it.
+
+Each step costs one host synchronisation (whether to stop), small against the data pass.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Float
+
+from ._compressed import compressed_residual
+from ._transforms import BoxTransform
+
+
+_OPTIONS = {"jac": "bwd"}
+_TAGS: frozenset = frozenset()
+# (G, b, ‖r‖²) of the least-squares problem at a bounded fit vector (or at rows of them).
+Evaluate = Callable[[Array], tuple[Array, Array, Array]]
+
+
+def _residual(z, args):
+    """`compressed_residual` in the (value, aux) form the solver's methods call."""
+    return compressed_residual(z, args), None
+
+
+class Stepper(eqx.Module):
+    """A Levenberg–Marquardt solver and the map from its coordinates z to the point whose data
+    terms it needs: θ = z ⊙ z_scale (`transform`'s unconstrained coordinates) and
+    x = transform.to_bounded(θ), followed by the fixed `reference` scaling coefficients when
+    they are profiled (x is then the whole fit vector the data pass takes)."""
+
+    solver: optx.LevenbergMarquardt
+    transform: BoxTransform
+
+    def point(self, z, z_scale, reference) -> Float[Array, " p"]:
+        x = self.transform.to_bounded(z * z_scale)
+        return x if reference is None else jnp.concatenate([x, reference])
+
+    def start(self, z, z_scale, reference):
+        """The solver state at z and the first point to evaluate."""
+        p = z.shape[0]
+        struct = jax.ShapeDtypeStruct((p + 1,), z.dtype)
+        shapes = (jnp.eye(p, dtype=z.dtype), jnp.zeros(p, z.dtype), jnp.zeros((), z.dtype))
+        args = (self.transform, z_scale, *shapes)  # only their shapes are used
+        state = self.solver.init(_residual, z, args, _OPTIONS, struct, None, _TAGS)
+        return state, self.point(z, z_scale, reference)
+
+    def advance(self, z, state, terms, z_scale, reference, done):
+        """One step from (z, state), given the data terms (G, b, ‖r‖²) at the point the step
+        evaluates; a fit already `done` is returned unchanged.
+
+        **Returns:** `(z, state, x_next, stop, result, chi2)`: the solver's iterate and state,
+        the next point to evaluate, whether the solver stops (its test met, or a failure), its
+        result and the χ² of its last accepted step.
+        """
+        args = (self.transform, z_scale, *terms)
+        new_z, new_state, _ = self.solver.step(_residual, z, args, _OPTIONS, state, _TAGS)
+        stop, result = self.solver.terminate(_residual, new_z, args, _OPTIONS, new_state, _TAGS)
+        finite = jnp.all(jnp.isfinite(new_z))
+        result = optx.RESULTS.where(finite, result, optx.RESULTS.nonfinite)
+        z, state = jtu.tree_map(lambda a, b: jnp.where(done, a, b), (z, state), (new_z, new_state))
+        stop = done | stop | (result != optx.RESULTS.successful)
+        chi2 = jnp.sum(state.f_info.residual**2)
+        return z, state, self.point(state.y_eval, z_scale, reference), stop, result, chi2
+
+
+_start = eqx.filter_jit(Stepper.start)
+_advance = eqx.filter_jit(Stepper.advance)
+_start_rows = eqx.filter_jit(eqx.filter_vmap(Stepper.start, in_axes=(None, 0, 0, 0)))
+_advance_rows = eqx.filter_jit(eqx.filter_vmap(Stepper.advance, in_axes=(None, 0, 0, 0, 0, 0, 0)))
+
+
+def run_steps(
+    stepper: Stepper,
+    evaluate: Evaluate,
+    z0,
+    z_scale,
+    reference,
+    max_steps: int,
+    on_step: Callable[[int, float], Any] | None = None,
+):
+    """Levenberg–Marquardt from z0 until the solver's test is met, it fails, or `max_steps`.
+    With a leading axis on `z0`, `z_scale` and `reference` (and an `evaluate` of rows), the
+    starts step together, each frozen once it has stopped. `on_step(step, chi2)` is called
+    after every step with the lowest χ² of the last accepted steps.
+
+    **Returns:** `(z, result code, steps, chi2)` per start, as `optimistix.least_squares`
+    reports them (a fit still moving at `max_steps` has `nonlinear_max_steps_reached`).
+    """
+    batched = z0.ndim == 2
+    start, advance = (_start_rows, _advance_rows) if batched else (_start, _advance)
+    state, x = start(stepper, z0, z_scale, reference)
+    z, shape = z0, z0.shape[:-1]
+    stopped, terminated = np.zeros(shape, bool), np.zeros(shape, bool)
+    codes = np.full(shape, int(optx.RESULTS.successful._value))
+    steps, chi2 = np.zeros(shape, int), np.full(shape, np.nan)
+    for step in range(1, max_steps + 1):
+        terms = evaluate(x)
+        z, state, x, stop, result, objective = advance(
+            stepper, z, state, terms, z_scale, reference, jnp.asarray(stopped)
+        )
+        fetched = jax.device_get((stop, result._value, objective, state.terminate))
+        running = ~stopped
+        codes, chi2, terminated = (
+            np.where(running, new, old) for new, old in zip(fetched[1:], (codes, chi2, terminated))
+        )
+        steps = np.where(running, step, steps)
+        stopped = stopped | fetched[0]
+        if on_step is not None:
+            on_step(step, float(np.nanmin(chi2)))
+        if np.all(stopped):
+            break
+    moving = (codes == int(optx.RESULTS.successful._value)) & ~terminated
+    codes = np.where(moving, int(optx.RESULTS.nonlinear_max_steps_reached._value), codes)
+    return z, codes, steps, chi2
