@@ -149,3 +149,27 @@ def test_a_coefficient_no_entry_depends_on_keeps_its_reference():
     coefficients = np.asarray(profiled.coefficients)
     assert coefficients[1] == x0[k + 1] and coefficients[n_maps + 1] == x0[k + n_maps + 1]
     assert np.all(np.isfinite(np.asarray(profiled.gram)))
+
+
+def test_starts_stepped_together_equal_starts_stepped_in_turn():
+    """`_stepping.run_steps` with a batch of starts (each frozen once it stops) ends where the
+    starts run one at a time end, and reports progress from the Python step loop."""
+    problem, x0 = _problem()
+    rows = np.stack([x0, x0 * np.r_[1.2, 0.9, 1.05, 0.9, np.ones(x0.size - 4)]])
+    solver = LocalSolver(progress=True)
+    seen = []
+    from heterojax._fit import _solve
+
+    _solve._STEP_LISTENERS.append(lambda step, chi2: seen.append((step, chi2)))
+    try:
+        apart = solver(problem, rows, batched=False)
+        together = solver(problem, rows, batched=True)
+    finally:
+        _solve._STEP_LISTENERS.clear()
+    np.testing.assert_array_equal(together.codes, apart.codes)
+    np.testing.assert_array_equal(together.steps, apart.steps)
+    np.testing.assert_allclose(together.values, apart.values, rtol=1e-8)
+    np.testing.assert_allclose(together.chi2, apart.chi2, rtol=1e-8)
+    assert np.all(apart.codes == _solve.SUCCESSFUL)
+    assert len(seen) == apart.steps.sum() + together.steps.max()
+    assert all(np.isfinite(chi2) for _, chi2 in seen)
