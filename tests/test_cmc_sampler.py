@@ -1,5 +1,7 @@
 """The NUTS driver on toy Gaussians: adaptation, per-shard targets, chain methods, progress."""
 
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -115,7 +117,8 @@ def test_sequential_progress_is_reported_per_tenth_of_all_steps(capfd):
     # 4 chains × 50 steps, run side by side: a line every 20 steps of all chains together,
     # naming where each running chain is.
     assert len(lines) == 10
-    assert "chains: 20/200 steps ( 10 %)" in lines[0] and "chain 1: warmup" in lines[0]
+    # Which chain the first line names depends on the threads' order (seen both ways in CI).
+    assert "chains: 20/200 steps ( 10 %)" in lines[0] and re.search(r"chain \d: warmup", lines[0])
     assert "chains: 200/200 steps (100 %)" in lines[-1]
 
 
