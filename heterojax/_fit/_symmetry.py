@@ -20,13 +20,8 @@ from .._model._laws import ExponentialFraction
 from ._problem import FitProblem
 
 
-def fraction_is_constant(model: HeterodyneModel, t: np.ndarray) -> bool:
-    """Whether the clipped sample fraction is the same at every time of the grid."""
-    values = np.clip(np.asarray(model.fraction(jnp.asarray(t))), 0.0, 1.0)
-    return bool(np.ptp(values) <= 1e-9)
-
-
 def _exchanged_model(model: HeterodyneModel, middle) -> HeterodyneModel:
+    """Reference ↔ sample, with the fraction the constant 1 − f_s(middle) (clipped)."""
     share = jnp.clip(model.fraction(jnp.reshape(middle, (1,)))[0], 0.0, 1.0)
     fraction = ExponentialFraction().with_vector(
         jnp.stack([1.0 - share, *jnp.zeros(3, share.dtype)])
@@ -75,14 +70,9 @@ def _summary(problem: FitProblem, x) -> _Summary:
 def exchanged(model: HeterodyneModel, t: np.ndarray) -> HeterodyneModel | None:
     """The model with reference and sample exchanged and f_s → 1 − f_s (as a constant), or
     None when the laws cannot be exchanged (different transport types, a user-written fraction)."""
-    if type(model.reference) is not type(model.sample):
+    if not _exchangeable(model):
         return None
-    if not isinstance(model.fraction, ExponentialFraction):
-        return None
-    middle = np.asarray(t)[len(t) // 2]
-    share = float(np.clip(model.fraction(jnp.array([middle]))[0], 0.0, 1.0))
-    fraction = ExponentialFraction().with_vector(jnp.array([1.0 - share, 0.0, 0.0, 0.0]))
-    return HeterodyneModel(model.sample, model.reference, model.velocity, fraction, model.phi0)
+    return _exchanged_model(model, jnp.asarray(np.asarray(t)[len(t) // 2]))
 
 
 def canonical(problem: FitProblem, x: np.ndarray) -> np.ndarray:
@@ -91,7 +81,7 @@ def canonical(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x, float)
     summary = _summary(problem, x)
-    if np.ptp(summary.fraction) > 1e-9 or summary.swapped is None:
+    if not _fraction_is_constant(summary) or summary.swapped is None:
         return x
     if _reference_is_slower(summary):
         return x
@@ -128,6 +118,11 @@ def exchanged_signature(signature: np.ndarray) -> np.ndarray:
     return np.concatenate([sample, reference, speed, 1.0 - share])
 
 
+def _fraction_is_constant(summary: _Summary) -> bool:
+    """Whether the clipped sample fraction is the same at every time of the grid."""
+    return bool(np.ptp(summary.fraction) <= 1e-9)
+
+
 def _reference_is_slower(summary: _Summary) -> bool:
     return bool(summary.laws[0, 1] <= summary.laws[1, 1])
 
@@ -144,4 +139,4 @@ def fraction_is_steady(problem: FitProblem, x: np.ndarray, stderr: np.ndarray) -
         index = problem.names.index("f1")
         error = float(stderr[index])
         return not np.isfinite(error) or abs(float(x[index])) <= 3.0 * error
-    return bool(np.ptp(_summary(problem, x).fraction) <= 1e-9)
+    return _fraction_is_constant(_summary(problem, x))
