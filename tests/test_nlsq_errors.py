@@ -13,6 +13,7 @@ from heterojax._fit._problem import estimate_noise
 from heterojax._fit._uncertainty import (
     FormalErrors,
     FrameClusteredErrors,
+    clustered_terms_at,
     correlation_frames,
     frame_autocorrelation,
     resolve_errors,
@@ -108,6 +109,37 @@ def test_one_compiled_program_serves_every_block_length_of_a_bucket():
     for g in grids:
         meat, absorbed = terms(g["block"], g["shifts"], g["shift_weights"], g["n_cells"])
     assert terms._cache_size() == 1
+    expected_meat, expected_absorbed = problem.frame_clustered_terms(x, 3, (0, 1, 2), inverse)
+    scale = np.abs(np.asarray(expected_meat)).max()
+    np.testing.assert_allclose(meat, expected_meat, rtol=1e-10, atol=1e-12 * scale)
+    np.testing.assert_allclose(absorbed, expected_absorbed, rtol=1e-10, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("scaling", ["individual", "constant"])
+def test_the_map_by_map_clustered_terms_equal_the_one_pass_terms(scaling):
+    """The fit takes the clustered terms map by map from the maps' vectors (the Jacobian pass
+    its steps compiled, `clustered_terms_at`); they equal the scan of `frame_clustered_terms`
+    (meat and absorbed part, a repeated grid weighted 0)."""
+    t = 0.05 * np.arange(1, 25)
+    data = hj.simulate(
+        TRUTH, t, q=0.01, phi=[0.0, 60.0, 120.0], contrast=0.2, noise=0.01, key=jr.key(7)
+    )
+    problem, x0, _, _ = _build(
+        TRUTH,
+        data,
+        fixed=FIXED,
+        bounds=None,
+        scaling=scaling,
+        fourier_order=None,
+        contrast=None,
+        offset=None,
+        sigma=None,
+        roi=None,
+    )
+    x = jnp.asarray(x0) * 1.01
+    inverse = jnp.asarray(np.linalg.pinv(np.asarray(problem.normal_equations(x)[0])))
+    grids = FrameClusteredErrors(block=3).block_grids(problem, x)
+    meat, absorbed = clustered_terms_at(problem, x, grids, inverse)
     expected_meat, expected_absorbed = problem.frame_clustered_terms(x, 3, (0, 1, 2), inverse)
     scale = np.abs(np.asarray(expected_meat)).max()
     np.testing.assert_allclose(meat, expected_meat, rtol=1e-10, atol=1e-12 * scale)

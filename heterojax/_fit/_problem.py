@@ -211,6 +211,12 @@ def _map_scaling(g, data, weight, contrast, offset):
     )
 
 
+def second_moment(vectors: Float[Array, "u t t"]) -> Float[Array, "u u"]:
+    """M = Σ_entries u uᵀ of one map's vectors (`FitProblem.moments`)."""
+    flat = vectors.reshape(vectors.shape[0], -1)
+    return flat @ flat.T
+
+
 class FitProblem(eqx.Module):
     """A model template, data and the choice of free parameters, bounds and scaling.
 
@@ -332,6 +338,10 @@ class FitProblem(eqx.Module):
             self.bins,
         )
 
+    def map_inputs_at(self, index):
+        """The inputs of map `index` alone (`_map_inputs` sliced; `index` may be traced)."""
+        return jax.tree_util.tree_map(lambda leaf: leaf[index], self._map_inputs())
+
     def _normalised_jacobian(self, physics: Float[Array, " k"], inputs):
         """One map's g = num/f² (contrast 1, offset 0) and ∂g/∂(free physics), shape (k, t, t)."""
         q, phi, bins = inputs[0], inputs[1], inputs[-1]
@@ -425,22 +435,49 @@ class FitProblem(eqx.Module):
         if shift_weights is None:
             shift_weights = jnp.full(shifts.shape, 1.0 / shifts.shape[0], x.dtype)
         ids = jax.vmap(lambda shift: block_ids(n, block, shift))(shifts)
+        physics = self.split(x)[0]
+        _, contrast, offset = self.unpack(x)
 
         def one_map(carry, inputs):
-            meat, bias = carry
-            columns, residual, _, _, expand = self._map_jacobian(x, inputs)
-            local = clustered_sum(columns * residual[None], ids, shift_weights, n_cells)
-            meat = meat + expand.T @ local @ expand
-            if inverse is not None:
-                local_inverse = expand @ inverse @ expand.T
-                leverage = block_leverage(columns, local_inverse, ids, shift_weights, n_cells)
-                bias = bias + expand.T @ leverage @ expand
-            return (meat, bias), None
+            map_inputs, contrast_a, offset_a = inputs
+            vectors = self.map_vectors(physics, map_inputs, contrast_a, offset_a, False)[0]
+            terms = self.map_clustered_terms(
+                x, map_inputs, vectors, ids, shift_weights, n_cells, inverse
+            )
+            return jax.tree_util.tree_map(jnp.add, carry, terms), None
 
         p = x.shape[0]
         zeros = jnp.zeros((p, p), x.dtype)
-        (meat, bias), _ = jax.lax.scan(one_map, (zeros, zeros), self._map_inputs())
+        inputs = (self._map_inputs(), contrast, offset)
+        (meat, bias), _ = jax.lax.scan(one_map, (zeros, zeros), inputs)
         return meat, bias
+
+    def map_clustered_terms(
+        self,
+        x: Float[Array, " p"],
+        inputs,
+        vectors: Float[Array, "u t t"],
+        ids: Int[Array, "grid t"],
+        shift_weights: Float[Array, " grid"],
+        n_cells: int,
+        inverse: Float[Array, "p p"] | None = None,
+    ) -> tuple[Float[Array, "p p"], Float[Array, "p p"]]:
+        """One map's share (M_a, B_a) of `frame_clustered_terms`, from its weighted vectors
+        U = w ⊙ [∂g; g; 1; y] at x's own contrast and offset (`map_vectors`, not centred):
+        the weighted Jacobian columns are [contrast_a U_∂g; U_g; U_1] and the residual −U_y."""
+        k = self.n_free_physics
+        contrast_row, offset_row, contrast0 = inputs[4], inputs[5], inputs[6]
+        contrast_a = contrast0 + contrast_row @ self.split(x)[1]
+        columns = jnp.concatenate([contrast_a * vectors[:k], vectors[k : k + 2]])
+        expand = jax.scipy.linalg.block_diag(
+            jnp.eye(k, dtype=x.dtype), contrast_row[None, :], offset_row[None, :]
+        )
+        local = clustered_sum(columns * -vectors[k + 2][None], ids, shift_weights, n_cells)
+        meat = expand.T @ local @ expand
+        if inverse is None:
+            return meat, jnp.zeros_like(meat)
+        leverage = block_leverage(columns, expand @ inverse @ expand.T, ids, shift_weights, n_cells)
+        return meat, expand.T @ leverage @ expand
 
     def moments(self, x: Float[Array, " p"], centred: bool | Array = False) -> "Moments":
         """The weighted second moments of every map, in one pass over the maps.
@@ -465,20 +502,29 @@ class FitProblem(eqx.Module):
         _, contrast, offset = self.unpack(x)
 
         def one_map(_, inputs):
-            map_inputs, contrast_a, offset_a = inputs
-            jacobian, g = self._normalised_jacobian(physics, map_inputs)
-            data, weight = map_inputs[2], map_inputs[3]
-            best_contrast, best_offset = _map_scaling(g, data, weight, contrast_a, offset_a)
-            contrast_a = jnp.where(centred, best_contrast, contrast_a)
-            offset_a = jnp.where(centred, best_offset, offset_a)
-            residual = data - (offset_a + contrast_a * g)
-            u = jnp.concatenate([jacobian, g[None], jnp.ones_like(g)[None], residual[None]])
-            flat = (weight[None] * u).reshape(u.shape[0], -1)
-            return None, (flat @ flat.T, g, contrast_a, offset_a)
+            vectors, g, contrast_a, offset_a = self.map_vectors(physics, *inputs, centred)
+            return None, (second_moment(vectors), g, contrast_a, offset_a)
 
         inputs = (self._map_inputs(), contrast, offset)
         _, (second, g, contrast, offset) = jax.lax.scan(one_map, None, inputs)
         return Moments(second, g, contrast, offset)
+
+    def map_vectors(
+        self, physics: Float[Array, " k"], inputs, contrast_a, offset_a, centred: bool | Array
+    ):
+        """One map's weighted vectors U = w ⊙ [∂g; g; 1; y] ((k + 3, t, t); `moments`), the
+        pass of the model and its Jacobian that every least-squares quantity is built from.
+
+        **Returns:** `(U, g, contrast, offset)`, the last two those y was measured at.
+        """
+        jacobian, g = self._normalised_jacobian(physics, inputs)
+        data, weight = inputs[2], inputs[3]
+        best_contrast, best_offset = _map_scaling(g, data, weight, contrast_a, offset_a)
+        contrast_a = jnp.where(centred, best_contrast, contrast_a)
+        offset_a = jnp.where(centred, best_offset, offset_a)
+        residual = data - (offset_a + contrast_a * g)
+        u = jnp.concatenate([jacobian, g[None], jnp.ones_like(g)[None], residual[None]])
+        return weight[None] * u, g, contrast_a, offset_a
 
     def evaluate(self, x: Float[Array, " p"]) -> "Evaluation":
         """Everything a fit needs at x, from one pass over the maps (`moments`).
@@ -522,8 +568,8 @@ class Evaluation(NamedTuple):
 
 class Moments(NamedTuple):
     """What `FitProblem.moments` returns: `second` (phi, k + 3, k + 3), the moments M_a of
-    u = [∂g; g; 1; y]; `g` (phi, t, t); the `contrast` and `offset` per map at which y was
-    measured."""
+    u = [∂g; g; 1; y]; `g` (phi, t, t), or a tuple of the maps' (t, t); the `contrast` and
+    `offset` per map at which y was measured."""
 
     second: Any
     g: Any
@@ -576,7 +622,7 @@ class Moments(NamedTuple):
         gradient = jnp.einsum("aip,aij,aj->p", lifts, second, residual_rows)
         ssr = jnp.einsum("ai,aij,aj->", residual_rows, second, residual_rows)
         _, contrast, offset = problem.unpack(x)
-        maps = offset[:, None, None] + contrast[:, None, None] * self.g
+        maps = offset[:, None, None] + contrast[:, None, None] * jnp.asarray(self.g)
         return Evaluation(gram, gradient, ssr, self.scaling_sums(problem), maps)
 
     def scaling_sums(self, problem: "FitProblem") -> Float[Array, "phi 5"]:
@@ -591,12 +637,47 @@ class Moments(NamedTuple):
         return jnp.stack([gg, g1, ones, gy, y1], axis=1)
 
 
-# One traced and compiled pass over the data for every caller: `evaluate_at` and the profiled
-# fits (`_profile.profile`) take their moments from it (`centred` is an array, so both use the
-# same program), and inside the solver's program a call to it is traced once and reused (its
-# jaxpr is cached on the argument types), so the model's Jacobian is not traced again for the
-# primal and the JVP of the solver's residual.
-moments_at = eqx.filter_jit(FitProblem.moments)
+@eqx.filter_jit
+def _vectors_at(problem: FitProblem, x, index, centred):
+    """`FitProblem.map_vectors` of map `index` (traced: one program serves every map)."""
+    _, contrast, offset = problem.unpack(x)
+    physics, inputs = problem.split(x)[0], problem.map_inputs_at(index)
+    return problem.map_vectors(physics, inputs, contrast[index], offset[index], centred)
+
+
+_second_moment_at = jax.jit(second_moment)
+_stacked = jax.jit(lambda *rows: tuple(jnp.stack(row) for row in rows))
+
+
+def vectors_at(problem: FitProblem, x: Float[ArrayLike, " p"], centred: ArrayLike = False):
+    """`FitProblem.map_vectors` of every map at x, compiled, one map at a time (a generator).
+
+    The model's Jacobian is the largest computation of the package and the slowest to
+    compile (1–4 s on a CPU). It is compiled here once, for one map, and every pass over the
+    data of a fit takes it from this program: the Levenberg–Marquardt steps and every other
+    evaluation (`moments_at`) and the frame-clustered errors (`_uncertainty`). Memory is one
+    map's vectors at a time. Call it with concrete arrays only (inside a trace, use the
+    methods of `FitProblem`, which scan over the maps).
+    """
+    x, centred = jnp.asarray(x), jnp.asarray(centred)
+    for index in range(problem.data.shape[0]):
+        yield _vectors_at(problem, x, np.asarray(index), centred)
+
+
+def moments_at(problem: FitProblem, x: Float[ArrayLike, " p"], centred: ArrayLike = False):
+    """`FitProblem.moments`, compiled (`vectors_at`, then M_a = U_a U_aᵀ map by map).
+    `Moments.g` is the tuple of the maps' g (stacked only where maps are asked for)."""
+    seconds, gs, contrasts, offsets = [], [], [], []
+    for vectors, g, contrast, offset in vectors_at(problem, x, centred):
+        seconds.append(_second_moment_at(vectors))
+        jax.block_until_ready(seconds[-2:-1])  # two maps' vectors in memory at most
+        gs.append(g)
+        contrasts.append(contrast)
+        offsets.append(offset)
+    second, contrast, offset = _stacked(seconds, contrasts, offsets)
+    return Moments(second, tuple(gs), contrast, offset)
+
+
 _evaluation_of = eqx.filter_jit(Moments.evaluation)
 
 

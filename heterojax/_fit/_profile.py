@@ -123,11 +123,11 @@ def profile_at(
 
 def profile_of(problem: FitProblem, x: Float[ArrayLike, " p"]) -> Profile:
     """`profile_at` at x = [physics; reference] (the whole fit vector)."""
-    return _profiled(problem, moments_at(problem, x, jnp.asarray(True)), x)
+    return profiled_terms(problem, moments_at(problem, x, jnp.asarray(True)), x)
 
 
 @eqx.filter_jit
-def _profiled(problem: FitProblem, moments: Moments, x) -> Profile:
+def profiled_terms(problem: FitProblem, moments: Moments, x) -> Profile:
     k = problem.n_free_physics
     physics, reference = x[:k], x[k:]
     if x.shape[0] == k:  # no free scaling coefficient: nothing to profile

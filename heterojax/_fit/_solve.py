@@ -14,7 +14,7 @@ import optimistix as optx
 
 from ._compressed import coordinate_scale
 from ._problem import FitProblem, best_scaling, evaluate_at
-from ._profile import full_vectors, physics_transform, profile_of
+from ._profile import full_vectors, physics_transform, profile_of, profiled_terms
 from ._stepping import Evaluate, Stepper, run_steps
 from ._transforms import BoxTransform
 
@@ -183,25 +183,29 @@ class Solved(NamedTuple):
 def _evaluation(problem: FitProblem, *, profiled: bool, batched: bool) -> Evaluate:
     """The data pass of the solver's steps: (G, b, ‖r‖²) at a bounded fit vector (rows of
     them when `batched`), of the profiled problem (`_profile`) or of the whole fit vector."""
-    terms = _profiled_terms if profiled else _joint_terms
     if batched:
-        return lambda xs: _terms_of_rows(terms, problem, xs)
-    return lambda x: terms(problem, x)
+        return lambda xs: _terms_of_rows(problem, xs, profiled)
+    if profiled:
+        return lambda x: _terms(profile_of(problem, x))
+    return lambda x: _terms(evaluate_at(problem, x))
 
 
-def _profiled_terms(problem: FitProblem, x):
-    profile = profile_of(problem, x)
-    return profile.gram, profile.gradient, profile.ssr
-
-
-def _joint_terms(problem: FitProblem, x):
-    evaluation = evaluate_at(problem, x)
+def _terms(evaluation) -> tuple:
+    """(G, b, ‖r‖²) of a `Profile` or an `Evaluation`."""
     return evaluation.gram, evaluation.gradient, evaluation.ssr
 
 
 @eqx.filter_jit
-def _terms_of_rows(terms, problem: FitProblem, xs):
-    return jax.vmap(lambda x: terms(problem, x))(xs)
+def _terms_of_rows(problem: FitProblem, xs, profiled: bool):
+    """The data pass at rows of fit vectors in one program (the maps scanned inside it)."""
+
+    def terms(x):
+        moments = problem.moments(x, profiled)
+        if profiled:
+            return _terms(profiled_terms(problem, moments, x))
+        return _terms(moments.evaluation(problem, x))
+
+    return jax.vmap(terms)(xs)
 
 
 class LocalSolver(eqx.Module):

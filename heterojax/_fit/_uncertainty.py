@@ -12,7 +12,7 @@ import lineax as lx
 import numpy as np
 
 from ._compressed import NULL_EIGENVALUE_FRACTION
-from ._problem import FitProblem, block_cells, block_ids, clustered_sum
+from ._problem import FitProblem, block_cells, block_ids, clustered_sum, vectors_at
 
 
 @eqx.filter_jit
@@ -129,7 +129,33 @@ class FormalErrors(AbstractErrors):
         return variance_scale * pseudo_inverse
 
 
-_clustered_terms = eqx.filter_jit(FitProblem.frame_clustered_terms)
+@eqx.filter_jit
+def _map_clustered_terms(problem: FitProblem, x, index, vectors, grids: dict, inverse):
+    """`FitProblem.map_clustered_terms` of map `index` from its vectors (`vectors_at`)."""
+    n, block = problem.t.shape[0], grids["block"]
+    ids = jax.vmap(lambda shift: block_ids(n, block, shift))(grids["shifts"])
+    return problem.map_clustered_terms(
+        x,
+        problem.map_inputs_at(index),
+        vectors,
+        ids,
+        grids["shift_weights"],
+        grids["n_cells"],
+        inverse,
+    )
+
+
+def clustered_terms_at(problem: FitProblem, x, grids: dict, inverse=None):
+    """`FitProblem.frame_clustered_terms` (M, B), compiled map by map from the maps' vectors
+    (`vectors_at`: the model's Jacobian in the program the fit's steps use, not compiled
+    again here). `grids` are those of `FrameClusteredErrors.block_grids`."""
+    x = jnp.asarray(x)
+    terms = []
+    for index, (vectors, *_) in enumerate(vectors_at(problem, x)):
+        terms.append(_map_clustered_terms(problem, x, np.asarray(index), vectors, grids, inverse))
+        jax.block_until_ready(terms[-2:-1])  # two maps' vectors in memory at most
+    meat, absorbed = (np.sum(part, axis=0) for part in zip(*jax.device_get(terms)))
+    return meat, absorbed
 
 
 @functools.partial(jax.jit, static_argnames="n_cells")
@@ -281,7 +307,7 @@ class FrameClusteredErrors(AbstractErrors):
     def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
         grids = self.block_grids(problem, x, residual_maps)
         inverse = jnp.asarray(pseudo_inverse) if self.leverage_correction else None
-        meat, absorbed = _clustered_terms(problem, jnp.asarray(x), inverse=inverse, **grids)
+        meat, absorbed = clustered_terms_at(problem, x, grids, inverse)
         meat = _nonnegative(np.asarray(meat))
         if not self.leverage_correction:
             return pseudo_inverse @ meat @ pseudo_inverse
