@@ -153,7 +153,7 @@ def clustered_terms_at(problem: FitProblem, x, grids: dict, inverse=None):
     terms = []
     for index, (vectors, *_) in enumerate(vectors_at(problem, x)):
         terms.append(_map_clustered_terms(problem, x, np.asarray(index), vectors, grids, inverse))
-        jax.block_until_ready(terms[-2:-1])  # two maps' vectors in memory at most
+        jax.block_until_ready(terms[-2:-1])  # the vectors of two maps in memory at most
     meat, absorbed = (np.sum(part, axis=0) for part in zip(*jax.device_get(terms)))
     return meat, absorbed
 
