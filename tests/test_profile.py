@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import heterojax as hj
+from heterojax._fit import _problem as problem_module
 from heterojax._fit._nlsq import _build
 from heterojax._fit._problem import evaluate_at
 from heterojax._fit._profile import box_least_squares, profile_at
@@ -61,12 +62,18 @@ def _direct_evaluation(problem, x):
     return gram, gradient, ssr, np.stack(maps)
 
 
+@pytest.mark.parametrize("by_map", [False, True])
 @pytest.mark.parametrize(
     "scaling, fixed_scaling",
     [("individual", ()), ("constant", ()), ("fourier", ()), ("individual", ("contrast",))],
 )
-def test_the_moments_give_the_normal_equations_of_the_direct_jacobian(scaling, fixed_scaling):
+def test_the_moments_give_the_normal_equations_of_the_direct_jacobian(
+    scaling, fixed_scaling, by_map, monkeypatch
+):
+    """Both compiled passes (one scan over the maps; map by map, as for long maps)."""
+    monkeypatch.setattr(problem_module, "_PER_MAP_FRAMES", 1 if by_map else 10**9)
     problem, x0 = _problem(scaling, fixed_scaling)
+    assert problem_module.passes_by_map(problem) == by_map
     x = x0 * 1.01
     evaluation = evaluate_at(problem, jnp.asarray(x))
     gram, gradient, ssr, maps = _direct_evaluation(problem, x)

@@ -12,7 +12,14 @@ import lineax as lx
 import numpy as np
 
 from ._compressed import NULL_EIGENVALUE_FRACTION
-from ._problem import FitProblem, block_cells, block_ids, clustered_sum, vectors_at
+from ._problem import (
+    FitProblem,
+    block_cells,
+    block_ids,
+    clustered_sum,
+    passes_by_map,
+    vectors_at,
+)
 
 
 @eqx.filter_jit
@@ -145,11 +152,18 @@ def _map_clustered_terms(problem: FitProblem, x, index, vectors, grids: dict, in
     )
 
 
+_clustered_scanned = eqx.filter_jit(FitProblem.frame_clustered_terms)
+
+
 def clustered_terms_at(problem: FitProblem, x, grids: dict, inverse=None):
-    """`FitProblem.frame_clustered_terms` (M, B), compiled map by map from the maps' vectors
+    """`FitProblem.frame_clustered_terms` (M, B), compiled: map by map from the maps' vectors
     (`vectors_at`: the model's Jacobian in the program the fit's steps use, not compiled
-    again here). `grids` are those of `FrameClusteredErrors.block_grids`."""
+    again here), or in one scan for short maps (`passes_by_map`). `grids` are those of
+    `FrameClusteredErrors.block_grids`."""
     x = jnp.asarray(x)
+    if not passes_by_map(problem):
+        terms = _clustered_scanned(problem, x, inverse=inverse, **grids)
+        return tuple(np.asarray(term) for term in terms)
     terms = []
     for index, (vectors, *_) in enumerate(vectors_at(problem, x)):
         terms.append(_map_clustered_terms(problem, x, np.asarray(index), vectors, grids, inverse))
