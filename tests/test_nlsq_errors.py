@@ -25,14 +25,14 @@ FREE = {"D0_ref", "D0_sample", "v0", "f0"}
 FIXED = [name for name in TRUTH.parameter_names if name not in FREE]
 
 
-def _individual_problem(data):
-    """The fit problem of TRUTH with FIXED held and individual scaling, and its start x."""
+def _fit_problem(data, scaling="individual"):
+    """The fit problem of TRUTH with FIXED held (individual scaling by default), its start x."""
     problem, x0, _, _ = _build(
         TRUTH,
         data,
         fixed=FIXED,
         bounds=None,
-        scaling="individual",
+        scaling=scaling,
         fourier_order=None,
         contrast=None,
         offset=None,
@@ -71,7 +71,7 @@ def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal, blo
         sigma=simulated.sigma,
         diagonal=diagonal,
     )
-    problem, x = _individual_problem(data)
+    problem, x = _fit_problem(data)
     residual = np.asarray(problem.residual_maps(x))  # (maps, t, t)
     jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
     scores = jacobian * residual[..., None]
@@ -96,7 +96,7 @@ def test_one_compiled_program_serves_every_block_length_of_a_bucket():
     concrete call (meat and absorbed part; block 3 repeats a shift grid, weight 0)."""
     t = 0.05 * np.arange(1, 25)
     data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(6))
-    problem, x = _individual_problem(data)
+    problem, x = _fit_problem(data)
     inverse = jnp.asarray(np.linalg.pinv(np.asarray(problem.normal_equations(x)[0])))
     terms = jax.jit(
         lambda block, shifts, weights, n_cells: problem.frame_clustered_terms(
@@ -125,19 +125,8 @@ def test_the_map_by_map_clustered_terms_equal_the_one_pass_terms(scaling, monkey
     data = hj.simulate(
         TRUTH, t, q=0.01, phi=[0.0, 60.0, 120.0], contrast=0.2, noise=0.01, key=jr.key(7)
     )
-    problem, x0, _, _ = _build(
-        TRUTH,
-        data,
-        fixed=FIXED,
-        bounds=None,
-        scaling=scaling,
-        fourier_order=None,
-        contrast=None,
-        offset=None,
-        sigma=None,
-        roi=None,
-    )
-    x = jnp.asarray(x0) * 1.01
+    problem, x0 = _fit_problem(data, scaling)
+    x = x0 * 1.01
     inverse = jnp.asarray(np.linalg.pinv(np.asarray(problem.normal_equations(x)[0])))
     grids = FrameClusteredErrors(block=3).block_grids(problem, x)
     meat, absorbed = clustered_terms_at(problem, x, grids, inverse)
@@ -256,7 +245,7 @@ def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift
     J_e (I − H)_{ee'} J_e'ᵀ; `frame_clustered_terms` gives it as JᵀJ − B."""
     t = 0.05 * np.arange(1, 9)
     data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(4))
-    problem, x = _individual_problem(data)
+    problem, x = _fit_problem(data)
     jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
     used = np.argwhere(np.asarray(problem.weights) != 0)
     rows = np.array([jacobian[a, i, j] for a, i, j in used])

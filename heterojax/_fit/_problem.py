@@ -42,10 +42,10 @@ def block_cells(n_frames: int, block: int, shifts) -> int:
     return 1 << max(needed - 1, 0).bit_length()
 
 
-def block_ids(n: int, block, shift) -> Int[Array, " t"]:
-    """The block ⌊(i + shift)/block⌋ of every frame i of one grid (`block`, `shift` may be
-    traced)."""
-    return (jnp.arange(n) + shift) // block
+def block_ids(n: int, block, shifts) -> Int[Array, "grid t"]:
+    """The block ⌊(i + shift)/block⌋ of every frame i, one row per grid of `shifts` (`block`
+    and `shifts` may be traced)."""
+    return (jnp.arange(n)[None, :] + jnp.atleast_1d(shifts)[:, None]) // block
 
 
 def _cells(x: Float[Array, "*batch t t"], ids: Int[Array, " t"], n_cells: int):
@@ -434,7 +434,7 @@ class FitProblem(eqx.Module):
         shifts = jnp.atleast_1d(jnp.asarray(shifts))
         if shift_weights is None:
             shift_weights = jnp.full(shifts.shape, 1.0 / shifts.shape[0], x.dtype)
-        ids = jax.vmap(lambda shift: block_ids(n, block, shift))(shifts)
+        ids = block_ids(n, block, shifts)
         physics = self.split(x)[0]
         _, contrast, offset = self.unpack(x)
 

@@ -139,8 +139,7 @@ class FormalErrors(AbstractErrors):
 @eqx.filter_jit
 def _map_clustered_terms(problem: FitProblem, x, index, vectors, grids: dict, inverse):
     """`FitProblem.map_clustered_terms` of map `index` from its vectors (`vectors_at`)."""
-    n, block = problem.t.shape[0], grids["block"]
-    ids = jax.vmap(lambda shift: block_ids(n, block, shift))(grids["shifts"])
+    ids = block_ids(problem.t.shape[0], grids["block"], grids["shifts"])
     return problem.map_clustered_terms(
         x,
         problem.map_inputs_at(index),
@@ -176,7 +175,7 @@ def clustered_terms_at(problem: FitProblem, x, grids: dict, inverse=None):
 def _clustered_products(products, block, shifts, shift_weights, n_cells: int):
     """Σ over maps of the clustered sum of products (one score column a map, `clustered_sum`)."""
     n = products.shape[-1]
-    ids = jax.vmap(lambda shift: block_ids(n, block, shift))(shifts)
+    ids = block_ids(n, block, shifts)
     per_map = jax.vmap(lambda product: clustered_sum(product, ids, shift_weights, n_cells))
     return jnp.sum(per_map(products[:, None]))
 
