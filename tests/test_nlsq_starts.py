@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import heterojax as hj
+from heterojax._fit._estimate import cut_changes
 from heterojax._fit._nlsq import _build
 from heterojax._fit._quality import build_quality_report
 from heterojax._fit._solve import LocalSolver
-from heterojax._fit._strategies import SearchOutcome, resolve_starts
+from heterojax._fit._strategies import SearchOutcome, _screening_stride, resolve_starts
 from heterojax._fit._symmetry import canonical, exchanged
 
 
@@ -444,3 +445,34 @@ def test_a_subset_of_maps_keeps_the_fit_vector_and_splits_chi2():
     np.testing.assert_allclose(
         evaluate_at(part, x).maps, np.asarray(evaluate_at(problem, x).maps)[[0, 3]], rtol=1e-12
     )
+
+
+def test_cut_changes_read_the_decay_of_the_data():
+    """For c2 = 1 + 0.3 e^{−γ|t1 − t2|} the normalised cut is h(τ) = e^{−γ(τ − 2)} (contrast
+    read at lag 2, the median of lags 1–3; the plateau ~0), so the largest change over k
+    frames, at τ = 1, is e^{γ}(1 − e^{−γk})."""
+    n, gamma = 200, 0.05
+    lag = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
+    c2 = (1.0 + 0.3 * np.exp(-gamma * lag))[None]
+    mask = (lag > 0)[None]
+    changes = cut_changes(c2, mask, 4)
+    k = np.arange(1, 5)
+    np.testing.assert_allclose(changes, np.exp(gamma) * (1 - np.exp(-gamma * k)), rtol=2e-3)
+
+
+def test_the_screening_stride_follows_the_data():
+    """Slow data are screened on every k-th frame (k = frames / 64, here 4); fringes of a
+    radian a frame keep every frame. A static reference beside a slowly decaying sample — whose
+    one-time cuts the estimate also reads with a component gone within a frame — is
+    subsampled too: the stride reads the data, not the estimate."""
+    dt, frames, q = 0.5, 256, 0.01
+    slow = hj.HeterodyneModel.from_dict(
+        {"D0_ref": 0.0, "D0_sample": 0.02 / (q * q * dt), "v0": 0.01 / (q * dt), "f0": 0.45}
+    )
+    fast = slow.replace(v0=1.0 / (q * dt))
+    strides = {}
+    for name, truth in (("slow", slow), ("fast", fast)):
+        data = _data(truth, frames=frames, dt=dt, phi=(0.0,), noise=0.01)
+        problem, _ = _problem(truth, data)
+        strides[name] = _screening_stride(problem, 64)
+    assert strides == {"slow": 4, "fast": 1}

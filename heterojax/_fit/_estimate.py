@@ -108,7 +108,7 @@ def speed_and_angle(omega: np.ndarray, q: np.ndarray, phi: np.ndarray) -> tuple[
     return float(speed[best]), float(grid[best])
 
 
-def _lag_cut(maps: np.ndarray, mask: np.ndarray, rows: range, lags: np.ndarray) -> np.ndarray:
+def lag_cut(maps: np.ndarray, mask: np.ndarray, rows: range, lags: np.ndarray) -> np.ndarray:
     """Mean over rows i (with i + k inside the map and used) of c2[i, i + k], per map and lag."""
     n = maps.shape[-1]
     i = np.asarray(rows)[:, None]
@@ -204,11 +204,38 @@ def _grid_search(cut, tau, q, phi, speed, phi0):
     return pairs_r[best] / q2, pairs_s[best] / q2, float(pairs_x[best]), speed, phi0
 
 
-def _age_windows(n_times: int) -> list[range]:
+def age_windows(n_times: int) -> list[range]:
     """Three consecutive row windows (one when there are too few frames)."""
     count = 3 if n_times >= 3 * _MIN_FRAMES_PER_AGE else 1
     edges = np.linspace(0, n_times, count + 1).astype(int)
     return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def cut_changes(c2: np.ndarray, mask: np.ndarray, largest: int) -> np.ndarray:
+    """How much the data change over k frames, for k = 1 … `largest`: the largest
+    |h(τ + k) − h(τ)| over maps, age windows (`age_windows`) and lags τ ≥ 1 of the normalised
+    one-time cuts h = (cut − offset) / contrast (`lag_cut`; contrast and offset per map from
+    `estimate_contrast_offset`). Lags are those that at least half of a window's rows reach.
+
+    It reads the data, not a model: fringes, decays and fraction changes count alike, and a
+    component that has decayed within one frame changes nothing at lags ≥ 1. Noise enlarges it.
+
+    **Returns:** the changes, shape `(largest,)`, in units of each map's contrast.
+    """
+    n = c2.shape[-1]
+    contrast, offset = estimate_contrast_offset(c2, mask)
+    normalised = (c2 - offset[:, None, None]) / contrast[:, None, None]
+    changes = np.zeros(largest)
+    for rows in age_windows(n):
+        reach = n - rows.start - len(rows) // 2
+        if reach < 2:
+            continue
+        cut = lag_cut(normalised, mask, rows, np.arange(1, reach))
+        for k in range(1, min(largest, cut.shape[-1] - 1) + 1):
+            step = np.abs(cut[:, k:] - cut[:, :-k])
+            if np.any(np.isfinite(step)):
+                changes[k - 1] = max(changes[k - 1], float(np.nanmax(step)))
+    return changes
 
 
 def read_cuts(data: XPCSData) -> DataEstimate:
@@ -221,7 +248,7 @@ def read_cuts(data: XPCSData) -> DataEstimate:
     normalised = (c2 - offset[:, None, None]) / contrast[:, None, None]
     omega_all = fringe_frequencies(c2, dt)
     speed_all, phi0 = speed_and_angle(omega_all, q, phi)
-    windows = _age_windows(t.shape[0])
+    windows = age_windows(t.shape[0])
     ages, reference, sample, share, speeds, angles = [], [], [], [], [], []
     for rows in windows:
         span = t.shape[0] - rows.start - 1
@@ -229,7 +256,7 @@ def read_cuts(data: XPCSData) -> DataEstimate:
             continue
         lags = np.unique(np.geomspace(1, span, _LAGS).astype(int))
         tau = t[np.minimum(rows.start + lags, t.shape[0] - 1)] - t[rows.start]
-        cut = _lag_cut(normalised, mask, rows, lags)
+        cut = lag_cut(normalised, mask, rows, lags)
         j_r, j_s, x, speed, window_phi0 = _grid_search(cut, tau, q, phi, speed_all, phi0)
         ratio = math.sqrt(x / (1 - x))
         ages.append(float(np.mean(t[rows.start : rows.stop])))

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._data._xpcs_data import XPCSData
 from .._model._heterodyne import HeterodyneModel
-from ._estimate import estimate_starts, estimate_velocity, velocity_branches
+from ._estimate import cut_changes, estimate_starts, estimate_velocity, velocity_branches
 from ._problem import FitProblem, evaluate_at
 from ._solve import LocalSolver, Solved
 from ._starts import pulled_inside, start_design
@@ -142,10 +142,10 @@ class MultiStart(AbstractStarts):
         return SearchOutcome(final, screened)
 
 
-# Coarse screening keeps the per-frame change of every fitted feature below this (radians of
-# fringe phase, or units of q²J·Δt of decay), judged from the data-driven estimate with a
-# factor-of-two margin.
-_COARSE_RESOLUTION = 1.0
+# Coarse screening keeps the change of the data between neighbouring sub-grid frames (their
+# one-time cuts, `_estimate.cut_changes`) within this fraction of each map's contrast: a decay of
+# one e-fold, or about half a radian of fringe phase at full amplitude, per sub-grid step.
+_COARSE_CHANGE = 0.5
 # A screened basin is polished on the full data when its coarse χ² is within this many
 # √(2·points) of the best (plus a constant for small problems): basins that close could still
 # win once every frame counts.
@@ -162,7 +162,8 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     """Starts one move away from the fit x along the model's near-degeneracies: its other flow
     branches (with a velocity offset, `_estimate.velocity_branches` of |v| at three ages), its
     fraction growing to saturation, decaying from 1 or held steady (`_fraction_shapes`,
-    `_steady`), and its transport exponents moved apart both ways (the α trade-off)."""
+    `_steady`), and its free transport exponents moved apart both ways (the α trade-off,
+    `_exponent_trades`)."""
     model = problem.unpack(jnp.asarray(x))[0]
     t = np.asarray(problem.t)
     t_mid = float(t[len(t) // 2])
@@ -177,9 +178,7 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
             models.append(model.replace(v0=v0, beta=beta))
     if "f1" in names:
         models += _fraction_shapes(model, t) + [_steady(model, t_mid, ())]
-    for sign in (1.0, -1.0):
-        shift = {"alpha_ref": sign * _EXPONENT_SHIFT, "alpha_sample": -sign * _EXPONENT_SHIFT}
-        models.append(_with_exponents(model, t_mid, shift))
+    models += _exponent_trades(model, t_mid, names)
     if not models:
         return np.zeros((0, x.shape[0]))
     lower, upper = _bounds(problem)
@@ -192,24 +191,40 @@ def _screen_margin(problem: FitProblem) -> float:
     return _SCREEN_MARGIN_SIGMAS * math.sqrt(2 * problem.n_points) + _SCREEN_MARGIN_FLOOR
 
 
-def _screening_stride(problem: FitProblem, estimate: HeterodyneModel, frames: int) -> int:
-    """The sub-grid step in frames: about `frames` frames, with fringes and decays resolved."""
-    t = np.asarray(problem.t)
-    n = t.shape[0]
-    stride = max(1, math.ceil(n / frames))
-    if stride == 1:
+def _screening_stride(problem: FitProblem, frames: int) -> int:
+    """The sub-grid step in frames: about `frames` frames, and no larger than the data allow,
+    i.e. the largest k up to n / `frames` for which the data change by at most `_COARSE_CHANGE`
+    of their contrast over every step of 1 … k frames (`_estimate.cut_changes`).
+
+    The data decide, not the estimate: on wide sectors and static references the one-time cuts
+    also fit a component that has decayed within one frame, whose rate (the estimate's grid
+    ceiling) would otherwise force k = 1 on data that change by a tenth of their contrast over
+    seven frames (the 42-map file of `bench_whole_file.py`)."""
+    n = int(problem.t.shape[0])
+    limit = max(1, math.ceil(n / frames))
+    if limit == 1:
         return 1
-    dt = float(np.median(np.diff(t)))
-    q = float(np.max(np.asarray(problem.q)))
-    grid = jnp.asarray(t)
-    speed = float(np.max(np.abs(np.asarray(estimate.velocity(grid)))))
-    rate = max(
-        float(np.max(np.asarray(estimate.reference(grid)))),
-        float(np.max(np.asarray(estimate.sample(grid)))),
-        0.0,
-    )
-    per_frame = max(q * speed * dt, q * q * rate * dt, 1e-12)
-    return int(max(1, min(stride, math.floor(_COARSE_RESOLUTION / per_frame))))
+    changes = cut_changes(np.asarray(problem.data), np.asarray(problem.weights) > 0, limit)
+    smooth = np.cumprod(changes <= _COARSE_CHANGE).astype(bool)
+    return int(max(1, np.count_nonzero(smooth)))
+
+
+def _exponent_trades(
+    model: HeterodyneModel, t_mid: float, names: tuple[str, ...]
+) -> list[HeterodyneModel]:
+    """The α trade-off: the model with α_ref raised and α_sample lowered by `_EXPONENT_SHIFT`,
+    and the reverse, J at t_mid kept (`_with_exponents`). Only exponents fitted together with
+    their prefactor move: with an exponent fixed, the move would only rescale the prefactor (a
+    factor t_mid^0.6), which is no degeneracy of the fit. None when no exponent is free."""
+    signs = {"alpha_ref": 1.0, "alpha_sample": -1.0}
+    traded = [e for e, p in (("alpha_ref", "D0_ref"), ("alpha_sample", "D0_sample"))
+              if e in names and p in names]  # fmt: skip
+    if not traded:
+        return []
+    return [
+        _with_exponents(model, t_mid, {e: sign * signs[e] * _EXPONENT_SHIFT for e in traded})
+        for sign in (1.0, -1.0)
+    ]
 
 
 def _with_exponents(model: HeterodyneModel, t_mid: float, shifts: dict[str, float]):
@@ -302,10 +317,11 @@ class AutoStarts(AbstractStarts):
     The starts: the user's; the data-driven estimate E (`_estimate.estimate_start`: rates,
     exponents, speed, φ0 and fraction from the one-time cuts at several ages); E with the
     components exchanged; E and its exchange without time dependence (exponents and f1 at 0,
-    rates at their mid-window values); E with the two transport exponents moved apart both ways
-    (the α_ref ↔ α_sample trade-off); the user's start with E's speed and φ0; with a velocity
-    offset, E on the other flow branches (`_estimate.velocity_branches`: the fringes see only
-    |v|, so a flow that slows and one that reverses read alike); E at `speed_scan`
+    rates at their mid-window values); E with its free transport exponents moved apart both
+    ways (the α_ref ↔ α_sample trade-off, `_exponent_trades`); the user's start with E's speed
+    and φ0; with a velocity offset, E on the other flow branches
+    (`_estimate.velocity_branches`: the fringes see only |v|, so a flow that slows and one
+    that reverses read alike); E at `speed_scan`
     speeds log-spaced from one radian of fringe phase over the window to π/2 a frame (χ² is
     multimodal in v, and without visible fringes the data's speed is a guess); E held steady
     with a fraction that saturates at mid-window or decays from 1 (`_fraction_shapes`), each at
@@ -317,8 +333,9 @@ class AutoStarts(AbstractStarts):
 
     Every start gets `screening_steps` LM steps (most converge within them) on the problem
     restricted to every k-th frame (about `screening_frames` frames, k limited so that the
-    estimated fringes and decays stay resolved) and to at most `screening_maps` maps spread
-    over the list (the physics is shared by all maps; many angles add cost, not basins).
+    data change by at most half their contrast over a sub-grid step, `_screening_stride`) and
+    to at most `screening_maps` maps spread over the list (the physics is shared by all maps;
+    many angles add cost, not basins).
     Distinct basins (exact symmetries folded, `_symmetry.basin_signature`) whose coarse χ² is
     within 5 √(2·points) + 25 of the best — converged or not, anything that could still win —
     continue on the full data, at most `polish` of them, best first, together with the
@@ -351,9 +368,7 @@ class AutoStarts(AbstractStarts):
         stationary = _steady(estimate, t_mid, ("alpha_ref", "alpha_sample", "beta"))
         models = [estimate, stationary]
         models += [m for m in (exchanged(estimate, t), exchanged(stationary, t)) if m is not None]
-        for sign in (1.0, -1.0):
-            shift = {"alpha_ref": sign * _EXPONENT_SHIFT, "alpha_sample": -sign * _EXPONENT_SHIFT}
-            models.append(_with_exponents(estimate, t_mid, shift))
+        models += _exponent_trades(estimate, t_mid, names)
         flow = {k: estimate.to_dict()[k] for k in ("v0", "beta", "phi0") if k in names}
         models.append(user.replace(**flow))
         for branch in branches:  # a reversing flow: its own transport and fraction guesses fail
@@ -382,8 +397,8 @@ class AutoStarts(AbstractStarts):
         return pulled_inside(names, design, lower, upper, user_rows=1), estimate
 
     def search(self, problem, data, x0, solve, *, seed):
-        design, estimate = self.design(problem, data, x0, seed)
-        coarse = self._coarse(problem, estimate)
+        design, _ = self.design(problem, data, x0, seed)
+        coarse = self._coarse(problem)
         screened = joint(solve)(coarse, design, max_steps=self.screening_steps)
         rows = screened.values[self._survivors(coarse, screened)]
         # The exchanged labelling of the best basin is always tried on the full data: with a
@@ -404,9 +419,9 @@ class AutoStarts(AbstractStarts):
             final = Solved(*(np.concatenate([a, b]) for a, b in zip(final, found)))
         return SearchOutcome(final, screened)
 
-    def _coarse(self, problem: FitProblem, estimate: HeterodyneModel) -> FitProblem:
+    def _coarse(self, problem: FitProblem) -> FitProblem:
         """The screening problem: every k-th frame and at most `screening_maps` maps."""
-        coarse = problem.subsampled(_screening_stride(problem, estimate, self.screening_frames))
+        coarse = problem.subsampled(_screening_stride(problem, self.screening_frames))
         n_maps = int(problem.q.shape[0])
         if n_maps > self.screening_maps:  # maps spread over the list (angles, q rings)
             spread = np.unique(np.round(np.linspace(0, n_maps - 1, self.screening_maps)))
