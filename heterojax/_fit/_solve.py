@@ -211,6 +211,11 @@ def _terms_of_rows(problem: FitProblem, xs, profiled: bool):
 class LocalSolver(eqx.Module):
     """Levenberg–Marquardt settings of the local fits (see `fit_nlsq`).
 
+    A fit stops when optimistix's test (`rtol`, `atol` on the step and the residual) is met,
+    or (`decrement_tol` > 0, the start strategies' stages before the final fits) when the χ²
+    that the Gauss–Newton step could still gain, bᵀG⁻¹b, is at most `decrement_tol` times the
+    data's scatter about the fit (χ²/points).
+
     `profile_scaling` (default): LM runs over the free physics alone, with every start's
     contrast/offset coefficients profiled out (`_profile`; the same minimum, without the ridge
     that each map's contrast forms with the physics). Otherwise LM runs over the whole fit
@@ -219,6 +224,7 @@ class LocalSolver(eqx.Module):
 
     rtol: float = 1e-7
     atol: float = 1e-4
+    decrement_tol: float = 0.0
     max_steps: int = 256
     progress: bool = False
     scale_starts: bool = True  # start every row at its best contrast/offset (not profiled)
@@ -289,7 +295,12 @@ class LocalSolver(eqx.Module):
                 (thetas[[i]], None if references is None else references[[i]])
                 for i in range(len(thetas))
             ]
-        stepper = Stepper(self._solver(), transform)
+        stepper = Stepper(
+            self._solver(),
+            transform,
+            jnp.asarray(float(self.decrement_tol)),
+            jnp.asarray(float(problem.n_points)),
+        )
         evaluate = _evaluation(problem, profiled=references is not None, batched=batched)
         on_step = _on_step if self.progress else None
         outputs = []

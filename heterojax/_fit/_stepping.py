@@ -54,6 +54,8 @@ class Stepper(eqx.Module):
 
     solver: optx.LevenbergMarquardt
     transform: BoxTransform
+    decrement_tol: Float[Array, ""] | float = 0.0  # arrays: one compiled step for every problem
+    n_points: Float[Array, ""] | float = 1.0
 
     def point(self, z, z_scale, reference) -> Float[Array, " p"]:
         x = self.transform.to_bounded(z * z_scale)
@@ -72,9 +74,14 @@ class Stepper(eqx.Module):
         """One step from (z, state), given the data terms (G, b, ‖r‖²) at the point the step
         evaluates; a fit already `done` is returned unchanged.
 
-        **Returns:** `(z, state, x_next, stop, result, chi2)`: the solver's iterate and state,
-        the next point to evaluate, whether the solver stops (its test met, or a failure), its
-        result and the χ² of its last accepted step.
+        Besides the solver's own test, the fit has converged when the Gauss–Newton decrement at
+        its accepted point, bᵀG⁻¹b = ‖ρ[:p]‖² (`_compressed`: the χ² decrease the undamped
+        step's linear model predicts), is at most `decrement_tol` in units of the scatter of the
+        data about the fit, χ²/`n_points`.
+
+        **Returns:** `(z, state, x_next, stop, result, chi2, converged)`: the solver's iterate
+        and state, the next point to evaluate, whether the fit stops (converged, or a failure),
+        its result, the χ² of its last accepted step, and whether a convergence test was met.
         """
         args = (self.transform, z_scale, *terms)
         new_z, new_state, _ = self.solver.step(_residual, z, args, _OPTIONS, state, _TAGS)
@@ -82,9 +89,13 @@ class Stepper(eqx.Module):
         finite = jnp.all(jnp.isfinite(new_z))
         result = optx.RESULTS.where(finite, result, optx.RESULTS.nonfinite)
         z, state = jtu.tree_map(lambda a, b: jnp.where(done, a, b), (z, state), (new_z, new_state))
-        stop = done | stop | (result != optx.RESULTS.successful)
-        chi2 = jnp.sum(state.f_info.residual**2)
-        return z, state, self.point(state.y_eval, z_scale, reference), stop, result, chi2
+        residual = state.f_info.residual
+        decrement = jnp.sum(residual[:-1] ** 2)
+        chi2 = jnp.sum(residual**2)
+        small = decrement <= self.decrement_tol * chi2 / self.n_points
+        converged = state.terminate | (finite & small)
+        stop = done | stop | converged | (result != optx.RESULTS.successful)
+        return z, state, self.point(state.y_eval, z_scale, reference), stop, result, chi2, converged
 
 
 _start = eqx.filter_jit(Stepper.start)
@@ -119,10 +130,10 @@ def run_steps(
     steps, chi2 = np.zeros(shape, int), np.full(shape, np.nan)
     for step in range(1, max_steps + 1):
         terms = evaluate(x)
-        z, state, x, stop, result, objective = advance(
+        z, state, x, stop, result, objective, converged = advance(
             stepper, z, state, terms, z_scale, reference, jnp.asarray(stopped)
         )
-        fetched = jax.device_get((stop, result._value, objective, state.terminate))
+        fetched = jax.device_get((stop, result._value, objective, converged))
         running = ~stopped
         codes, chi2, terminated = (
             np.where(running, new, old) for new, old in zip(fetched[1:], (codes, chi2, terminated))
