@@ -78,16 +78,21 @@ def test_structured_equals_direct(n):
             )
 
 
-@pytest.mark.parametrize("n, chosen", [(127, "direct"), (128, "structured")])
-def test_auto_switches_at_128_points(n, chosen):
-    """ "auto" is the direct formula below 128 points and the structured evaluation from 128
-    (the same computation, so bit for bit)."""
+@pytest.mark.parametrize("n, chosen", [(31, "direct"), (32, "structured")])
+def test_auto_switches_at_32_points(n, chosen):
+    """ "auto" is the direct formula below 32 points and the structured evaluation from 32
+    (the same computation, so bit for bit); with a bin geometry always the structured one."""
     vector, q = PARAMETER_CASES["ageing"]
     model = hj.HeterodyneModel.from_vector(vector)
     t = 0.01 * np.arange(1, n + 1)
     phi = np.array([10.0, 45.0, 80.0])
     auto = c2(model, t, q=q, phi=phi, method="auto")
     np.testing.assert_array_equal(auto, c2(model, t, q=q, phi=phi, method=chosen))
+    bins = hj.BinGeometry.from_widths(np.full(3, q), phi, 0.1 * q, 20.0, nodes=(2, 3))
+    auto, structured = (
+        model.c2(t[:8], q=q, phi=phi, bins=bins, method=method) for method in ("auto", "structured")
+    )
+    np.testing.assert_array_equal(auto, structured)
 
 
 def test_well_conditioned_cases_agree_to_1e_12():
