@@ -211,6 +211,12 @@ def age_windows(n_times: int) -> list[range]:
     return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def normalised_maps(c2: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(c2 − offset) / contrast per map, with the data-driven `estimate_contrast_offset`."""
+    contrast, offset = estimate_contrast_offset(c2, mask)
+    return (c2 - offset[:, None, None]) / contrast[:, None, None]
+
+
 def cut_changes(c2: np.ndarray, mask: np.ndarray, largest: int) -> np.ndarray:
     """How much the data change over k frames, for k = 1 … `largest`: the largest
     |h(τ + k) − h(τ)| over maps, age windows (`age_windows`) and lags τ ≥ 1 of the normalised
@@ -223,8 +229,7 @@ def cut_changes(c2: np.ndarray, mask: np.ndarray, largest: int) -> np.ndarray:
     **Returns:** the changes, shape `(largest,)`, in units of each map's contrast.
     """
     n = c2.shape[-1]
-    contrast, offset = estimate_contrast_offset(c2, mask)
-    normalised = (c2 - offset[:, None, None]) / contrast[:, None, None]
+    normalised = normalised_maps(c2, mask)
     changes = np.zeros(largest)
     for rows in age_windows(n):
         reach = n - rows.start - len(rows) // 2
@@ -244,8 +249,7 @@ def read_cuts(data: XPCSData) -> DataEstimate:
     mask = np.asarray(data.mask, bool)
     q, phi, t, dt = (np.asarray(a, float) for a in (data.q, data.phi, data.t, data.dt))
     dt = float(dt)
-    contrast, offset = estimate_contrast_offset(c2, mask)
-    normalised = (c2 - offset[:, None, None]) / contrast[:, None, None]
+    normalised = normalised_maps(c2, mask)
     omega_all = fringe_frequencies(c2, dt)
     speed_all, phi0 = speed_and_angle(omega_all, q, phi)
     windows = age_windows(t.shape[0])
