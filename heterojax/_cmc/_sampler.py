@@ -393,12 +393,15 @@ def _run_sequential(
     n_steps = settings.warmup + settings.samples
     run = next(_RUN_NUMBERS)
     _CHAIN_RUNS[run] = _ChainProgress(n_slots, n_steps, settings.warmup)
+    number = jnp.asarray(run, jnp.int32)
+    arguments = (log_density, shard_data, positions, key, settings, number)
+    # Compiled here, before the threads start: when the threads' first calls compiled it,
+    # the second chain waited for the first one's whole run (measured, jax 0.10: two chains
+    # one after the other, not side by side).
+    program = _run_chain.lower(*arguments, jnp.asarray(0, jnp.int32), first, total).compile()
 
     def run_slot(slot: int):
-        out = _run_chain(
-            log_density, shard_data, positions, key, settings, jnp.asarray(run, jnp.int32),
-            jnp.asarray(slot, jnp.int32), first, total,
-        )  # fmt: skip
+        out = program(*arguments, jnp.asarray(slot, jnp.int32), first, total)
         return jax.block_until_ready(out)
 
     try:
