@@ -45,6 +45,7 @@ TRUTH = {"D0_ref": 0.0, "D0_sample": 3000.0, "v0": 20.0, "f0": 0.45, "phi0": 15.
 
 
 def make_data(args):
+    TRUTH["v0"] = args.v0
     truth = hj.HeterodyneModel.from_dict(TRUTH)
     t = 0.05 * np.arange(1, args.frames + 1)
     bins = hj.BinGeometry.from_widths(Q, PHI, Q_WIDTH, PHI_WIDTH)
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--pixels", type=int, default=400, help="pixels per bin")
     parser.add_argument("--counts", type=float, default=5.0, help="mean photons per pixel")
+    parser.add_argument("--v0", type=float, default=20.0, help="true v0 (Å/s)")
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--samples", type=int, default=500)

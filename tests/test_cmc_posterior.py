@@ -1,5 +1,6 @@
 """The shard log density against an independent path: full maps from `model.c2`, masked."""
 
+import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from heterojax._cmc._posterior import (
     gather_shard_data,
     gauss_newton_information,
 )
+from heterojax._cmc._adjustment import merged_shards
 from heterojax._cmc._shards import make_shards
 from heterojax._fit._problem import build_problem
 from heterojax._fit._scaling import resolve_scaling
@@ -113,12 +115,13 @@ def _full_map_log_likelihood(problem, data, sigma, x, select):
     return -0.5 * np.sum(np.where(select, residual**2, 0.0))
 
 
+@pytest.mark.parametrize("layout", ["tiles", "maps"])
 @pytest.mark.parametrize("strategy", ["random", "stratified"])
-def test_shard_likelihood_equals_the_masked_full_map_likelihood(both_diagonals, strategy):
+def test_shard_likelihood_equals_the_masked_full_map_likelihood(both_diagonals, strategy, layout):
     data, problem, x0, sigma = both_diagonals
     mask = np.asarray(data.mask)
     shards = make_shards(mask, 3, strategy=strategy, seed=2)
-    shard_data = gather_shard_data(shards, np.asarray(data.c2), sigma)
+    shard_data = gather_shard_data(shards, np.asarray(data.c2), sigma, layout)
     posterior = _posterior(problem, data, 3)
     theta = problem.transform.to_unconstrained(x0)
     total = 0.0
@@ -235,8 +238,9 @@ def test_preconditioned_density_and_gauss_newton(setup):
     np.testing.assert_allclose(information, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("layout", ["tiles", "maps"])
 @pytest.mark.parametrize("rule", ["tensor", "own nodes"])
-def test_shard_likelihood_with_the_roi_model_equals_the_full_bin_average_maps(rule):
+def test_shard_likelihood_with_the_roi_model_equals_the_full_bin_average_maps(rule, layout):
     """With bin geometry on the problem, shards evaluate Σ_k w_k num(q_k, φ_k)/f² at their pairs,
     exactly the full `model.c2(..., bins=...)` maps at those entries (issue 7: CMC honours it),
     for a tensor rule (q nodes shared along φ) and for a rule without that structure."""
@@ -250,7 +254,7 @@ def test_shard_likelihood_with_the_roi_model_equals_the_full_bin_average_maps(ru
     problem = eqx.tree_at(lambda p: p.bins, problem, bins, is_leaf=lambda x: x is None)
     mask = np.asarray(data.mask)
     shards = make_shards(mask, 2, strategy="random", seed=0)
-    shard_data = gather_shard_data(shards, np.asarray(data.c2), sigma)
+    shard_data = gather_shard_data(shards, np.asarray(data.c2), sigma, layout)
     posterior = _posterior(problem, data, 2)
     theta = problem.transform.to_unconstrained(x0)
     model, contrast, offset = problem.unpack(x0)
@@ -277,3 +281,49 @@ def test_tiles_must_start_on_the_block_grid():
     moved = eqx.tree_at(lambda s: s.t2_start, shards, shards.t2_start + 1)
     with pytest.raises(ValueError, match="multiple of its side"):
         gather_shard_data(moved, c2, np.ones_like(c2))
+
+
+@pytest.mark.parametrize("marginal", [False, True])
+def test_the_two_layouts_give_one_density_gradient_and_information(setup, marginal):
+    """Whole maps with zero precision outside a shard (`"maps"`) and the shard's tiles are the
+    same shard posterior: density, gradient, Gauss–Newton information and the merged full data,
+    with and without the scaling coefficients integrated out."""
+    data, problem, x0, sigma = setup
+    shards = make_shards(np.asarray(data.mask), 3, seed=1)
+    tiles = gather_shard_data(shards, np.asarray(data.c2), sigma, "tiles")
+    maps = gather_shard_data(shards, np.asarray(data.c2), sigma, "maps")
+    assert maps.observed.shape == (3, 3, 30, 30)
+    posterior = dataclasses.replace(_posterior(problem, data, 3), marginal_scaling=marginal)
+    k = posterior.n_sampled
+    theta = problem.transform.to_unconstrained(x0)[:k] + 0.02
+    gradient = eqx.filter_jit(lambda post, th, d: jax.value_and_grad(post)(th, d))
+    for s in range(3):
+        one_tiles = jax.tree.map(lambda a: a[s], tiles)
+        one_maps = jax.tree.map(lambda a: a[s], maps)
+        value_t, grad_t = gradient(posterior, theta, one_tiles)
+        value_m, grad_m = gradient(posterior, theta, one_maps)
+        np.testing.assert_allclose(value_m, value_t, rtol=1e-10)
+        np.testing.assert_allclose(grad_m, grad_t, rtol=1e-8, atol=1e-8 * np.max(np.abs(grad_t)))
+    information = eqx.filter_jit(gauss_newton_information)
+    np.testing.assert_allclose(
+        information(posterior, theta, maps), information(posterior, theta, tiles), rtol=1e-8
+    )
+    merged = merged_shards(maps)
+    assert merged.observed.shape == (1, 3, 30, 30)
+    whole = jax.tree.map(
+        lambda a: a[0],
+        gather_shard_data(make_shards(np.asarray(data.mask), 1), np.asarray(data.c2), sigma),
+    )
+    full = dataclasses.replace(posterior, tempering=jnp.asarray(1.0))
+    np.testing.assert_allclose(
+        _log_density(full, theta, jax.tree.map(lambda a: a[0], merged)),
+        _log_density(full, theta, whole),
+        rtol=1e-10,
+    )
+
+
+def test_an_unknown_layout_is_refused(setup):
+    data, _, _, sigma = setup
+    shards = make_shards(np.asarray(data.mask), 1)
+    with pytest.raises(ValueError, match="layout"):
+        gather_shard_data(shards, np.asarray(data.c2), sigma, "pairs")

@@ -428,7 +428,18 @@ _log_prior_hessian = eqx.filter_jit(
 
 def merged_shards(shard_data: ShardData) -> ShardData:
     """All shards' tiles as one shard (a leading axis of 1), the diagonal tiles of every shard
-    first, so that the tiles above the diagonal keep their cheaper evaluation."""
+    first, so that the tiles above the diagonal keep their cheaper evaluation; in the `"maps"`
+    layout, the shards' maps added (their entries are disjoint)."""
+    if shard_data.layout == "maps":
+        return dataclasses.replace(
+            shard_data,
+            **{
+                name: getattr(shard_data, name)[:1]
+                for name in ("angle_index", "t1_start", "t2_start")
+            },
+            observed=jnp.sum(shard_data.observed, axis=0, keepdims=True),
+            precision=jnp.sum(shard_data.precision, axis=0, keepdims=True),
+        )
     split = shard_data.n_diagonal
 
     def merge(leaf):

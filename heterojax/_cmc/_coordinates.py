@@ -148,7 +148,36 @@ def _capped_factor(covariance: Float[Array, "p p"]) -> Float[Array, "p p"]:
     return jnp.linalg.cholesky((vectors * values) @ vectors.T)
 
 
+def _by_shard(program, shard_data: ShardData, *per_shard):
+    """`program(shard, *rows)` for every shard, one compiled call each, results stacked.
+
+    A shard's shapes do not depend on K in the `"maps"` layout, so `shards="auto"` trying
+    K = 4, 2, 1 compiles each program once (measured on 8 maps × 150², ROI model: about 20 s of
+    compilation a K with a program over all shards)."""
+    n_shards = shard_data.observed.shape[0]
+    results = [
+        program(jax.tree.map(lambda leaf: leaf[k], shard_data), *(a[k] for a in per_shard))
+        for k in range(n_shards)
+    ]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *results)
+
+
 @eqx.filter_jit
+def _laplace_of_shard(posterior: ShardPosterior, center, shard: ShardData, find_mode: bool):
+    n = center.shape[0]
+    # A weak ridge regulariser (sd `MAX_THETA_SD` in θ) keeps H invertible along directions the
+    # shard's data and the prior leave flat; it is what the cap of the covariance amounts to.
+    ridge = jnp.eye(n) / MAX_THETA_SD**2
+    steps = _NEWTON_STEPS if find_mode else 0
+    mode, information = _shard_mode(posterior, center, shard, ridge, steps)
+    scale = jnp.sqrt(jnp.diagonal(information))
+    scaled = information / (scale[:, None] * scale[None, :])
+    covariance = jnp.linalg.inv(scaled) / (scale[:, None] * scale[None, :])
+    values, vectors = jnp.linalg.eigh(0.5 * (covariance + covariance.T))
+    values = jnp.clip(values, 1e-10 * jnp.max(values), MAX_THETA_SD**2)
+    return mode, (vectors * values) @ vectors.T
+
+
 def shard_laplace(
     posterior: ShardPosterior,
     center: Float[Array, " p"],
@@ -156,7 +185,8 @@ def shard_laplace(
     *,
     find_mode: bool = True,
 ) -> tuple[Float[Array, "shard p"], Float[Array, "shard p p"]]:
-    """Mode and Laplace covariance of every shard posterior (module docstring, steps 1–2).
+    """Mode and Laplace covariance of every shard posterior (module docstring, steps 1–2),
+    shard by shard (`_by_shard`).
 
     **Arguments:** the `posterior`; `center`, the full-data centre θ̂; `shard_data` with a
     leading shard axis; `find_mode`: False keeps θ̂ as every shard's centre (the curvature is then
@@ -165,22 +195,10 @@ def shard_laplace(
     **Returns:** `(modes, covariances)`, shapes `(shard, p)` and `(shard, p, p)`, the covariances
     with their eigenvalues capped.
     """
-    n = center.shape[0]
-    # A weak ridge regulariser (sd `MAX_THETA_SD` in θ) keeps H invertible along directions the
-    # shard's data and the prior leave flat; it is what the cap of the covariance amounts to.
-    ridge = jnp.eye(n) / MAX_THETA_SD**2
-
-    def one(shard: ShardData):
-        steps = _NEWTON_STEPS if find_mode else 0
-        mode, information = _shard_mode(posterior, center, shard, ridge, steps)
-        scale = jnp.sqrt(jnp.diagonal(information))
-        scaled = information / (scale[:, None] * scale[None, :])
-        covariance = jnp.linalg.inv(scaled) / (scale[:, None] * scale[None, :])
-        values, vectors = jnp.linalg.eigh(0.5 * (covariance + covariance.T))
-        values = jnp.clip(values, 1e-10 * jnp.max(values), MAX_THETA_SD**2)
-        return mode, (vectors * values) @ vectors.T
-
-    return jax.lax.map(one, shard_data)
+    center = jnp.asarray(center)
+    return _by_shard(
+        lambda shard: _laplace_of_shard(posterior, center, shard, find_mode), shard_data
+    )
 
 
 def shard_preconditioners(
@@ -207,22 +225,27 @@ def _probe_directions(n: int) -> np.ndarray:
 
 
 @eqx.filter_jit
+def _defect_of_shard(posterior: Callable[..., Any], shard: ShardData, center, factor):
+    n = center.shape[-1]
+    points = _PROBE_RADIUS * jnp.asarray(_probe_directions(n))
+    density = lambda z: posterior(center + factor @ z, shard)  # noqa: E731
+    values = jax.vmap(density)(points) - density(jnp.zeros(n))
+    defect = jnp.abs(values + 0.5 * _PROBE_RADIUS**2)
+    return jnp.max(jnp.where(jnp.isfinite(defect), defect, jnp.inf))
+
+
 def gaussian_defect(
     posterior: Callable[..., Any], preconditioner: AffinePreconditioner, shard_data: ShardData
 ) -> Float[Array, " shard"]:
     """The largest |log p_k(m_k + L_k z) − log p_k(m_k) + r²/2| over the probe points of each
-    shard, in nats (module docstring); +inf where the density is not finite at a probe."""
-    n = preconditioner.center.shape[-1]
-    points = _PROBE_RADIUS * jnp.asarray(_probe_directions(n))
-
-    def one(args):
-        shard, center, factor = args
-        density = lambda z: posterior(center + factor @ z, shard)  # noqa: E731
-        values = jax.vmap(density)(points) - density(jnp.zeros(n))
-        defect = jnp.abs(values + 0.5 * _PROBE_RADIUS**2)
-        return jnp.max(jnp.where(jnp.isfinite(defect), defect, jnp.inf))
-
-    return jax.lax.map(one, (shard_data, preconditioner.center, preconditioner.factor))
+    shard, in nats (module docstring); +inf where the density is not finite at a probe. Shard
+    by shard (`_by_shard`)."""
+    return _by_shard(
+        lambda shard, center, factor: _defect_of_shard(posterior, shard, center, factor),
+        shard_data,
+        jnp.asarray(preconditioner.center),
+        jnp.asarray(preconditioner.factor),
+    )
 
 
 def whitened_starts(

@@ -73,6 +73,9 @@ PRIOR_KINDS = ("uniform", "informed")
 # gives 0; a defect of 1 nat at 2 sd changes the density there by a factor e, beyond which the
 # Gaussian product of the consensus step is visibly biased.
 AUTO_GAUSSIAN_DEFECT = 1.0
+# Up to this many shards, phase 2 holds each shard as whole maps (`_shards_and_coordinates`):
+# K full-data passes per evaluation, against one compilation per K tried.
+MAPS_MAX_SHARDS = 4
 
 
 def _scaling_kind_free(names: tuple[str, ...], kind: str) -> bool:
@@ -318,10 +321,17 @@ def _shards_and_coordinates(
 ) -> _Coordinates:
     """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
     K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT` (the adjusted
-    posterior is built once: it does not depend on K)."""
+    posterior is built once: it does not depend on K).
+
+    Up to `MAPS_MAX_SHARDS` shards, this phase holds the shards as whole maps (`ShardData`,
+    `"maps"`): each shard then has the shapes of the full data, so the programs of the Laplace
+    fits and the Gaussian defects compile once for every K tried (and for the adjustment's
+    full-data checks). The data the sampler gets are in the layout whose gradient is cheaper
+    (`_sampling_layout`)."""
     mask, c2 = np.asarray(data.mask), np.asarray(data.c2)
     index = make_shards(mask, shards, strategy=shard_strategy, seed=seed)
-    shard_data = gather_shard_data(index, c2, setup.sigma)
+    layout = "maps" if index.n_shards <= MAPS_MAX_SHARDS else "tiles"
+    shard_data = gather_shard_data(index, c2, setup.sigma, layout)
     adjusted = _adjusted_posterior(setup, data, shard_data, sampler, adjustment, nlsq)
     coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
     first = index.n_shards
@@ -329,11 +339,28 @@ def _shards_and_coordinates(
         if not np.max(coordinates.gaussian_defect) > AUTO_GAUSSIAN_DEFECT:
             break
         index = make_shards(mask, index.n_shards // 2, strategy=shard_strategy, seed=seed)
-        shard_data = gather_shard_data(index, c2, setup.sigma)
+        shard_data = gather_shard_data(index, c2, setup.sigma, layout)
         coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
     if index.n_shards != first:
         coordinates = coordinates._replace(reduced_from=first)
+    sampling = _sampling_layout(index.n_shards)
+    if sampling != layout:
+        whitened = coordinates.whitened
+        sampled_data = gather_shard_data(index, c2, setup.sigma, sampling)
+        coordinates = coordinates._replace(
+            whitened=WhitenedShard(sampled_data, whitened.preconditioner)
+        )
     return coordinates
+
+
+def _sampling_layout(n_shards: int) -> str:
+    """The layout of the data NUTS samples: whole maps for one shard, tiles for several.
+
+    A whole-map pass evaluates every map in full, whatever the shard holds; tiles evaluate
+    only the shard's entries. On 8 maps × 150² (ROI model, 2 × 3 nodes, marginal density with
+    its gradient, one shard) the whole-map pass costs ~0.7× the tiles'; with K shards a tile
+    pass costs ~1/K of one shard's, so tiles win from K = 2 on."""
+    return "maps" if n_shards == 1 else "tiles"
 
 
 # ------------------------------------------------------------------ phase 4: combination

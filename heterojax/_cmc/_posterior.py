@@ -92,6 +92,11 @@ class ShardData(eqx.Module):
     - `precision`: weight / σ² at the entries (0 for unused entries and padding).
     - `n_diagonal`: tiles `[:n_diagonal]` may touch the diagonal, the others lie above it
         (`Shards.n_diagonal`); None: any tile may touch it (every tile pair by pair).
+    - `layout`: `"tiles"` (default) as above, or `"maps"`: every "tile" is a whole map
+        (b = N, both starts 0, `angle_index` the map), its precision zero outside the shard's
+        entries. The model is then evaluated on the whole maps by its own structured kernel
+        (`HeterodyneModel.c2`), whatever K: the same shapes for every shard count, and for
+        one shard of the ROI model a cheaper pass than tile by tile (module docstring).
     """
 
     angle_index: Int[Array, "*shard tile"]
@@ -100,6 +105,7 @@ class ShardData(eqx.Module):
     observed: Float[Array, "*shard tile b b"]
     precision: Float[Array, "*shard tile b b"]
     n_diagonal: int | None = eqx.field(static=True, default=None)
+    layout: str = eqx.field(static=True, default="tiles")
 
 
 def _tile_frames(start: Int[Array, "*shard tile"], b: int, n_times: int):
@@ -107,17 +113,29 @@ def _tile_frames(start: Int[Array, "*shard tile"], b: int, n_times: int):
     return jnp.minimum(start[..., None] + jnp.arange(b), n_times - 1)
 
 
+LAYOUTS = ("tiles", "maps")
+
+
 def gather_shard_data(
-    shards: Shards, c2: Float[np.ndarray, "phi t t"], sigma: Float[np.ndarray, "phi t t"]
+    shards: Shards,
+    c2: Float[np.ndarray, "phi t t"],
+    sigma: Float[np.ndarray, "phi t t"],
+    layout: str = "tiles",
 ) -> ShardData:
     """Picks the observed c2 and weight/σ² of every shard entry out of the full maps (once).
 
-    **Arguments:** `shards`; `c2` and `sigma` (σ per entry, positive), both `(phi, t, t)`.
+    **Arguments:** `shards`; `c2` and `sigma` (σ per entry, positive), both `(phi, t, t)`;
+    `layout`: `"tiles"` (the shards' tiles) or `"maps"` (whole maps, zero precision outside
+    each shard's entries; `ShardData`).
 
     **Returns:** a `ShardData` with a leading shard axis.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"`layout` must be one of {LAYOUTS}; got {layout!r}.")
     c2 = np.asarray(c2, float)
     sigma = np.broadcast_to(np.asarray(sigma, float), c2.shape)
+    if layout == "maps":
+        return _shard_maps(shards, c2, sigma)
     n_times, b = c2.shape[-1], shards.tile
     starts = np.concatenate([np.ravel(shards.t1_start), np.ravel(shards.t2_start)])
     if np.any(starts % b):
@@ -136,6 +154,30 @@ def gather_shard_data(
         observed=jnp.asarray(np.where(weight > 0, c2[angle, rows, columns], 0.0)),
         precision=jnp.asarray(weight / sigma[angle, rows, columns] ** 2),
         n_diagonal=shards.n_diagonal,
+    )
+
+
+def _shard_maps(shards: Shards, c2: np.ndarray, sigma: np.ndarray) -> ShardData:
+    """The `"maps"` layout of `gather_shard_data`: each shard's tile weights put back into
+    whole maps (tiles are disjoint; padding tiles carry weight 0)."""
+    n_shards, (n_angles, n_times) = shards.n_shards, c2.shape[:2]
+    b = shards.tile
+    side = -(-n_times // b) * b
+    weight = np.zeros((n_shards, n_angles, side, side))
+    shard = np.arange(n_shards)[:, None, None, None]
+    angle = np.asarray(shards.angle_index)[..., None, None]
+    rows = (np.asarray(shards.t1_start)[..., None] + np.arange(b))[..., :, None]
+    columns = (np.asarray(shards.t2_start)[..., None] + np.arange(b))[..., None, :]
+    np.add.at(weight, (shard, angle, rows, columns), np.asarray(shards.weight))
+    weight = weight[:, :, :n_times, :n_times]
+    starts = np.zeros((n_shards, n_angles), np.int32)
+    return ShardData(
+        angle_index=jnp.asarray(np.broadcast_to(np.arange(n_angles, dtype=np.int32), starts.shape)),
+        t1_start=jnp.asarray(starts),
+        t2_start=jnp.asarray(starts),
+        observed=jnp.asarray(np.where(weight > 0, c2[None], 0.0)),
+        precision=jnp.asarray(weight / sigma[None] ** 2),
+        layout="maps",
     )
 
 
@@ -378,6 +420,11 @@ class ShardPosterior(eqx.Module):
         bin's with the ROI model, the bin centre without).
         """
         model = self.problem.model_at(physics)
+        if shard.layout == "maps":
+            maps = model.c2(
+                self.t, q=self.q, phi=self.phi, contrast=1.0, offset=0.0, bins=self.problem.bins
+            )
+            return maps[shard.angle_index]
         b = shard.observed.shape[-1]
         n_tiles = shard.observed.shape[-3]
         split = n_tiles if shard.n_diagonal is None else shard.n_diagonal
