@@ -1,6 +1,7 @@
 """The shard log density against an independent path: full maps from `model.c2`, masked."""
 
 import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import heterojax as hj
+from heterojax._cmc._adjustment import merged_shards
 from heterojax._cmc._posterior import (
     AffinePreconditioner,
     PreconditionedPosterior,
@@ -17,7 +19,6 @@ from heterojax._cmc._posterior import (
     gather_shard_data,
     gauss_newton_information,
 )
-from heterojax._cmc._adjustment import merged_shards
 from heterojax._cmc._shards import make_shards
 from heterojax._fit._problem import build_problem
 from heterojax._fit._scaling import resolve_scaling
