@@ -48,6 +48,15 @@ weights and the gap's couplings folded into the columns. On 8 maps × 150² with
 (one shard of 1 520 tiles) a marginal log-density with its gradient costs 18.6 ms (7.1 ms the
 value alone); per tile pivots cost 21.1 ms, pair by pair 109 ms.
 
+**Whole maps** (`ShardData.layout == "maps"`). A shard may instead be held as the full maps
+with its precision zero outside its entries; the model is then evaluated by
+`HeterodyneModel.c2` itself (the structured rank-k kernel over all N² pairs of every map). That
+costs the full data's pass whatever the shard holds, but its shapes do not depend on K, and
+for one shard it is the cheaper pass inside NUTS (8 maps × 150², ROI 2 × 3 nodes, one chain:
+24 ms a leapfrog step against 62 ms tile by tile; the gathers of the tile path and their
+transposes are what the sampler's loop pays for). `_fit` uses it for one shard, and for the
+Laplace fits of up to four.
+
 **Scaling coefficients integrated out** (`marginal_scaling`, the default of `fit_cmc`). c2 is
 linear in the contrast/offset coefficients α: c2 = o(α) + c(α)·g(θ). For given physics θ,
 w·log L_k + (1/K) log p(α) is therefore a quadratic form −½(αᵀQα − 2rᵀα + c) in α

@@ -20,8 +20,10 @@ Chain execution (`chain_method`):
 - `"sequential"`: one compiled run (warmup and draws) per chain, the slot index traced so one
   program serves all; the chains run side by side, one per CPU core (threads: a compiled
   program runs without the GIL), and the others wait their turn. Memory is that many chains'
-  working sets. Progress is reported at every tenth of all chains' steps together, naming
-  where each running chain is. Measured on 2 cores: two chains in about the time of one.
+  working sets. The program is compiled before the threads start (compiled by their first
+  calls, the chains ran one after another). Progress is reported at every tenth of all chains'
+  steps together, naming where each running chain is. Measured on 2 cores (8 maps × 150², ROI,
+  60 + 60 draws): two chains in 1.3× the time of one; vectorized, 2.1×.
 - `"auto"` (default): `"sequential"` on a single CPU device when every shard holds at least
   `SEQUENTIAL_MIN_ENTRIES` (2048) entries, `"vectorized"` otherwise. Vectorized NUTS advances all
   chains in lock step, so each step costs the longest trajectory of any chain (measured: about
