@@ -27,7 +27,7 @@ included, as a user sees it) of the first run that meets it.
 
 Both ladders also report the cumulative time of all their runs. Progress: `fit_cmc` prints a line
 to stderr at every tenth of the sampling work (with `chain_method="auto"` on one CPU device the
-chains run one after another, and the line names the chain and its phase).
+chains run side by side, one per core, and the line names each running chain and its phase).
 
 Usage: `python benchmarks/bench_cmc_speed.py [--n-times 200] [--samples 250 500 1000 2000]
 [--budget 1500] [--no-predecessor]`. The machine's CPU count and load average are recorded:

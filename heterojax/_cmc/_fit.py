@@ -357,9 +357,10 @@ def _sampling_layout(n_shards: int) -> str:
     """The layout of the data NUTS samples: whole maps for one shard, tiles for several.
 
     A whole-map pass evaluates every map in full, whatever the shard holds; tiles evaluate
-    only the shard's entries. On 8 maps × 150² (ROI model, 2 × 3 nodes, marginal density with
-    its gradient, one shard) the whole-map pass costs ~0.7× the tiles'; with K shards a tile
-    pass costs ~1/K of one shard's, so tiles win from K = 2 on."""
+    only the shard's entries, about 1/K of the data. Measured inside NUTS on 8 maps × 150² (ROI
+    model, 2 × 3 nodes, marginal density, one shard, one chain): 24 ms a leapfrog step on whole
+    maps, 62 ms on tiles. Several shards keep tiles: their cost falls with K, and K shards ×
+    chains already fill the cores."""
     return "maps" if n_shards == 1 else "tiles"
 
 
