@@ -101,9 +101,9 @@ class ShardData(eqx.Module):
     - `precision`: weight / σ² at the entries (0 for unused entries and padding).
     - `n_diagonal`: tiles `[:n_diagonal]` may touch the diagonal, the others lie above it
         (`Shards.n_diagonal`); None: any tile may touch it (every tile pair by pair).
-    - `layout`: `"tiles"` (default) as above, or `"maps"`: every "tile" is a whole map
-        (b = N, both starts 0, `angle_index` the map), its precision zero outside the shard's
-        entries. The model is then evaluated on the whole maps by its own structured kernel
+    - `layout`: `"tiles"` (default) as above, or `"maps"`: every "tile" is a whole map, in
+        order (b = N, both starts 0, `angle_index` = 0, 1, …), its precision zero outside the
+        shard's entries. The model is then evaluated on the whole maps by its own structured kernel
         (`HeterodyneModel.c2`), whatever K: the same shapes for every shard count, and for
         one shard of the ROI model a cheaper pass than tile by tile (module docstring).
     """
@@ -430,10 +430,10 @@ class ShardPosterior(eqx.Module):
         """
         model = self.problem.model_at(physics)
         if shard.layout == "maps":
-            maps = model.c2(
+            # Tile a is map a (`ShardData`): no gather, whose transpose the gradient pays.
+            return model.c2(
                 self.t, q=self.q, phi=self.phi, contrast=1.0, offset=0.0, bins=self.problem.bins
             )
-            return maps[shard.angle_index]
         b = shard.observed.shape[-1]
         n_tiles = shard.observed.shape[-3]
         split = n_tiles if shard.n_diagonal is None else shard.n_diagonal
