@@ -12,7 +12,7 @@ programs, `warm` reuses them. The issue's target is `warm_ratio` = ROI warm / ce
 Reported per model: wall times (cold, warm), reduced χ², LM steps, the node rule of the ROI
 model; then the ratios and the machine's load average.
 
-Usage: `python benchmarks/bench_roi_fit.py [--frames 150] [--pixels 400] [--counts 5]`.
+Usage: `python benchmarks/bench_roi_fit.py [--frames 150] [--pixels 400] [--counts 5] [--v0 20]`.
 """
 
 import argparse
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--pixels", type=int, default=400, help="pixels per bin")
     parser.add_argument("--counts", type=float, default=5.0, help="mean photons per pixel")
+    parser.add_argument("--v0", type=float, default=20.0, help="true flow, Å/s")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     load_before = os.getloadavg()[0]

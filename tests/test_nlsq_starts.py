@@ -498,6 +498,32 @@ def test_a_staged_fit_stops_at_the_gauss_newton_decrement_near_the_final_minimum
     assert early.chi2[0] - strict.chi2[0] <= 2e-3 * scatter
 
 
+def test_a_fit_that_cannot_win_stops_and_one_that_can_runs_to_its_minimum():
+    """`contend_within`: a fit whose χ² stays above the best known + the margin even after a
+    hundred times the decrease its Gauss–Newton step predicts stops early (as a settled loser,
+    its χ² an upper bound of its basin's); the same fit with nothing better known, or one that
+    could still come within the margin, runs exactly as without the option."""
+    from heterojax._fit._solve import SUCCESSFUL
+
+    truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
+    data = _data(truth, frames=40)
+    start = truth.replace(D0_ref=60.0, D0_sample=6000.0, v0=20.0, f0=0.6)
+    problem, x0 = _problem(start, data, fixed=(*FIXED, "f3"))
+    solve = LocalSolver()
+    strict = solve(problem, x0[None])
+    margin = 50.0
+    alone = solve(problem, x0[None], contend_within=margin)
+    contender = solve(problem, x0[None], contend_within=margin, best_known=strict.chi2[0])
+    for same in (alone, contender):
+        assert same.steps[0] == strict.steps[0]
+        np.testing.assert_array_equal(same.values, strict.values)
+    settled = solve(problem, x0[None], contend_within=margin, best_known=strict.chi2[0] / 3)
+    assert int(settled.codes[0]) == SUCCESSFUL
+    assert settled.steps[0] < strict.steps[0]
+    assert settled.chi2[0] >= strict.chi2[0]
+    assert settled.chi2[0] > strict.chi2[0] / 3 + margin
+
+
 def test_the_medium_stage_is_every_map_on_the_screening_grid():
     """Only when the screening dropped maps and subsampled frames is there a medium stage."""
     from heterojax._fit._strategies import AutoStarts

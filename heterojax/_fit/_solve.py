@@ -258,11 +258,19 @@ class LocalSolver(eqx.Module):
         max_steps: int | None = None,
         batched: bool | None = None,
         rescale: bool = True,
+        contend_within: float = np.inf,
+        best_known: float = np.inf,
     ) -> Solved:
         """Local fits from the bounded start `rows` (`_stepping.run_steps`): stepped together
         (`batched`: the data pass and the step vmapped over the starts), or one after another
         with the single-start programs (which a local fit compiles anyway). `rescale=False`
         keeps the rows' contrast/offset (a continued fit).
+
+        With a finite `contend_within`, a fit that cannot come within that of the best χ² known
+        (`best_known`, and the fits already finished: rows in turn, best first) stops as soon as
+        its χ² minus a hundred times the Gauss–Newton decrement lies above it (`Stepper`): a
+        rival basin is not walked to the end of its valley only to lose. Its χ² is then an upper
+        bound of its basin's, above it by about the decrement (≪ its gap to the best).
 
         `batched=None` steps together on an accelerator and in turn on a CPU. There the batch
         costs every start the step count of the slowest (a stopped start is frozen, not
@@ -300,11 +308,16 @@ class LocalSolver(eqx.Module):
             transform,
             jnp.asarray(float(self.decrement_tol)),
             jnp.asarray(float(problem.n_points)),
+            jnp.asarray(np.inf),
         )
         evaluate = _evaluation(problem, profiled=references is not None, batched=batched)
         on_step = _on_step if self.progress else None
         outputs = []
         for theta, reference in parts:
+            best = min(
+                [best_known] + [float(np.nanmin(out[-1], initial=np.inf)) for out in outputs]
+            )
+            stepper = eqx.tree_at(lambda s: s.ceiling, stepper, jnp.asarray(best + contend_within))
             z_scale = _coordinate_scales(problem, transform, theta, reference)
             if not batched:  # one start: no batch axis
                 theta, z_scale = theta[0], z_scale[0]
