@@ -216,6 +216,11 @@ class LocalSolver(eqx.Module):
     that the Gauss–Newton step could still gain, bᵀG⁻¹b, is at most `decrement_tol` times the
     data's scatter about the fit (χ²/points).
 
+    `newton_finish` (default): a final fit (no `decrement_tol`) that is still running after
+    ten steps, near its minimum, tries a Newton step with the whole curvature of χ²
+    (`_stepping.newton_point`), which ends the crawl of Gauss–Newton along valleys whose
+    curvature JᵀJ overstates.
+
     `profile_scaling` (default): LM runs over the free physics alone, with every start's
     contrast/offset coefficients profiled out (`_profile`; the same minimum, without the ridge
     that each map's contrast forms with the physics). Otherwise LM runs over the whole fit
@@ -229,6 +234,7 @@ class LocalSolver(eqx.Module):
     progress: bool = False
     scale_starts: bool = True  # start every row at its best contrast/offset (not profiled)
     profile_scaling: bool = True
+    newton_finish: bool = True
 
     def _solver(self) -> optx.LevenbergMarquardt:
         """Levenberg–Marquardt whose trust region widens when at least half of the predicted
@@ -330,6 +336,7 @@ class LocalSolver(eqx.Module):
                 None if reference is None else jnp.asarray(reference),
                 steps,
                 on_step,
+                newton=self.newton_finish and not self.decrement_tol,
             )
             theta = np.asarray(z) * z_scale
             outputs.append([np.atleast_2d(theta)] + [np.atleast_1d(a) for a in rest])

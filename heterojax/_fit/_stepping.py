@@ -87,9 +87,10 @@ class Stepper(eqx.Module):
         `PREDICTION_ALLOWANCE` times that predicted decrease leaves it above `ceiling`:
         χ² − 100·D > ceiling (infinite unless the caller knows a better fit; `LocalSolver`).
 
-        **Returns:** `(z, state, x_next, stop, result, chi2, converged)`: the solver's iterate
-        and state, the next point to evaluate, whether the fit stops (converged, or a failure),
-        its result, the χ² of its last accepted step, and whether a convergence test was met.
+        **Returns:** `(z, state, x_next, stop, result, chi2, converged, decrement)`: the
+        solver's iterate and state, the next point to evaluate, whether the fit stops
+        (converged, or a failure), its result, the χ² of its last accepted step, whether a
+        convergence test was met, and D there.
         """
         args = (self.transform, z_scale, *terms)
         new_z, new_state, _ = self.solver.step(_residual, z, args, _OPTIONS, state, _TAGS)
@@ -104,13 +105,87 @@ class Stepper(eqx.Module):
         losing = chi2 - PREDICTION_ALLOWANCE * decrement > self.ceiling
         converged = state.terminate | (finite & (small | losing))
         stop = done | stop | converged | (result != optx.RESULTS.successful)
-        return z, state, self.point(state.y_eval, z_scale, reference), stop, result, chi2, converged
+        x_next = self.point(state.y_eval, z_scale, reference)
+        return z, state, x_next, stop, result, chi2, converged, decrement
+
+    def gradient(self, z, terms, z_scale) -> Float[Array, " p"]:
+        """∂(½‖r‖²)/∂z at z from the data terms (G, b, ‖r‖²) taken there: (dx/dz) ⊙ b."""
+        return self.transform.derivative(z * z_scale) * z_scale * terms[1]
 
 
 _start = eqx.filter_jit(Stepper.start)
 _advance = eqx.filter_jit(Stepper.advance)
+_gradient = eqx.filter_jit(Stepper.gradient)
 _start_rows = eqx.filter_jit(eqx.filter_vmap(Stepper.start, in_axes=(None, 0, 0, 0)))
 _advance_rows = eqx.filter_jit(eqx.filter_vmap(Stepper.advance, in_axes=(None, 0, 0, 0, 0, 0, 0)))
+
+
+# The Newton finish (`newton_point`): first tried after this many steps, again this many steps
+# later, at most `_NEWTON_TRIES` times a fit, and only while the fit crawls (`_crawling`); the
+# forward difference of the gradient is taken over this step in z (unit curvature along each
+# axis), and the Newton step repeated with that curvature up to `_NEWTON_STEPS` times.
+_NEWTON_AFTER = 10
+_NEWTON_TRIES = 2
+_NEWTON_NEAR = 1.0
+_NEWTON_DIFFERENCE = 1e-2
+_NEWTON_STEPS = 3
+_CRAWL_FALL = 0.03
+
+
+def _crawling(decrements: list[float], chi2: float, per_point: float) -> bool:
+    """Whether a fit crawls near its minimum: its Gauss–Newton decrement D is within
+    `_NEWTON_NEAR` noise variances per parameter (`per_point` = p / points) and fell by less
+    than `_CRAWL_FALL` over the last five steps (each step still leaving ≥ 0.7 of the way,
+    where a converging Gauss–Newton iteration divides D by orders of magnitude a step), and D
+    is not at the rounding level of χ²."""
+    if len(decrements) < 6:
+        return False
+    now, before = decrements[-1], decrements[-6]
+    near = now <= _NEWTON_NEAR * per_point * chi2
+    return near and now >= _CRAWL_FALL * before and now > 1e-12 * chi2
+
+
+def _small_step(solver: optx.LevenbergMarquardt, z, step) -> bool:
+    """The solver's test on a step (`optimistix`'s Cauchy test on y): every |Δz| below
+    atol + rtol·|z|. (Its test on the change of χ² is met alike: a Newton step near the
+    minimum changes χ² by far less than atol + rtol·χ².)"""
+    return bool(np.all(np.abs(step) < solver.atol + solver.rtol * np.abs(np.asarray(z))))
+
+
+def newton_point(stepper: Stepper, evaluate: Evaluate, z, terms, z_scale, reference):
+    """A point near the minimum of ½‖r‖² from z by Newton's method: `(point, χ², last step)`,
+    or None where the curvature is not positive definite (or no Newton step lowers χ²).
+
+    Gauss–Newton (and so Levenberg–Marquardt) models the curvature as JᵀJ and leaves out
+    Σ_e r_e ∇²r_e. Along a valley where that term cancels most of JᵀJ's curvature (correlated
+    parameters on large-residual data, e.g. speckle), each step covers only that small fraction
+    of the remaining way: the fit crawls, tens of steps within a thousandth of its final χ².
+    Newton's step uses the whole curvature: g = ∂(½‖r‖²)/∂z is exact at every point (b of the
+    data pass, `Stepper.gradient`), and H is its forward difference along each axis of z,
+    symmetrised (p more data passes). The step z ← z − H⁻¹g is repeated with the same H while
+    χ² falls, `_NEWTON_STEPS` times at most (one data pass each): the difference quotient's
+    error, a few percent of H, then shrinks geometrically.
+    """
+    gradient = np.asarray(_gradient(stepper, z, terms, z_scale))
+    columns = []
+    for axis in range(gradient.size):
+        shifted = z.at[axis].add(_NEWTON_DIFFERENCE)
+        there = evaluate(stepper.point(shifted, z_scale, reference))
+        columns.append(np.asarray(_gradient(stepper, shifted, there, z_scale)) - gradient)
+    hessian = np.array(columns).T / _NEWTON_DIFFERENCE
+    hessian = (hessian + hessian.T) / 2
+    if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian)[0] <= 0:
+        return None
+    best, chi2 = None, float(terms[2])
+    for _ in range(_NEWTON_STEPS):
+        step = -np.linalg.solve(hessian, gradient)
+        proposal = jnp.asarray(np.asarray(z) + step)
+        there = evaluate(stepper.point(proposal, z_scale, reference))
+        if not float(there[2]) < chi2:
+            break
+        best, z, chi2 = (proposal, float(there[2]), step), proposal, float(there[2])
+        gradient = np.asarray(_gradient(stepper, z, there, z_scale))
+    return best
 
 
 def run_steps(
@@ -121,11 +196,16 @@ def run_steps(
     reference,
     max_steps: int,
     on_step: Callable[[int, float], Any] | None = None,
+    newton: bool = False,
 ):
     """Levenberg–Marquardt from z0 until the solver's test is met, it fails, or `max_steps`.
     With a leading axis on `z0`, `z_scale` and `reference` (and an `evaluate` of rows), the
     starts step together, each frozen once it has stopped. `on_step(step, chi2)` is called
     after every step with the lowest χ² of the last accepted steps.
+
+    `newton` (one start): a fit still running after `_NEWTON_AFTER` steps that crawls near its
+    minimum (`_crawling`) tries Newton's method (`newton_point`); where that lowers χ², LM
+    starts afresh from there (where it converges within a few steps instead of crawling on).
 
     **Returns:** `(z, result code, steps, chi2)` per start, as `optimistix.least_squares`
     reports them (a fit still moving at `max_steps` has `nonlinear_max_steps_reached`).
@@ -137,15 +217,17 @@ def run_steps(
     stopped, terminated = np.zeros(shape, bool), np.zeros(shape, bool)
     codes = np.full(shape, int(optx.RESULTS.successful._value))
     steps, chi2 = np.zeros(shape, int), np.full(shape, np.nan)
+    newton = newton and not batched
+    tries, next_try, decrements = 0, _NEWTON_AFTER, []
     for step in range(1, max_steps + 1):
         terms = evaluate(x)
-        z, state, x, stop, result, objective, converged = advance(
+        z, state, x, stop, result, objective, converged, decrement = advance(
             stepper, z, state, terms, z_scale, reference, jnp.asarray(stopped)
         )
-        fetched = jax.device_get((stop, result._value, objective, converged))
+        fetched = jax.device_get((stop, result._value, objective, converged, decrement))
         running = ~stopped
         codes, chi2, terminated = (
-            np.where(running, new, old) for new, old in zip(fetched[1:], (codes, chi2, terminated))
+            np.where(running, new, old) for new, old in zip(fetched[1:4], (codes, chi2, terminated))
         )
         steps = np.where(running, step, steps)
         stopped = stopped | fetched[0]
@@ -153,6 +235,23 @@ def run_steps(
             on_step(step, float(np.nanmin(chi2)))
         if np.all(stopped):
             break
+        decrements.append(float(np.max(fetched[4])))
+        if (
+            newton
+            and step >= next_try
+            and tries < _NEWTON_TRIES
+            and _crawling(decrements, float(np.max(chi2)), z.shape[-1] / float(stepper.n_points))
+        ):
+            tries, next_try = tries + 1, step + _NEWTON_AFTER
+            here = evaluate(stepper.point(z, z_scale, reference))
+            newton_end = newton_point(stepper, evaluate, z, here, z_scale, reference)
+            if newton_end is None:
+                continue
+            z, chi2, last = newton_end[0], np.asarray(newton_end[1]), newton_end[2]
+            if _small_step(stepper.solver, z, last):  # converged by the solver's own step test
+                terminated[...] = True
+                break
+            state, x = start(stepper, z, z_scale, reference)  # LM goes on from there, afresh
     moving = (codes == int(optx.RESULTS.successful._value)) & ~terminated
     codes = np.where(moving, int(optx.RESULTS.nonlinear_max_steps_reached._value), codes)
     return z, codes, steps, chi2
