@@ -216,10 +216,11 @@ class LocalSolver(eqx.Module):
     that the Gauss–Newton step could still gain, bᵀG⁻¹b, is at most `decrement_tol` times the
     data's scatter about the fit (χ²/points).
 
-    `newton_finish` (default): a final fit (no `decrement_tol`) that is still running after
-    ten steps, near its minimum, tries a Newton step with the whole curvature of χ²
-    (`_stepping.newton_point`), which ends the crawl of Gauss–Newton along valleys whose
-    curvature JᵀJ overstates.
+    `newton_finish` (default): a final fit (no `decrement_tol`, one start at a time) that
+    crawls near its minimum after ten steps (its Gauss–Newton decrement small and falling
+    slowly, `_stepping._crawling`) takes Newton steps with the whole curvature of χ²
+    (`_stepping.newton_point`): Gauss–Newton crawls along valleys whose curvature JᵀJ
+    overstates. `LocalSolver(newton_finish=False)` leaves LM to crawl to its own test.
 
     `profile_scaling` (default): LM runs over the free physics alone, with every start's
     contrast/offset coefficients profiled out (`_profile`; the same minimum, without the ridge
