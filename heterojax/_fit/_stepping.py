@@ -220,7 +220,7 @@ def run_steps(
     newton = newton and not batched
     tries, next_try, decrements = 0, _NEWTON_AFTER, []
     for step in range(1, max_steps + 1):
-        terms = evaluate(x)
+        terms, evaluated = evaluate(x), x
         z, state, x, stop, result, objective, converged, decrement = advance(
             stepper, z, state, terms, z_scale, reference, jnp.asarray(stopped)
         )
@@ -243,7 +243,9 @@ def run_steps(
             and _crawling(decrements, float(np.max(chi2)), z.shape[-1] / float(stepper.n_points))
         ):
             tries, next_try = tries + 1, step + _NEWTON_AFTER
-            here = evaluate(stepper.point(z, z_scale, reference))
+            here = stepper.point(z, z_scale, reference)  # the step's own point when accepted
+            accepted = np.array_equal(np.asarray(here), np.asarray(evaluated))
+            here = terms if accepted else evaluate(here)
             newton_end = newton_point(stepper, evaluate, z, here, z_scale, reference)
             if newton_end is None:
                 continue
