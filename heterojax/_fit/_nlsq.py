@@ -32,7 +32,6 @@ from ._symmetry import (
 from ._uncertainty import (
     AbstractErrors,
     Uncertainty,
-    residual_maps_at,
     resolve_errors,
     solution_uncertainty,
 )
@@ -230,12 +229,15 @@ def _difference_noise(
     Whether another minimum competes is a question about this difference, not about χ²'s own
     spread √(2·dof): under independent noise a rival at Δχ² ≫ 2√Δχ² is excluded by the data
     however many points there are, and under correlated (speckle) noise the same Δχ² can be
-    well within the noise. One model pass per rival.
+    well within the noise. One model pass per rival, by the fit's own compiled pass
+    (`evaluate_at`: a program for the model alone would be compiled for this use only).
     """
-    residual = np.asarray(problem.weights) * (np.asarray(maps) - np.asarray(problem.data))
+    weights = np.asarray(problem.weights)
+    residual = weights * (np.asarray(maps) - np.asarray(problem.data))
     noise = np.full(len(values), np.nan)
     for k in np.flatnonzero(rivals):
-        difference = np.asarray(residual_maps_at(problem, jnp.asarray(values[k]))) - residual
+        rival_maps = np.asarray(evaluate_at(problem, jnp.asarray(values[k])).maps)
+        difference = weights * (rival_maps - np.asarray(maps))
         noise[k] = 2.0 * np.sqrt(errors.difference_variance(problem, x, difference, residual))
     return noise
 

@@ -158,13 +158,20 @@ def physics_transform(problem: FitProblem):
     return type(problem.transform)(problem.transform.lower[:k], problem.transform.upper[:k])
 
 
-def full_vectors(problem: FitProblem, physics: ArrayLike, references: ArrayLike) -> np.ndarray:
-    """Rows [physics, α*(physics)] from rows of physics and reference coefficients."""
+def full_vectors(
+    problem: FitProblem, physics: ArrayLike, references: ArrayLike, known: dict | None = None
+) -> np.ndarray:
+    """Rows [physics, α*(physics)] from rows of physics and reference coefficients; α* read
+    from `known` (keyed by the bytes of [physics, reference]) where a pass there left it,
+    otherwise one pass over the data each."""
     physics, references = np.asarray(physics), np.asarray(references)
     rows = np.concatenate([physics, references], axis=1)
+    known = {} if known is None else known
+
+    def coefficients(row):
+        found = known.get(row.tobytes())
+        return profile_of(problem, row).coefficients if found is None else found
+
     return np.stack(
-        [
-            np.concatenate([theta, profile_of(problem, row).coefficients])
-            for theta, row in zip(physics, rows)
-        ]
+        [np.concatenate([theta, coefficients(row)]) for theta, row in zip(physics, rows)]
     )

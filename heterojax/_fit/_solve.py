@@ -77,23 +77,24 @@ def listening(progress: Any) -> Iterator[bool]:
         _STEP_LISTENERS.remove(listener)
 
 
-def _coordinate_scales(
-    problem: FitProblem, transform: BoxTransform, thetas: np.ndarray, references
-) -> np.ndarray:
-    """`coordinate_scale` at every row of θ (one pass over the data each): of the profiled
-    problem when `references` (rows of scaling coefficients) are given."""
+def _start_passes(
+    evaluate: Evaluate, transform: BoxTransform, thetas: np.ndarray, references
+) -> tuple[np.ndarray, list[tuple]]:
+    """The data terms (G, b, ‖r‖²) at every row of θ (`evaluate`, one pass over the data
+    each; with `references`, rows of scaling coefficients, those of the profiled problem), and
+    the coordinate scales they give (`coordinate_scale`). The terms are those the first step
+    of each row needs: its start is the point that step evaluates."""
     xs, derivatives = jax.device_get(to_bounded(transform, jnp.asarray(np.atleast_2d(thetas))))
-    if references is None:
-        grams = [evaluate_at(problem, x).gram for x in xs]
-    else:
-        rows = np.concatenate([xs, np.asarray(references)], axis=1)
-        grams = [profile_of(problem, row).gram for row in rows]
-    return np.array(
+    if references is not None:
+        xs = np.concatenate([xs, np.asarray(references)], axis=1)
+    terms = [evaluate(jnp.asarray(x)) for x in xs]
+    scales = np.array(
         [
             _INITIAL_STEP * coordinate_scale(gram, derivative)
-            for gram, derivative in zip(grams, derivatives)
+            for (gram, _, _), derivative in zip(terms, derivatives)
         ]
     )
+    return scales, terms
 
 
 _NOT_AT_MINIMUM = (
@@ -180,14 +181,25 @@ class Solved(NamedTuple):
         return solved
 
 
-def _evaluation(problem: FitProblem, *, profiled: bool, batched: bool) -> Evaluate:
+def _evaluation(
+    problem: FitProblem, *, profiled: bool, batched: bool, coefficients: dict | None = None
+) -> Evaluate:
     """The data pass of the solver's steps: (G, b, ‖r‖²) at a bounded fit vector (rows of
-    them when `batched`), of the profiled problem (`_profile`) or of the whole fit vector."""
+    them when `batched`), of the profiled problem (`_profile`) or of the whole fit vector.
+    A profiled pass of one vector leaves its best coefficients α* in `coefficients`, keyed by
+    the vector's bytes (`full_vectors` reads them back at the fits' ends)."""
     if batched:
         return lambda xs: _terms_of_rows(problem, xs, profiled)
-    if profiled:
-        return lambda x: _terms(profile_of(problem, x))
-    return lambda x: _terms(evaluate_at(problem, x))
+    if not profiled:
+        return lambda x: _terms(evaluate_at(problem, x))
+
+    def profiled_pass(x):
+        profile = profile_of(problem, x)
+        if coefficients is not None:
+            coefficients[np.asarray(x).tobytes()] = profile.coefficients
+        return _terms(profile)
+
+    return profiled_pass
 
 
 def _terms(evaluation) -> tuple:
@@ -317,7 +329,15 @@ class LocalSolver(eqx.Module):
             jnp.asarray(float(problem.n_points)),
             jnp.asarray(np.inf),
         )
-        evaluate = _evaluation(problem, profiled=references is not None, batched=batched)
+        known: dict = {}  # α* of the profiled passes (`_evaluation`)
+        single = _evaluation(
+            problem, profiled=references is not None, batched=False, coefficients=known
+        )
+        evaluate = (
+            _evaluation(problem, profiled=references is not None, batched=True)
+            if batched
+            else single
+        )
         on_step = _on_step if self.progress else None
         outputs = []
         for theta, reference in parts:
@@ -325,9 +345,11 @@ class LocalSolver(eqx.Module):
                 [best_known] + [float(np.nanmin(out[-1], initial=np.inf)) for out in outputs]
             )
             stepper = eqx.tree_at(lambda s: s.ceiling, stepper, jnp.asarray(best + contend_within))
-            z_scale = _coordinate_scales(problem, transform, theta, reference)
-            if not batched:  # one start: no batch axis
-                theta, z_scale = theta[0], z_scale[0]
+            z_scale, first_terms = _start_passes(single, transform, theta, reference)
+            if batched:
+                first = tuple(jnp.stack(part) for part in zip(*first_terms))
+            else:  # one start: no batch axis
+                theta, z_scale, first = theta[0], z_scale[0], first_terms[0]
                 reference = None if reference is None else reference[0]
             z, *rest = run_steps(
                 stepper,
@@ -338,11 +360,12 @@ class LocalSolver(eqx.Module):
                 steps,
                 on_step,
                 newton=self.newton_finish and not self.decrement_tol,
+                first_terms=first,
             )
             theta = np.asarray(z) * z_scale
             outputs.append([np.atleast_2d(theta)] + [np.atleast_1d(a) for a in rest])
         theta, codes, n_steps, chi2 = (np.concatenate(a) for a in zip(*outputs))
         values = to_bounded(transform, jnp.asarray(theta))[0]
         if references is not None:
-            values = full_vectors(problem, values, jnp.asarray(references))
+            values = full_vectors(problem, values, jnp.asarray(references), known)
         return Solved(np.asarray(values), codes, n_steps, chi2)

@@ -197,6 +197,7 @@ def run_steps(
     max_steps: int,
     on_step: Callable[[int, float], Any] | None = None,
     newton: bool = False,
+    first_terms: tuple | None = None,
 ):
     """Levenberg–Marquardt from z0 until the solver's test is met, it fails, or `max_steps`.
     With a leading axis on `z0`, `z_scale` and `reference` (and an `evaluate` of rows), the
@@ -206,6 +207,8 @@ def run_steps(
     `newton` (one start): a fit still running after `_NEWTON_AFTER` steps that crawls near its
     minimum (`_crawling`) tries Newton's method (`newton_point`); where that lowers χ², LM
     starts afresh from there (where it converges within a few steps instead of crawling on).
+    `first_terms`: the data terms at z0's point when the caller has them (the first step's
+    pass).
 
     **Returns:** `(z, result code, steps, chi2)` per start, as `optimistix.least_squares`
     reports them (a fit still moving at `max_steps` has `nonlinear_max_steps_reached`).
@@ -220,7 +223,8 @@ def run_steps(
     newton = newton and not batched
     tries, next_try, decrements = 0, _NEWTON_AFTER, []
     for step in range(1, max_steps + 1):
-        terms, evaluated = evaluate(x), x
+        terms = first_terms if step == 1 and first_terms is not None else evaluate(x)
+        evaluated = x
         z, state, x, stop, result, objective, converged, decrement = advance(
             stepper, z, state, terms, z_scale, reference, jnp.asarray(stopped)
         )
