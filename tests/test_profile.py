@@ -180,3 +180,27 @@ def test_starts_stepped_together_equal_starts_stepped_in_turn():
     assert np.all(apart.codes == _solve.SUCCESSFUL)
     assert len(seen) == apart.steps.sum() + together.steps.max()
     assert all(np.isfinite(chi2) for _, chi2 in seen)
+
+
+def test_a_local_fit_passes_over_the_data_once_a_step(monkeypatch):
+    """The start's pass is the first step's, and the best coefficients at the end are those
+    of the last pass there: a profiled fit (no Newton try) makes one data pass a step, and
+    its coefficients are the profile's at its physics."""
+    from heterojax._fit import _profile, _solve
+
+    problem, x0 = _problem()
+    passes = []
+    counted = _profile.profile_of
+
+    def profile_of(problem, x):
+        passes.append(x)
+        return counted(problem, x)
+
+    monkeypatch.setattr(_solve, "profile_of", profile_of)
+    monkeypatch.setattr(_profile, "profile_of", profile_of)
+    solved = LocalSolver(newton_finish=False)(problem, x0[None])
+    assert solved.codes[0] == _solve.SUCCESSFUL
+    assert len(passes) == solved.steps[0]
+    k = problem.n_free_physics
+    at_end = counted(problem, np.concatenate([solved.values[0, :k], x0[k:]]))
+    np.testing.assert_allclose(solved.values[0, k:], at_end.coefficients, rtol=1e-12)

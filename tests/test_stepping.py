@@ -1,8 +1,10 @@
 """The Levenberg–Marquardt stepping loop (`_stepping`): its Newton finish and its stop for fits
 that cannot win."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from heterojax._fit._solve import SUCCESSFUL, LocalSolver
 from heterojax._fit._stepping import Stepper, newton_point, run_steps
@@ -66,3 +68,51 @@ def test_the_newton_finish_ends_the_crawl_of_gauss_newton_on_a_large_residual_pr
     assert newton_passes < crawl_passes / 1.5
     assert finished < crawled / 2
     assert newton_chi2 < crawl_chi2
+
+
+def test_a_fit_whose_remaining_gain_is_below_the_rounding_of_chi2_has_converged():
+    """The first step at a point whose Gauss–Newton decrement D = bᵀG⁻¹b is a few roundings
+    of χ² (ε·χ²) converges: no gain is left that χ² resolves. A decrement well above that does
+    not (LM and its own test go on)."""
+    p = 3
+    stepper = _stepper(p, 1e6)
+    z, z_scale = jnp.zeros(p), jnp.ones(p)
+    chi2 = 1.0e6
+    eps = float(np.finfo(np.float64).eps)
+    for decrement, converged in ((eps * chi2, True), (1e4 * eps * chi2, False)):
+        b = jnp.full(p, np.sqrt(decrement / p))
+        state, _ = stepper.start(z, z_scale, None)
+        terms = (jnp.eye(p), b, jnp.asarray(chi2))
+        out = stepper.advance(z, state, terms, z_scale, None, jnp.asarray(False))
+        _, _, _, stop, _, objective, met, reported = out
+        assert float(reported) == pytest.approx(decrement, rel=1e-6)
+        assert float(objective) == pytest.approx(chi2)
+        assert bool(met) is converged and bool(stop) is converged
+
+
+def test_the_first_step_takes_the_terms_the_caller_already_has():
+    """`run_steps(first_terms=...)`: the start's data pass, made by the caller (for the
+    coordinate scale), is the first step's; the fit is the same, one pass fewer."""
+    rng = np.random.default_rng(1)
+    t = jnp.linspace(0.0, 3.0, 200)
+    y = 2.0 * jnp.exp(-1.3 * t) + 0.05 * jnp.asarray(rng.normal(size=200))
+
+    def residual(x):
+        return x[0] * jnp.exp(-x[1] * t) - y
+
+    terms = _terms_of(residual, jax.jacfwd(residual))
+    z0, z_scale = jnp.asarray([0.5, 0.2]), jnp.asarray([1.0, 2.0])
+    runs = []
+    for first in (None, terms(z0 * z_scale)):
+        passes = []
+
+        def evaluate(x):
+            passes.append(x)
+            return terms(x)
+
+        out = run_steps(_stepper(2, 200.0), evaluate, z0, z_scale, None, 256, first_terms=first)
+        runs.append((out, len(passes)))
+    (plain, plain_passes), (reused, reused_passes) = runs
+    assert reused_passes == plain_passes - 1
+    np.testing.assert_array_equal(np.asarray(reused[0]), np.asarray(plain[0]))
+    assert int(reused[2]) == int(plain[2]) and float(reused[3]) == float(plain[3])
