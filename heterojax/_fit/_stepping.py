@@ -144,14 +144,14 @@ def _crawling(decrements: list[float], chi2: float, per_point: float) -> bool:
     """Whether a fit crawls near its minimum: its Gauss–Newton decrement D is within
     `_NEWTON_NEAR` noise variances per parameter (`per_point` = p / points) and fell by less
     than `_CRAWL_FALL` over the last five steps (each step still leaving ≥ 0.7 of the way,
-    where a converging Gauss–Newton iteration divides D by orders of magnitude a step), and D
-    is not at the rounding level of χ²."""
+    where a converging Gauss–Newton iteration divides D by orders of magnitude a step). A fit
+    whose D is within the rounding of χ² has stopped before this is asked (`Stepper.advance`).
+    """
     if len(decrements) < 6:
         return False
     now, before = decrements[-1], decrements[-6]
     near = now <= _NEWTON_NEAR * per_point * chi2
-    resolved = now <= RESOLVED_ROUNDINGS * float(np.finfo(float).eps) * chi2
-    return near and now >= _CRAWL_FALL * before and not resolved
+    return near and now >= _CRAWL_FALL * before
 
 
 def _small_step(solver: optx.LevenbergMarquardt, z, step) -> bool:
