@@ -200,6 +200,32 @@ def test_honest_covariance_of_a_subset_is_the_sub_model_sandwich(warm_start):
     assert honest_covariance(fake, ("not_a_parameter",)) is None
 
 
+def test_honest_covariance_is_equivariant_under_a_change_of_units(warm_start):
+    """The same sandwich with parameters in units 10¹⁶ apart (C → S⁻¹ C S⁻¹) gives the same
+    sub-model covariance in those units: the bread is inverted in Jacobi scaling, not at the
+    rounding of its largest entry."""
+    _, nlsq = warm_start
+    rng = np.random.default_rng(1)
+    p = len(nlsq.names)
+    bread, meat = _spd(rng, p, 4), _spd(rng, p, 2)
+    inverse = np.linalg.inv(bread)
+    units = 10.0 ** rng.uniform(-8, 8, p)
+    units[:2] = 1e-8, 1e8
+    per_unit = 1.0 / np.outer(units, units)
+    near = dataclasses.replace(
+        nlsq, covariance=inverse @ meat @ inverse, formal_covariance=3.0 * inverse
+    )
+    far = dataclasses.replace(
+        nlsq,
+        covariance=near.covariance * per_unit,
+        formal_covariance=near.formal_covariance * per_unit,
+    )
+    subset = [0, 1, 3]
+    names = tuple(nlsq.names[i] for i in subset)
+    expected = honest_covariance(near, names) * per_unit[np.ix_(subset, subset)]
+    np.testing.assert_allclose(honest_covariance(far, names), expected, rtol=1e-6)
+
+
 def test_auto_adjusts_only_with_honest_errors(warm_start):
     _, nlsq = warm_start
     assert isinstance(resolve_adjustment("auto", nlsq), hj.CheckedCurvatureAdjustment)

@@ -15,8 +15,11 @@ from heterojax._fit._uncertainty import (
     FrameClusteredErrors,
     clustered_terms_at,
     correlation_frames,
+    _nonnegative,
     frame_autocorrelation,
+    leverage_corrected_covariance,
     resolve_errors,
+    solution_uncertainty,
 )
 
 
@@ -296,3 +299,82 @@ def test_leverage_correction_widens_errors_most_where_blocks_are_few():
     )
     ratios = np.array([corrected.stderr[n] / plain.stderr[n] for n in sorted(FREE)])
     assert np.all(ratios >= 1.0) and np.max(ratios) > 1.1
+
+
+def _jacobi_pseudo_inverse(gram: np.ndarray) -> np.ndarray:
+    """A⁺ taken in Jacobi scaling, as the fit takes it (`solution_terms`)."""
+    roots = np.sqrt(np.diagonal(gram))
+    return np.linalg.pinv(gram / np.outer(roots, roots), rcond=1e-10) / np.outer(roots, roots)
+
+
+def _sandwich_pieces(rng, p: int, scales):
+    """In parameter units S: an indefinite clustered-like meat S (Σ g gᵀ − ½ Σ h hᵀ) S, its
+    absorbed part S B S (B ⪰ 0) and the pseudo-inverse of the Gram matrix S (Σ g gᵀ) S, whose
+    null direction is the split of the last two parameters (as f0/f3 at f1 = 0)."""
+    g = rng.normal(size=(3 * p, p))
+    g[:, -1] = g[:, -2]
+    h = 0.3 * rng.normal(size=(p, p))
+    h[:, -1] = h[:, -2]
+    gram = g.T @ g
+    s = np.asarray(scales)
+    meat = s[:, None] * (gram - 0.5 * h.T @ h) * s
+    absorbed = s[:, None] * (0.05 * gram) * s
+    return meat, absorbed, _jacobi_pseudo_inverse(s[:, None] * gram * s)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sandwich_is_equivariant_under_a_change_of_parameter_units(seed):
+    """Measuring a parameter in other units (θ → θ/s: M, B → S M S, A⁺ → S⁻¹ A⁺ S⁻¹) changes its
+    covariance to S⁻¹ C S⁻¹ and nothing else, however far apart the units are (here 10¹⁶ from
+    the smallest to the largest, as between D0 and alpha in a fit). An eigen-decomposition of
+    the raw meat rounds every direction at ε × its largest eigenvalue and breaks this."""
+    p = 6
+    far = 10.0 ** np.random.default_rng(100 + seed).uniform(-8, 8, p)
+    far[:2] = 1e-8, 1e8
+    meat, absorbed, inverse = _sandwich_pieces(np.random.default_rng(seed), p, np.ones(p))
+    meat_far, absorbed_far, inverse_far = _sandwich_pieces(np.random.default_rng(seed), p, far)
+    determined = np.ix_(range(p - 2), range(p - 2))
+    for correction in (True, False):
+        if correction:
+            expected = leverage_corrected_covariance(meat, absorbed, inverse)
+            found = leverage_corrected_covariance(meat_far, absorbed_far, inverse_far)
+        else:
+            expected = inverse @ _nonnegative(meat) @ inverse
+            found = inverse_far @ _nonnegative(meat_far) @ inverse_far
+        found = found * np.outer(far, far)
+        np.testing.assert_allclose(found[determined], expected[determined], rtol=1e-6)
+
+
+def test_frame_clustered_errors_are_the_same_along_an_exactly_flat_direction():
+    """At f1 = 0 only f0 + f3 enters the model, so every split of the same sum is the same
+    solution (f1's Jacobian column, f0·t, still moves with the split): the honest errors of the determined parameters must not depend on which split
+    the fit stopped at (recovery case 44 read D0_ref's error as 26–119 along this direction,
+    against 91 from the meat itself, before the meat's clip was taken in Jacobi scaling)."""
+    t = 0.05 * np.arange(1, 25)
+    truth = TRUTH.replace(D0_ref=6e4, D0_sample=1.5e5, v0=2000.0, f3=0.1)
+    data = hj.simulate(truth, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(8))
+    fixed = [name for name in FIXED if name not in ("alpha_ref", "f1", "f3")]
+    problem, x0, _, _ = _build(
+        truth,
+        data,
+        fixed=fixed,
+        bounds=None,
+        scaling="individual",
+        fourier_order=None,
+        contrast=None,
+        offset=None,
+        sigma=None,
+        roi=None,
+    )
+    names = list(problem.names)
+    f0, f3 = names.index("f0"), names.index("f3")
+    errors = []
+    for split in (1e-6, 1e-3, 0.05):
+        x = np.asarray(x0, float).copy()
+        x[f0], x[f3] = x[f0] + x[f3] - split, split
+        x = jnp.asarray(x)
+        gram = problem.normal_equations(x)[0]
+        honest, formal = solution_uncertainty(problem, x, gram, 1.0, FrameClusteredErrors())
+        assert np.isinf(honest.stderr["f0"]) and np.isinf(honest.stderr["f3"])
+        errors.append([honest.stderr[name] for name in ("D0_ref", "D0_sample", "v0")])
+    np.testing.assert_allclose(errors[1:], [errors[0]] * 2, rtol=1e-6)

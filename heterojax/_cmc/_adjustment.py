@@ -82,6 +82,7 @@ import numpy as np
 import scipy.linalg
 
 from .._fit._nlsq_result import NLSQResult
+from .._fit._uncertainty import diagonal_roots
 from ._coordinates import shard_laplace
 from ._posterior import ShardData, ShardPosterior, gauss_newton_information
 
@@ -175,8 +176,14 @@ def _symmetric(matrix: np.ndarray) -> np.ndarray:
 
 
 def _symmetric_inverse(matrix: np.ndarray) -> np.ndarray:
+    """The pseudo-inverse of the symmetric part, D⁻¹ (D⁻¹ M D⁻¹)⁺ D⁻¹ with D the Jacobi scale
+    (`diagonal_roots`): equivariant under a change of parameter units, where the raw matrix's
+    pseudo-inverse cuts and rounds every direction at ε × its largest singular value (NLSQ
+    covariances span 10¹⁰ and more between D0 and alpha)."""
     matrix = _symmetric(matrix)
-    return np.linalg.pinv(matrix, hermitian=True)
+    roots = diagonal_roots(matrix)
+    scaled = np.linalg.pinv(matrix / np.outer(roots, roots), hermitian=True)
+    return scaled / np.outer(roots, roots)
 
 
 def honest_covariance(nlsq: NLSQResult, names: tuple[str, ...]) -> np.ndarray | None:

@@ -217,18 +217,36 @@ def correlation_frames(autocorrelation: np.ndarray) -> float:
 MIN_KEPT_SHARE = 0.1
 
 
+def diagonal_roots(matrix: np.ndarray) -> np.ndarray:
+    """√|diag(M)|, with 1 where the diagonal is 0: the Jacobi scale d of a symmetric matrix, so
+    that M / (d dᵀ) has a unit diagonal wherever M's is non-zero."""
+    root = np.sqrt(np.abs(np.diagonal(matrix)))
+    return np.where(root > 0, root, 1.0)
+
+
 def _nonnegative(matrix: np.ndarray) -> np.ndarray:
-    """The symmetric part of a matrix with its negative eigenvalues set to 0."""
-    eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T
+    """The symmetric part of a matrix with its negative eigenvalues set to 0, taken in Jacobi-
+    scaled coordinates: M = D (V max(Λ, 0) Vᵀ) D with D = diag(`diagonal_roots`) and V Λ Vᵀ
+    the eigen-decomposition of D⁻¹ M D⁻¹.
+
+    The scaling makes the result equivariant under a change of parameter units
+    (M → S M S ⇒ result → S result S). Without it, an eigen-decomposition of the raw meat is
+    accurate only to ε × its largest eigenvalue in every direction: on recovery case 44 (meat
+    entries spanning 10¹⁶) that rounding rewrote D0_ref's share of the meat and moved its
+    honest error between 26 and 119 along an exactly flat direction of χ², against 90.9 from
+    the meat itself.
+    """
+    symmetric = (matrix + matrix.T) / 2
+    roots = diagonal_roots(symmetric)
+    eigenvalues, vectors = np.linalg.eigh(symmetric / np.outer(roots, roots))
+    return roots[:, None] * ((vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T) * roots[None, :]
 
 
 def _pseudo_inverse_factor(pseudo_inverse: np.ndarray) -> np.ndarray:
     """R with R Rᵀ = A⁺ (from the eigen-decomposition of the Jacobi-scaled A⁺)."""
-    scale = np.sqrt(np.maximum(np.diagonal(pseudo_inverse), 0.0))
-    safe = np.where(scale > 0, scale, 1.0)
-    eigenvalues, vectors = np.linalg.eigh(pseudo_inverse / np.outer(safe, safe))
-    return scale[:, None] * vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
+    roots = diagonal_roots(pseudo_inverse)
+    eigenvalues, vectors = np.linalg.eigh(pseudo_inverse / np.outer(roots, roots))
+    return roots[:, None] * vectors * np.sqrt(np.maximum(eigenvalues, 0.0))
 
 
 def leverage_corrected_covariance(
