@@ -13,9 +13,9 @@ from heterojax._fit._problem import estimate_noise
 from heterojax._fit._uncertainty import (
     FormalErrors,
     FrameClusteredErrors,
+    _nonnegative,
     clustered_terms_at,
     correlation_frames,
-    _nonnegative,
     frame_autocorrelation,
     leverage_corrected_covariance,
     resolve_errors,
@@ -347,9 +347,10 @@ def test_sandwich_is_equivariant_under_a_change_of_parameter_units(seed):
 
 def test_frame_clustered_errors_are_the_same_along_an_exactly_flat_direction():
     """At f1 = 0 only f0 + f3 enters the model, so every split of the same sum is the same
-    solution (f1's Jacobian column, f0·t, still moves with the split): the honest errors of the determined parameters must not depend on which split
-    the fit stopped at (recovery case 44 read D0_ref's error as 26–119 along this direction,
-    against 91 from the meat itself, before the meat's clip was taken in Jacobi scaling)."""
+    solution (f1's Jacobian column, f0·t, still moves with the split). The honest errors of the
+    determined parameters must not depend on which split the fit stopped at: recovery case 44
+    read D0_ref's error as 26–119 along this direction, against 91 from the meat itself,
+    before the meat's clip was taken in Jacobi scaling."""
     t = 0.05 * np.arange(1, 25)
     truth = TRUTH.replace(D0_ref=6e4, D0_sample=1.5e5, v0=2000.0, f3=0.1)
     data = hj.simulate(truth, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(8))
