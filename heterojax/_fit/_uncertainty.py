@@ -300,7 +300,10 @@ class FrameClusteredErrors(AbstractErrors):
     and there are several blocks (clusters) in all: with few frames per correlation time the
     meat is a noisy average, and coverage degrades gently (measured in
     `benchmarks/bench_calibration.py`). It needs no σ (σ cancels), costs one Jacobian pass
-    over the data, and M's negative eigenvalues (possible for a finite sample) are set to 0.
+    over the data, and M's negative eigenvalues (possible for a finite sample) are set to 0 in
+    Jacobi scaling (`_nonnegative`), so that the covariance changes with the units of a
+    parameter as a covariance must (C → S⁻¹ C S⁻¹ for θ → θ/s) and is the same at every point
+    of a flat set of solutions.
     """
 
     block: int | None = None
