@@ -13,7 +13,6 @@ from heterojax._fit._problem import estimate_noise
 from heterojax._fit._uncertainty import (
     FormalErrors,
     FrameClusteredErrors,
-    _nonnegative,
     clustered_terms_at,
     correlation_frames,
     frame_autocorrelation,
@@ -326,23 +325,49 @@ def _sandwich_pieces(rng, p: int, scales):
 def test_sandwich_is_equivariant_under_a_change_of_parameter_units(seed):
     """Measuring a parameter in other units (θ → θ/s: M, B → S M S, A⁺ → S⁻¹ A⁺ S⁻¹) changes its
     covariance to S⁻¹ C S⁻¹ and nothing else, however far apart the units are (here 10¹⁶ from
-    the smallest to the largest, as between D0 and alpha in a fit). An eigen-decomposition of
-    the raw meat rounds every direction at ε × its largest eigenvalue and breaks this."""
+    the smallest to the largest, as between D0 and alpha in a fit), with and without the
+    leverage correction. An eigen-decomposition of the raw meat rounds every direction at
+    ε × its largest eigenvalue and breaks this."""
     p = 6
     far = 10.0 ** np.random.default_rng(100 + seed).uniform(-8, 8, p)
     far[:2] = 1e-8, 1e8
     meat, absorbed, inverse = _sandwich_pieces(np.random.default_rng(seed), p, np.ones(p))
     meat_far, absorbed_far, inverse_far = _sandwich_pieces(np.random.default_rng(seed), p, far)
     determined = np.ix_(range(p - 2), range(p - 2))
-    for correction in (True, False):
-        if correction:
-            expected = leverage_corrected_covariance(meat, absorbed, inverse)
-            found = leverage_corrected_covariance(meat_far, absorbed_far, inverse_far)
-        else:
-            expected = inverse @ _nonnegative(meat) @ inverse
-            found = inverse_far @ _nonnegative(meat_far) @ inverse_far
+    for share in (1.0, 0.0):
+        expected = leverage_corrected_covariance(meat, share * absorbed, inverse)
+        found = leverage_corrected_covariance(meat_far, share * absorbed_far, inverse_far)
         found = found * np.outer(far, far)
         np.testing.assert_allclose(found[determined], expected[determined], rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clipped_sandwich_is_equivariant_under_any_reparametrisation(seed):
+    """θ → T⁻¹θ for any invertible T (a rotation of f0/f3 into sum and split, a rescaling, a
+    shear): J → J T, so M, B → Tᵀ M T, Tᵀ B T and A⁻¹ → T⁻¹ A⁻¹ T⁻ᵀ, and the covariance must
+    become T⁻¹ C T⁻ᵀ. The meat here has negative eigenvalues, as finite-sample meats do, so
+    where the clip is taken matters: in A-whitened coordinates it is invariant, in the raw or
+    the Jacobi-scaled ones it is not. The covariance is positive semi-definite."""
+    rng = np.random.default_rng(seed)
+    p = 5
+    g = rng.normal(size=(3 * p, p))
+    gram = g.T @ g
+    pull = gram @ rng.normal(size=p)  # A⁻¹M = I − 1.5 u pullᵀ/(uᵀ pull): one eigenvalue −0.5
+    meat = gram - 1.5 * np.outer(pull, pull) / (pull @ np.linalg.solve(gram, pull))
+    absorbed = 0.05 * gram
+    assert np.linalg.eigvals(np.linalg.solve(gram, meat)).real.min() == pytest.approx(-0.5)
+    transform = rng.normal(size=(p, p)) * 10.0 ** rng.uniform(-3, 3, p)
+    for share in (1.0, 0.0):
+        expected = leverage_corrected_covariance(meat, share * absorbed, np.linalg.inv(gram))
+        found = leverage_corrected_covariance(
+            transform.T @ meat @ transform,
+            share * transform.T @ absorbed @ transform,
+            _jacobi_pseudo_inverse(transform.T @ gram @ transform),
+        )
+        back = transform @ found @ transform.T
+        np.testing.assert_allclose(back, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+        roots = np.sqrt(np.diagonal(expected))
+        assert np.linalg.eigvalsh(expected / np.outer(roots, roots)).min() > -1e-12
 
 
 def test_frame_clustered_errors_are_the_same_along_an_exactly_flat_direction():

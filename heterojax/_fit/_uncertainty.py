@@ -225,21 +225,9 @@ def diagonal_roots(matrix: np.ndarray) -> np.ndarray:
 
 
 def _nonnegative(matrix: np.ndarray) -> np.ndarray:
-    """The symmetric part of a matrix with its negative eigenvalues set to 0, taken in Jacobi-
-    scaled coordinates: M = D (V max(Λ, 0) Vᵀ) D with D = diag(`diagonal_roots`) and V Λ Vᵀ
-    the eigen-decomposition of D⁻¹ M D⁻¹.
-
-    The scaling makes the result equivariant under a change of parameter units
-    (M → S M S ⇒ result → S result S). Without it, an eigen-decomposition of the raw meat is
-    accurate only to ε × its largest eigenvalue in every direction: on recovery case 44 (meat
-    entries spanning 10¹⁶) that rounding rewrote D0_ref's share of the meat and moved its
-    honest error between 26 and 119 along an exactly flat direction of χ², against 90.9 from
-    the meat itself.
-    """
-    symmetric = (matrix + matrix.T) / 2
-    roots = diagonal_roots(symmetric)
-    eigenvalues, vectors = np.linalg.eigh(symmetric / np.outer(roots, roots))
-    return roots[:, None] * ((vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T) * roots[None, :]
+    """The symmetric part of a matrix with its negative eigenvalues set to 0."""
+    eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.maximum(eigenvalues, 0.0)) @ vectors.T
 
 
 def _pseudo_inverse_factor(pseudo_inverse: np.ndarray) -> np.ndarray:
@@ -252,13 +240,25 @@ def _pseudo_inverse_factor(pseudo_inverse: np.ndarray) -> np.ndarray:
 def leverage_corrected_covariance(
     meat: np.ndarray, absorbed: np.ndarray, pseudo_inverse: np.ndarray
 ) -> np.ndarray:
-    """C = R D^{−1/2} (Rᵀ M R) D^{−1/2} Rᵀ with R Rᵀ = A⁺ and D = I − Rᵀ B R, D's eigenvalues
-    floored at `MIN_KEPT_SHARE` (`FrameClusteredErrors`, leverage correction)."""
+    """C = R [D^{−1/2} (Rᵀ M R) D^{−1/2}]₊ Rᵀ with R Rᵀ = A⁺, D = I − Rᵀ B R (its eigenvalues
+    floored at `MIN_KEPT_SHARE`) and [·]₊ the negative eigenvalues set to 0
+    (`FrameClusteredErrors`, leverage correction; B = 0 gives the plain sandwich A⁺ M A⁺,
+    clipped the same way).
+
+    The clip acts in A-whitened coordinates, where the matrix has expectation I under
+    independent noise: its eigenvalues are those of A⁻¹M (corrected), which do not depend on
+    how the model is parametrised, so C → T⁻¹ C T⁻ᵀ for θ → T⁻¹θ, whatever T. Clipping the raw
+    meat instead rounds every direction at ε × its largest eigenvalue (recovery case 44: meat
+    entries spanning 10¹⁶, D0_ref's honest error 26–119 along an exactly flat direction of χ²
+    against 91.7), and clipping it in any fixed scaling makes the error depend on the units
+    (calibration case 01: up to 2.1× the unclipped sandwich with raw units, 1.2× with Jacobi
+    scaling, 1.01× whitened).
+    """
     factor = _pseudo_inverse_factor(pseudo_inverse)
     kept = np.eye(factor.shape[1]) - factor.T @ absorbed @ factor
     eigenvalues, vectors = np.linalg.eigh((kept + kept.T) / 2)
     root = (vectors / np.sqrt(np.maximum(eigenvalues, MIN_KEPT_SHARE))) @ vectors.T
-    whitened = root @ (factor.T @ meat @ factor) @ root
+    whitened = _nonnegative(root @ (factor.T @ meat @ factor) @ root)
     return factor @ whitened @ factor.T
 
 
@@ -300,10 +300,10 @@ class FrameClusteredErrors(AbstractErrors):
     and there are several blocks (clusters) in all: with few frames per correlation time the
     meat is a noisy average, and coverage degrades gently (measured in
     `benchmarks/bench_calibration.py`). It needs no σ (σ cancels), costs one Jacobian pass
-    over the data, and M's negative eigenvalues (possible for a finite sample) are set to 0 in
-    Jacobi scaling (`_nonnegative`), so that the covariance changes with the units of a
-    parameter as a covariance must (C → S⁻¹ C S⁻¹ for θ → θ/s) and is the same at every point
-    of a flat set of solutions.
+    over the data. Negative eigenvalues of the meat (possible for a finite sample: the pair
+    terms are subtracted) are set to 0 in A-whitened coordinates
+    (`leverage_corrected_covariance`), so that the covariance changes with the parametrisation
+    as a covariance must and is the same at every point of a flat set of solutions.
     """
 
     block: int | None = None
@@ -341,11 +341,10 @@ class FrameClusteredErrors(AbstractErrors):
     def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
         grids = self.block_grids(problem, x, residual_maps)
         inverse = jnp.asarray(pseudo_inverse) if self.leverage_correction else None
-        meat, absorbed = clustered_terms_at(problem, x, grids, inverse)
-        meat = _nonnegative(np.asarray(meat))
-        if not self.leverage_correction:
-            return pseudo_inverse @ meat @ pseudo_inverse
-        return leverage_corrected_covariance(meat, np.asarray(absorbed), pseudo_inverse)
+        meat, absorbed = (
+            np.asarray(term) for term in clustered_terms_at(problem, x, grids, inverse)
+        )
+        return leverage_corrected_covariance(meat, absorbed, pseudo_inverse)
 
     def difference_variance(self, problem, x, difference_maps, residual_maps):
         """Var(Σ d ε) clustered as the scores of the sandwich: the products d ⊙ r (r the
