@@ -27,12 +27,13 @@ FREE = {"D0_ref", "D0_sample", "v0", "f0"}
 FIXED = [name for name in TRUTH.parameter_names if name not in FREE]
 
 
-def _fit_problem(data, scaling="individual"):
-    """The fit problem of TRUTH with FIXED held (individual scaling by default), its start x."""
+def _fit_problem(data, scaling="individual", *, model=TRUTH, fixed=FIXED):
+    """The fit problem of `model` (TRUTH) with `fixed` (FIXED) held, individual scaling by
+    default, and its start x."""
     problem, x0, _, _ = _build(
-        TRUTH,
+        model,
         data,
-        fixed=FIXED,
+        fixed=fixed,
         bounds=None,
         scaling=scaling,
         fourier_order=None,
@@ -380,18 +381,7 @@ def test_frame_clustered_errors_are_the_same_along_an_exactly_flat_direction():
     truth = TRUTH.replace(D0_ref=6e4, D0_sample=1.5e5, v0=2000.0, f3=0.1)
     data = hj.simulate(truth, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(8))
     fixed = [name for name in FIXED if name not in ("alpha_ref", "f1", "f3")]
-    problem, x0, _, _ = _build(
-        truth,
-        data,
-        fixed=fixed,
-        bounds=None,
-        scaling="individual",
-        fourier_order=None,
-        contrast=None,
-        offset=None,
-        sigma=None,
-        roi=None,
-    )
+    problem, x0 = _fit_problem(data, model=truth, fixed=fixed)
     names = list(problem.names)
     f0, f3 = names.index("f0"), names.index("f3")
     errors = []
