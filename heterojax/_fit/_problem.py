@@ -23,6 +23,7 @@ from .._data._xpcs_data import XPCSData
 from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
 from .._parameters import ParameterSpec
+from .._threads import default_threads, in_parallel
 from ._scaling import Scaling
 from ._transforms import BoxTransform
 
@@ -692,12 +693,22 @@ def moments_at(problem: FitProblem, x: Float[ArrayLike, " p"], centred: ArrayLik
     (`passes_by_map`)."""
     if not passes_by_map(problem):
         return _moments_scanned(problem, jnp.asarray(x), jnp.asarray(centred))
-    seconds, gs, contrasts, offsets = [], [], [], []
-    for vectors, g, contrast, offset in vectors_at(problem, x, centred):
-        seconds.append(_second_moment_at(vectors))
-        gs.append(g)
-        contrasts.append(contrast)
-        offsets.append(offset)
+    threads = default_threads()
+    if threads > 1:  # maps on every core (`heterojax._threads`), one map's vectors each
+        x, centred = jnp.asarray(x), jnp.asarray(centred)
+
+        def one_map(index):
+            vectors, g, contrast, offset = _vectors_at(problem, x, np.asarray(index), centred)
+            second = jax.block_until_ready(_second_moment_at(vectors))
+            return second, g, contrast, offset
+
+        maps = in_parallel(one_map, range(int(problem.data.shape[0])), threads)
+    else:
+        maps = [
+            (_second_moment_at(vectors), g, contrast, offset)
+            for vectors, g, contrast, offset in vectors_at(problem, x, centred)
+        ]
+    seconds, gs, contrasts, offsets = (list(part) for part in zip(*maps))
     second, contrast, offset = _stacked(seconds, contrasts, offsets)
     return Moments(second, tuple(gs), contrast, offset)
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from .._threads import default_threads, in_parallel
 from ._compressed import coordinate_scale
 from ._problem import FitProblem, best_scaling, evaluate_at
 from ._profile import full_vectors, physics_transform, profile_of, profiled_terms
@@ -243,6 +244,11 @@ class LocalSolver(eqx.Module):
     contrast/offset coefficients profiled out (`_profile`; the same minimum, without the ridge
     that each map's contrast forms with the physics). Otherwise LM runs over the whole fit
     vector, from each row's best scaling when `scale_starts`.
+
+    `threads`: independent fits (no `contend_within`: the screening's starts, continued fits)
+    run on this many threads, each start's fit the same as alone (`heterojax._threads`;
+    `None`: every core on a CPU, 1 on an accelerator). On a 2-core CPU the screening of the
+    42-map file of `bench_whole_file.py` (30 starts) took 23.0 s instead of 31.4 s.
     """
 
     rtol: float = 1e-7
@@ -253,6 +259,7 @@ class LocalSolver(eqx.Module):
     scale_starts: bool = True  # start every row at its best contrast/offset (not profiled)
     profile_scaling: bool = True
     newton_finish: bool = True
+    threads: int | None = None
 
     def _solver(self) -> optx.LevenbergMarquardt:
         """Levenberg–Marquardt whose trust region widens when at least half of the predicted
@@ -268,10 +275,12 @@ class LocalSolver(eqx.Module):
         if not self.scale_starts or problem.n_parameters == problem.n_free_physics:
             return rows
         n_phys = problem.n_free_physics
-        scaled = [
-            best_scaling(problem, evaluate_at(problem, jnp.asarray(row)).scaling_sums)
-            for row in rows
-        ]
+        threads = default_threads() if self.threads is None else int(self.threads)
+        scaled = in_parallel(
+            lambda row: best_scaling(problem, evaluate_at(problem, jnp.asarray(row)).scaling_sums),
+            rows,
+            threads,
+        )
         return np.concatenate([rows[:, :n_phys], np.array(scaled)], axis=1)
 
     def __call__(
@@ -344,12 +353,11 @@ class LocalSolver(eqx.Module):
             else single
         )
         on_step = _on_step if self.progress else None
-        outputs = []
-        for theta, reference in parts:
-            best = min(
-                [best_known] + [float(np.nanmin(out[-1], initial=np.inf)) for out in outputs]
-            )
-            stepper = eqx.tree_at(lambda s: s.ceiling, stepper, jnp.asarray(best + contend_within))
+        newton = self.newton_finish and (references is not None or not self.decrement_tol)
+
+        def fit_part(part, ceiling: float) -> list:
+            theta, reference = part
+            bounded = eqx.tree_at(lambda s: s.ceiling, stepper, jnp.asarray(ceiling))
             z_scale, first_terms = _start_passes(single, transform, theta, reference)
             if batched:
                 first = tuple(jnp.stack(part) for part in zip(*first_terms))
@@ -357,18 +365,29 @@ class LocalSolver(eqx.Module):
                 theta, z_scale, first = theta[0], z_scale[0], first_terms[0]
                 reference = None if reference is None else reference[0]
             z, *rest = run_steps(
-                stepper,
+                bounded,
                 evaluate,
                 jnp.asarray(theta / z_scale),
                 jnp.asarray(z_scale),
                 None if reference is None else jnp.asarray(reference),
                 steps,
                 on_step,
-                newton=self.newton_finish and (references is not None or not self.decrement_tol),
+                newton=newton,
                 first_terms=first,
             )
             theta = np.asarray(z) * z_scale
-            outputs.append([np.atleast_2d(theta)] + [np.atleast_1d(a) for a in rest])
+            return [np.atleast_2d(theta)] + [np.atleast_1d(a) for a in rest]
+
+        if np.isinf(contend_within):  # independent fits: on as many threads as cores
+            threads = default_threads() if self.threads is None else int(self.threads)
+            outputs = in_parallel(lambda part: fit_part(part, np.inf), parts, threads)
+        else:  # in turn, each bounded by the best finished before it
+            outputs = []
+            for part in parts:
+                best = min(
+                    [best_known] + [float(np.nanmin(out[-1], initial=np.inf)) for out in outputs]
+                )
+                outputs.append(fit_part(part, best + contend_within))
         theta, codes, n_steps, chi2 = (np.concatenate(a) for a in zip(*outputs))
         values = to_bounded(transform, jnp.asarray(theta))[0]
         if references is not None:
