@@ -126,3 +126,17 @@ def test_a_pass_map_by_map_on_two_threads_equals_the_pass_in_turn(monkeypatch):
     for g_threaded, g_alone in zip(passes[1].g, passes[0].g):
         np.testing.assert_array_equal(g_threaded, g_alone)
     np.testing.assert_array_equal(passes[1].contrast, passes[0].contrast)
+
+
+def test_frame_clustered_terms_on_two_threads_equal_the_terms_in_turn(monkeypatch):
+    from heterojax._fit import _uncertainty
+
+    problem, x0 = _problem(frames=problem_module._PER_MAP_FRAMES, phi=(0.0, 45.0, 90.0))
+    grids = _uncertainty.FrameClusteredErrors(block=16).block_grids(problem, x0)
+    terms = []
+    for threads in (1, 2):
+        monkeypatch.setattr(problem_module, "default_threads", lambda threads=threads: threads)
+        terms.append(_uncertainty.clustered_terms_at(problem, x0, grids))
+    for threaded, alone in zip(terms[1], terms[0]):
+        np.testing.assert_array_equal(threaded, alone)
+    assert np.all(np.isfinite(terms[0][0])) and np.any(terms[0][0] != 0)

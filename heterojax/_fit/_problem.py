@@ -687,27 +687,44 @@ def vectors_at(problem: FitProblem, x: Float[ArrayLike, " p"], centred: ArrayLik
             jax.block_until_ready(result)
 
 
+def over_maps(problem: FitProblem, x: Float[ArrayLike, " p"], use, centred: ArrayLike = False):
+    """[use(index, vectors, g, contrast, offset) for every map], the arguments those of
+    `vectors_at`, for passes that go map by map: on every core (`heterojax._threads`), each
+    thread holding one map's vectors until its `use` is computed; on one core in turn, one
+    map ahead."""
+    x, centred = jnp.asarray(x), jnp.asarray(centred)
+    threads = default_threads()
+    if threads > 1:
+
+        def one_map(index):
+            parts = _vectors_at(problem, x, np.asarray(index), centred)
+            return jax.block_until_ready(use(index, *parts))
+
+        return in_parallel(one_map, range(int(problem.data.shape[0])), threads)
+    results = []
+    for index, parts in enumerate(vectors_at(problem, x, centred)):
+        results.append(use(index, *parts))
+        jax.block_until_ready(results[-2:-1])  # the vectors of two maps in memory at most
+    return results
+
+
 def moments_at(problem: FitProblem, x: Float[ArrayLike, " p"], centred: ArrayLike = False):
     """`FitProblem.moments`, compiled: map by map (`vectors_at`; `Moments.g` is then the tuple
     of the maps' g, stacked only where maps are asked for), or in one scan for short maps
     (`passes_by_map`)."""
     if not passes_by_map(problem):
         return _moments_scanned(problem, jnp.asarray(x), jnp.asarray(centred))
-    threads = default_threads()
-    if threads > 1:  # maps on every core (`heterojax._threads`), one map's vectors each
-        x, centred = jnp.asarray(x), jnp.asarray(centred)
-
-        def one_map(index):
-            vectors, g, contrast, offset = _vectors_at(problem, x, np.asarray(index), centred)
-            second = jax.block_until_ready(_second_moment_at(vectors))
-            return second, g, contrast, offset
-
-        maps = in_parallel(one_map, range(int(problem.data.shape[0])), threads)
-    else:
-        maps = [
-            (_second_moment_at(vectors), g, contrast, offset)
-            for vectors, g, contrast, offset in vectors_at(problem, x, centred)
-        ]
+    maps = over_maps(
+        problem,
+        x,
+        lambda index, vectors, g, contrast, offset: (
+            _second_moment_at(vectors),
+            g,
+            contrast,
+            offset,
+        ),
+        centred,
+    )
     seconds, gs, contrasts, offsets = (list(part) for part in zip(*maps))
     second, contrast, offset = _stacked(seconds, contrasts, offsets)
     return Moments(second, tuple(gs), contrast, offset)

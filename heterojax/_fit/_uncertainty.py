@@ -17,8 +17,8 @@ from ._problem import (
     block_cells,
     block_ids,
     clustered_sum,
+    over_maps,
     passes_by_map,
-    vectors_at,
 )
 
 
@@ -163,10 +163,13 @@ def clustered_terms_at(problem: FitProblem, x, grids: dict, inverse=None):
     if not passes_by_map(problem):
         terms = _clustered_scanned(problem, x, inverse=inverse, **grids)
         return tuple(np.asarray(term) for term in terms)
-    terms = []
-    for index, (vectors, *_) in enumerate(vectors_at(problem, x)):
-        terms.append(_map_clustered_terms(problem, x, np.asarray(index), vectors, grids, inverse))
-        jax.block_until_ready(terms[-2:-1])  # the vectors of two maps in memory at most
+    terms = over_maps(
+        problem,
+        x,
+        lambda index, vectors, *_: _map_clustered_terms(
+            problem, x, np.asarray(index), vectors, grids, inverse
+        ),
+    )
     meat, absorbed = (np.sum(part, axis=0) for part in zip(*jax.device_get(terms)))
     return meat, absorbed
 
