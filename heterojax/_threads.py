@@ -31,9 +31,19 @@ def available_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+THREADS_VARIABLE = "HETEROJAX_THREADS"
+
+
 def default_threads() -> int:
-    """Threads for independent work: the available cores on a CPU backend, else 1 (an
-    accelerator runs one program at a time and batches instead)."""
+    """Threads for independent work: `$HETEROJAX_THREADS` when set (a positive integer; 1
+    runs everything in turn, e.g. beside other processes on the same cores), else the
+    available cores on a CPU backend and 1 on an accelerator (which runs one program at a
+    time and batches instead)."""
+    text = os.environ.get(THREADS_VARIABLE, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"${THREADS_VARIABLE} must be a positive integer; got {text!r}.")
+        return int(text)
     return available_cores() if jax.default_backend() == "cpu" else 1
 
 

@@ -140,3 +140,13 @@ def test_frame_clustered_terms_on_two_threads_equal_the_terms_in_turn(monkeypatc
     for threaded, alone in zip(terms[1], terms[0]):
         np.testing.assert_array_equal(threaded, alone)
     assert np.all(np.isfinite(terms[0][0])) and np.any(terms[0][0] != 0)
+
+
+def test_the_thread_count_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("HETEROJAX_THREADS", "3")
+    assert _threads.default_threads() == 3
+    monkeypatch.setenv("HETEROJAX_THREADS", "0")
+    with pytest.raises(ValueError, match="HETEROJAX_THREADS"):
+        _threads.default_threads()
+    monkeypatch.delenv("HETEROJAX_THREADS")
+    assert _threads.default_threads() >= 1
