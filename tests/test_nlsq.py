@@ -395,3 +395,28 @@ def test_compilation_cache_is_filled_and_reused(tmp_path):
     assert entries, "no cache entries written"
     first, second = (int(r.stdout.strip().splitlines()[-1]) for r in runs)
     assert first == 0 and second >= 3  # evaluation, LM solve and solution terms at least
+
+
+def test_the_reported_sigma_per_map_can_be_passed_back():
+    """`NLSQResult.sigma` (one σ per map) is a valid `sigma=`: the same fit as σ per entry;
+    any other shape that does not fit the maps is refused with the shapes it accepts."""
+    data = _simulate(TRUTH, n_frames=24)
+    data = eqx.tree_at(lambda d: d.sigma, data, None, is_leaf=lambda x: x is None)
+    free = ("D0_sample", "v0", "f0")
+    fixed = [n for n in hj.PARAMETER_NAMES if n not in free]
+    first = hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1, errors="formal")
+    assert np.shape(first.sigma) == (len(PHI),) and first.noise != "argument"
+    per_map = hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1, errors="formal", sigma=first.sigma)
+    per_entry = hj.fit_nlsq(
+        TRUTH,
+        data,
+        fixed=fixed,
+        starts=1,
+        errors="formal",
+        sigma=np.asarray(first.sigma)[:, None, None],
+    )
+    assert per_map.noise == "argument"
+    np.testing.assert_array_equal(per_map.values, per_entry.values)
+    assert per_map.chi2 == per_entry.chi2
+    with pytest.raises(ValueError, match=r"one value per map \(shape \(3,\)\)"):
+        hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1, sigma=np.ones(5))

@@ -815,6 +815,22 @@ def estimate_noise(c2: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(finite, sigma, np.median(sigma[finite]))
 
 
+def _sigma_per_entry(sigma, shape: tuple[int, ...]) -> np.ndarray:
+    """σ as one value per entry of maps of `shape` (maps, t, t): a scalar, one value per map
+    (shape `(maps,)`, as `NLSQResult.sigma` reports it), or anything broadcastable to the
+    maps."""
+    values = np.asarray(sigma, float)
+    if values.ndim == 1 and values.shape[0] == shape[0]:
+        values = values[:, None, None]
+    try:
+        return np.broadcast_to(values, shape)
+    except ValueError:
+        raise ValueError(
+            f"`sigma` must be a scalar, one value per map (shape ({shape[0]},)) or an array "
+            f"broadcastable to the maps {shape}; got shape {values.shape}."
+        ) from None
+
+
 def build_problem(
     model: HeterodyneModel,
     data: XPCSData,
@@ -839,7 +855,8 @@ def build_problem(
         `"offset"` apply to every coefficient of the zeroth order.
     - `scaling`: the resolved `Scaling`.
     - `contrast`, `offset`: start values per map.
-    - `sigma`: σ broadcastable to the data; `None` means `data.sigma`, else a noise estimate.
+    - `sigma`: σ per entry, per map or one (`_sigma_per_entry`); `None` means `data.sigma`,
+      else a noise estimate.
     - `bins`: the bin geometry to evaluate with (ROI model; see `_roi.fit_bins`), or `None`.
 
     **Returns:** `(problem, x0, sigma_per_entry)`.
@@ -913,7 +930,7 @@ def build_problem(
         sigma = np.asarray(data.sigma)
     if sigma is None:
         sigma = estimate_noise(np.asarray(data.c2), mask)[:, None, None]
-    sigma = np.broadcast_to(np.asarray(sigma, float), data.c2.shape)
+    sigma = _sigma_per_entry(sigma, data.c2.shape)
     if not np.all(np.isfinite(sigma)) or not np.all(sigma > 0):
         raise ValueError("`sigma` must be finite and positive.")
     weights = np.where(mask, 1.0 / sigma, 0.0)
