@@ -150,3 +150,17 @@ def test_the_thread_count_follows_the_environment(monkeypatch):
         _threads.default_threads()
     monkeypatch.delenv("HETEROJAX_THREADS")
     assert _threads.default_threads() >= 1
+
+
+def test_batch_workers_get_their_share_of_the_cores(monkeypatch):
+    import os
+
+    from heterojax._batch._cluster import HeterojaxSetup
+
+    environment = {k: v for k, v in os.environ.items() if k != "HETEROJAX_THREADS"}
+    monkeypatch.setattr(os, "environ", environment)  # restored after the test
+    HeterojaxSetup(threads=1).setup(worker=None)
+    assert _threads.default_threads() == 1
+    environment["HETEROJAX_THREADS"] = "2"  # the worker's own setting wins
+    HeterojaxSetup(threads=1).setup(worker=None)
+    assert _threads.default_threads() == 2
