@@ -269,17 +269,19 @@ class LocalSolver(eqx.Module):
         search = optx.ClassicalTrustRegion(high_cutoff=0.5, high_constant=_WIDENING)
         return eqx.tree_at(lambda s: s.search, solver, search)
 
+    def _threads(self) -> int:
+        return default_threads() if self.threads is None else int(self.threads)
+
     def starting_rows(self, problem: FitProblem, rows: np.ndarray) -> np.ndarray:
         """Rows with the scaling coefficients replaced by the best ones for their physics."""
         rows = np.atleast_2d(np.asarray(rows, float))
         if not self.scale_starts or problem.n_parameters == problem.n_free_physics:
             return rows
         n_phys = problem.n_free_physics
-        threads = default_threads() if self.threads is None else int(self.threads)
         scaled = in_parallel(
             lambda row: best_scaling(problem, evaluate_at(problem, jnp.asarray(row)).scaling_sums),
             rows,
-            threads,
+            self._threads(),
         )
         return np.concatenate([rows[:, :n_phys], np.array(scaled)], axis=1)
 
@@ -379,8 +381,7 @@ class LocalSolver(eqx.Module):
             return [np.atleast_2d(theta)] + [np.atleast_1d(a) for a in rest]
 
         if np.isinf(contend_within):  # independent fits: on as many threads as cores
-            threads = default_threads() if self.threads is None else int(self.threads)
-            outputs = in_parallel(lambda part: fit_part(part, np.inf), parts, threads)
+            outputs = in_parallel(lambda part: fit_part(part, np.inf), parts, self._threads())
         else:  # in turn, each bounded by the best finished before it
             outputs = []
             for part in parts:
