@@ -2,49 +2,15 @@
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 import pytest
+from _fit_problems import fit_problem
 from hypothesis import given, settings, strategies as st
 
-import heterojax as hj
 from heterojax._fit import _problem as problem_module
-from heterojax._fit._nlsq import _build
 from heterojax._fit._problem import evaluate_at
 from heterojax._fit._profile import box_least_squares, profile_at
 from heterojax._fit._solve import LocalSolver
-
-
-FREE = ("D0_ref", "D0_sample", "v0", "f0")
-TRUTH = hj.HeterodyneModel.from_dict({"D0_ref": 600.0, "D0_sample": 2500.0, "v0": 300.0, "f0": 0.4})
-
-
-def _problem(scaling="individual", fixed_scaling=(), phi=(0.0, 45.0, 90.0), frames=40, seed=0):
-    data = hj.simulate(
-        TRUTH,
-        0.5 * np.arange(1, frames + 1),
-        q=0.01,
-        phi=np.asarray(phi),
-        contrast=np.linspace(0.25, 0.35, len(phi)),
-        offset=1.0,
-        noise=0.002,
-        key=jr.key(seed),
-    )
-    fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE] + list(fixed_scaling)
-    start = TRUTH.replace(D0_ref=750.0, v0=330.0, f0=0.45)
-    problem, x0, _, _ = _build(
-        start,
-        data,
-        fixed=fixed,
-        bounds=None,
-        scaling=scaling,
-        fourier_order=1 if scaling == "fourier" else None,
-        contrast=None,
-        offset=None,
-        sigma=np.asarray(0.002),
-        roi=False,
-    )
-    return problem, np.asarray(x0)
 
 
 def _direct_evaluation(problem, x):
@@ -72,7 +38,7 @@ def test_the_moments_give_the_normal_equations_of_the_direct_jacobian(
 ):
     """Both compiled passes (one scan over the maps; map by map, as for long maps)."""
     monkeypatch.setattr(problem_module, "_PER_MAP_FRAMES", 1 if by_map else 10**9)
-    problem, x0 = _problem(scaling, fixed_scaling)
+    problem, x0 = fit_problem(scaling, fixed_scaling)
     assert problem_module.passes_by_map(problem) == by_map
     x = x0 * 1.01
     evaluation = evaluate_at(problem, jnp.asarray(x))
@@ -87,7 +53,7 @@ def test_the_moments_give_the_normal_equations_of_the_direct_jacobian(
 
 @pytest.mark.parametrize("scaling", ["individual", "constant", "fourier"])
 def test_the_profile_is_the_best_scaling_and_its_gradient_is_exact(scaling):
-    problem, x0 = _problem(scaling)
+    problem, x0 = fit_problem(scaling)
     k = problem.n_free_physics
     physics, reference = jnp.asarray(x0[:k]), jnp.asarray(x0[k:])
     profiled = profile_at(problem, physics, reference)
@@ -135,7 +101,7 @@ def test_the_box_least_squares_meets_the_kkt_conditions(n, seed):
 
 
 def test_profiled_and_joint_local_fits_reach_the_same_minimum():
-    problem, x0 = _problem("individual", phi=(0.0, 30.0, 60.0, 90.0, 120.0, 150.0))
+    problem, x0 = fit_problem("individual", phi=(0.0, 30.0, 60.0, 90.0, 120.0, 150.0))
     profiled = LocalSolver(max_steps=400)(problem, x0[None])
     joint = LocalSolver(max_steps=400, profile_scaling=False)(problem, x0[None])
     assert profiled.codes[0] == 0
@@ -148,7 +114,7 @@ def test_profiled_and_joint_local_fits_reach_the_same_minimum():
 
 
 def test_a_coefficient_no_entry_depends_on_keeps_its_reference():
-    problem, x0 = _problem("individual")
+    problem, x0 = fit_problem("individual")
     k = problem.n_free_physics
     subset = problem.with_maps([0, 2])  # map 1's contrast and offset no longer matter
     profiled = profile_at(subset, jnp.asarray(x0[:k]), jnp.asarray(x0[k:]))
@@ -161,7 +127,7 @@ def test_a_coefficient_no_entry_depends_on_keeps_its_reference():
 def test_starts_stepped_together_equal_starts_stepped_in_turn():
     """`_stepping.run_steps` with a batch of starts (each frozen once it stops) ends where the
     starts run one at a time end, and reports progress from the Python step loop."""
-    problem, x0 = _problem()
+    problem, x0 = fit_problem()
     rows = np.stack([x0, x0 * np.r_[1.2, 0.9, 1.05, 0.9, np.ones(x0.size - 4)]])
     solver = LocalSolver(progress=True)
     seen = []
@@ -188,7 +154,7 @@ def test_a_local_fit_passes_over_the_data_once_a_step(monkeypatch):
     its coefficients are the profile's at its physics."""
     from heterojax._fit import _profile, _solve
 
-    problem, x0 = _problem()
+    problem, x0 = fit_problem()
     passes = []
     counted = _profile.profile_of
 

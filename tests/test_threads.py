@@ -4,14 +4,12 @@ import threading
 import time
 
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 import pytest
+from _fit_problems import fit_problem
 
-import heterojax as hj
 from heterojax import _threads
 from heterojax._fit import _problem as problem_module
-from heterojax._fit._nlsq import _build
 from heterojax._fit._solve import LocalSolver
 
 
@@ -63,41 +61,10 @@ def test_compile_ahead_runs_its_calls_and_drops_failures(monkeypatch):
     assert _threads.compile_ahead([lambda: jnp.zeros(())]) is None
 
 
-TRUTH = hj.HeterodyneModel.from_dict({"D0_ref": 600.0, "D0_sample": 2500.0, "v0": 300.0, "f0": 0.4})
-FREE = ("D0_ref", "D0_sample", "v0", "f0")
-
-
-def _problem(frames: int, phi=(0.0, 60.0)):
-    data = hj.simulate(
-        TRUTH,
-        0.5 * np.arange(1, frames + 1),
-        q=0.01,
-        phi=np.asarray(phi),
-        contrast=0.3,
-        offset=1.0,
-        noise=0.002,
-        key=jr.key(3),
-    )
-    fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
-    problem, x0, _, _ = _build(
-        TRUTH.replace(D0_ref=750.0, v0=330.0, f0=0.45),
-        data,
-        fixed=fixed,
-        bounds=None,
-        scaling="individual",
-        fourier_order=None,
-        contrast=None,
-        offset=None,
-        sigma=np.asarray(0.002),
-        roi=False,
-    )
-    return problem, np.asarray(x0)
-
-
 @pytest.mark.parametrize("profile_scaling", [True, False])
 def test_starts_fitted_on_two_threads_equal_starts_fitted_in_turn(profile_scaling):
     """Each start's fit is exactly the fit it gets alone: bit for bit, whatever the threads."""
-    problem, x0 = _problem(frames=40)
+    problem, x0 = fit_problem()
     factors = np.ones((4, x0.size))
     factors[:, :4] = [
         [1.0, 1.0, 1.0, 1.0],
@@ -116,7 +83,7 @@ def test_starts_fitted_on_two_threads_equal_starts_fitted_in_turn(profile_scalin
 
 
 def test_a_pass_map_by_map_on_two_threads_equals_the_pass_in_turn(monkeypatch):
-    problem, x0 = _problem(frames=problem_module._PER_MAP_FRAMES, phi=(0.0, 45.0, 90.0))
+    problem, x0 = fit_problem(frames=problem_module._PER_MAP_FRAMES)
     assert problem_module.passes_by_map(problem)
     passes = []
     for threads in (1, 2):
@@ -131,7 +98,7 @@ def test_a_pass_map_by_map_on_two_threads_equals_the_pass_in_turn(monkeypatch):
 def test_frame_clustered_terms_on_two_threads_equal_the_terms_in_turn(monkeypatch):
     from heterojax._fit import _uncertainty
 
-    problem, x0 = _problem(frames=problem_module._PER_MAP_FRAMES, phi=(0.0, 45.0, 90.0))
+    problem, x0 = fit_problem(frames=problem_module._PER_MAP_FRAMES)
     grids = _uncertainty.FrameClusteredErrors(block=16).block_grids(problem, x0)
     terms = []
     for threads in (1, 2):
