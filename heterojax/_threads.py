@@ -73,37 +73,25 @@ def in_parallel(
     return [first, *rest]
 
 
-class Background:
-    """A call running on a thread of its own (`in_background`); `join()` waits for it."""
-
-    def __init__(self, function: Callable[[], object]):
-        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _run(function: Callable[[], object]) -> None:
-        _inside.active = True
-        function()
-
-    def join(self) -> None:
-        self._thread.join()
-
-
-def compile_ahead(calls: Sequence[Callable[[], object]]) -> Background | None:
+def compile_ahead(calls: Sequence[Callable[[], object]]) -> threading.Thread | None:
     """Runs `calls` (each a call of compiled programs whose results are not needed) on a
-    background thread, so that their programs are compiled while this thread does other
-    work; None where there is one core only. XLA compiles a program on one core, so with two
-    cores the whole file's final-stage programs (9 s of compiling) fit beside its screening.
-    Join before the programs are called: a program still compiling would be compiled again.
+    background (daemon) thread, so that their programs are compiled while this thread does
+    other work; None where there is one core only. XLA compiles a program on one core, so
+    with two cores the whole file's final-stage programs (9 s of compiling) fit beside its
+    screening. `join()` the thread before the programs are called: a program still compiling
+    would be compiled again.
     A call that fails is dropped (the same call later reports the error)."""
     if default_threads() <= 1 or not calls:
         return None
 
     def run_all():
+        _inside.active = True  # passes inside these calls run in turn
         for call in calls:
             try:
                 jax.block_until_ready(call())
             except Exception:  # noqa: BLE001  (a warm-up: the same call later reports it)
                 continue
 
-    return Background(run_all)
+    thread = threading.Thread(target=run_all, daemon=True)
+    thread.start()
+    return thread

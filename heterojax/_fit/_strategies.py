@@ -15,6 +15,7 @@ Write your own by subclassing `AbstractStarts` and implementing `search`.
 
 import abc
 import math
+import threading
 from typing import NamedTuple
 
 import equinox as eqx
@@ -23,7 +24,7 @@ import numpy as np
 
 from .._data._xpcs_data import XPCSData
 from .._model._heterodyne import HeterodyneModel
-from .._threads import Background, compile_ahead
+from .._threads import compile_ahead
 from ._estimate import cut_changes, estimate_starts, estimate_velocity, velocity_branches
 from ._problem import FitProblem, evaluate_at
 from ._profile import profile_of
@@ -455,7 +456,7 @@ class AutoStarts(AbstractStarts):
     @staticmethod
     def _compile_ahead(
         problem: FitProblem, medium: FitProblem | None, x0: np.ndarray, solve: LocalSolver
-    ) -> Background | None:
+    ) -> threading.Thread | None:
         """The profiled passes of the medium and full-data stages, compiled on a background
         thread while the start design and the screening run (`compile_ahead`; the fits are
         unchanged). On the 42-map file of `bench_whole_file.py` (2 cores) the medium and final
