@@ -42,6 +42,7 @@ from ._fit._estimate import estimate_start as estimate_start
 from ._fit._nlsq import fit_nlsq as fit_nlsq
 from ._fit._nlsq_result import NLSQResult as NLSQResult
 from ._fit._quality import QualityReport as QualityReport
+from ._fit._speckle_errors import SpeckleErrors as SpeckleErrors
 from ._fit._strategies import (
     AbstractStarts as AbstractStarts,
     AutoStarts as AutoStarts,

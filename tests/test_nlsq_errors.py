@@ -8,6 +8,7 @@ import pytest
 
 import heterojax as hj
 from heterojax._fit import _problem
+from heterojax._fit._errors import resolve_errors
 from heterojax._fit._nlsq import _build
 from heterojax._fit._problem import estimate_noise
 from heterojax._fit._uncertainty import (
@@ -17,7 +18,6 @@ from heterojax._fit._uncertainty import (
     correlation_frames,
     frame_autocorrelation,
     leverage_corrected_covariance,
-    resolve_errors,
     solution_uncertainty,
 )
 

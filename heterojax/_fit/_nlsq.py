@@ -14,6 +14,7 @@ import numpy as np
 from .._data._xpcs_data import XPCSData
 from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
+from ._errors import resolve_errors
 from ._global import global_search as run_global_search
 from ._nlsq_result import NLSQResult, StartsSummary
 from ._problem import FitProblem, build_problem, evaluate_at
@@ -29,12 +30,7 @@ from ._symmetry import (
     fraction_is_steady,
     reference_is_slower,
 )
-from ._uncertainty import (
-    AbstractErrors,
-    Uncertainty,
-    resolve_errors,
-    solution_uncertainty,
-)
+from ._uncertainty import AbstractErrors, Uncertainty, solution_uncertainty
 
 
 # Two fits are the same basin when their `basin_signature`s (log-rates, log-speed, fraction at

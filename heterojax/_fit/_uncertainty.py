@@ -360,20 +360,6 @@ class FrameClusteredErrors(AbstractErrors):
         return max(clustered, independent)
 
 
-ERRORS = {"formal": FormalErrors, "frame-clustered": FrameClusteredErrors}
-
-
-def resolve_errors(errors) -> AbstractErrors:
-    """`errors=` of `fit_nlsq`: a name in `ERRORS` or an `AbstractErrors` instance."""
-    if isinstance(errors, AbstractErrors):
-        return errors
-    if isinstance(errors, str) and errors in ERRORS:
-        return ERRORS[errors]()
-    raise ValueError(
-        f"`errors` must be one of {sorted(ERRORS)} or a heterojax.AbstractErrors; got {errors!r}."
-    )
-
-
 def solution_uncertainty(
     problem: FitProblem,
     x,
