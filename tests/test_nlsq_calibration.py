@@ -2,7 +2,7 @@
 
 The per-parameter figures (≥ 40 datasets) come from `benchmarks/bench_calibration.py`. Both
 tests are slow: one runs a few cases and checks what holds there with margin (the default,
-frame-clustered errors are several times closer to the scatter than the formal ones; the
+speckle errors are several times closer to the scatter than the formal ones; the
 estimated σ gives a reduced χ² near 1 at the truth where the local estimate does not), the
 other the benchmark's 40 held-out datasets against the issue's target band.
 """
@@ -32,7 +32,7 @@ def test_default_errors_cover_far_better_than_formal_errors_on_speckle_data():
     for case in cases:
         data = case.data()
         result = hj.fit_nlsq(case.truth, data, fixed=list(case.fixed), starts=1)
-        assert result.errors == "FrameClusteredErrors"
+        assert result.errors == "SpeckleErrors"  # the default for speckle correlations
         scores = z_scores(case, result)
         z += list(scores.values())
         z_formal += [scores[n] * result.stderr[n] / result.formal_stderr[n] for n in scores]

@@ -52,6 +52,13 @@ def test_errors_argument_resolves():
     assert resolve_errors(custom) is custom
     with pytest.raises(ValueError, match="errors"):
         resolve_errors("sandwich")
+    # "auto" follows where the maps come from: speckle correlations get the speckle model.
+    assert isinstance(resolve_errors("auto", {"layout": "nexus"}), hj.SpeckleErrors)
+    assert isinstance(resolve_errors("auto", {"source": "heterojax.two_time"}), hj.SpeckleErrors)
+    assert isinstance(
+        resolve_errors("auto", {"source": "heterojax.simulate"}), FrameClusteredErrors
+    )
+    assert isinstance(resolve_errors("auto", {}), FrameClusteredErrors)
 
 
 @pytest.mark.parametrize(

@@ -206,10 +206,13 @@ class NLSQSection(Section):
         "1 (one local fit from the values, for refits) or N > 1 (N starts screened, best 4 "
         "finished).",
     )
-    errors: Literal["formal", "frame-clustered"] = Field(
-        default="frame-clustered",
-        description="Error estimator: frame-clustered (default; a sandwich for the noise "
-        "that neighbouring frames share in measured maps) or formal (independent noise).",
+    errors: Literal["auto", "formal", "frame-clustered", "speckle"] = Field(
+        default="auto",
+        description="Error estimator: auto (default: speckle for maps correlated from "
+        "speckle frames, such as APS result files, else frame-clustered), speckle (a "
+        "sandwich with the speckle model's own covariance of the c2 noise, simulated at the "
+        "fit), frame-clustered (a sandwich for the noise that neighbouring frames share) or "
+        "formal (independent noise).",
     )
     global_search: bool = Field(default=False, description="Run a CMA-ES global search first.")
     global_evaluations: Annotated[int, Field(ge=1)] = Field(
@@ -308,8 +311,9 @@ class CMCSection(Section):
     adjustment: Literal["auto", "none", "curvature", "magnitude"] = Field(
         default="auto",
         description="Likelihood adjustment for correlated c2 noise: auto (curvature when the "
-        "NLSQ warm start has frame-clustered errors, checked, magnitude where the likelihood is "
-        "not Gaussian on the scale of those errors; else none), curvature, magnitude, none.",
+        "NLSQ warm start has honest (speckle or frame-clustered) errors, checked, magnitude "
+        "where the likelihood is not Gaussian on the scale of those errors; else none), "
+        "curvature, magnitude, none.",
     )
     chain_method: Literal["auto", "vectorized", "sequential"] = Field(
         default="auto",

@@ -189,6 +189,41 @@ def _speckle_frames(
     return jnp.where(present[..., None], frames, jnp.nan)
 
 
+def speckle_frames(
+    model: HeterodyneModel,
+    t: Float[np.ndarray, " t"],
+    *,
+    q: Float[np.ndarray, " bin"],
+    phi: Float[np.ndarray, " bin"],
+    key: PRNGKeyArray,
+    bins: BinGeometry | None,
+    pixels: Int[np.ndarray, " bin"],
+    photons: float | None,
+    weights: Float[np.ndarray, "bin mode"],
+) -> Float[Array, "bin pixel t"]:
+    """The frames of `simulate_speckle` from checked inputs, with the modes' `weights` given
+    (`mode_weights`): rows padded with zero weights to one mode count share one compiled
+    program whatever the contrast."""
+    position_key, frame_key = jr.split(key)
+    grid = jnp.asarray(t)
+    rule = bins
+    if bins is not None and not (bins.source == "widths" and bins.moments is not None):
+        rule = bins.for_model(model, grid)  # needs concrete values: outside jit
+    pixel_q, pixel_phi = _pixel_positions(
+        rule, jnp.asarray(q), jnp.asarray(phi), int(np.max(pixels)), position_key
+    )
+    return _speckle_frames(
+        model,
+        grid,
+        pixel_q,
+        pixel_phi,
+        jnp.asarray(weights),
+        jnp.asarray(pixels),
+        None if photons is None else jnp.asarray(photons),
+        frame_key,
+    )
+
+
 def simulate_speckle(
     model: HeterodyneModel,
     t: Float[ArrayLike, " t"],
@@ -300,23 +335,16 @@ def simulate_speckle(
         if bins.n_maps != n_bins:
             raise ValueError(f"`bins` describes {bins.n_maps} bins for {n_bins} angles.")
     diagonal = check_diagonal_mode(diagonal)
-    position_key, frame_key = jr.split(key)
-    grid = jnp.asarray(times)
-    rule = bins
-    if bins is not None and not (bins.source == "widths" and bins.moments is not None):
-        rule = bins.for_model(model, grid)  # needs concrete values: outside jit
-    pixel_q, pixel_phi = _pixel_positions(
-        rule, jnp.asarray(q_values), jnp.asarray(phi_values), int(n_pixels.max()), position_key
-    )
-    frames = _speckle_frames(
+    frames = speckle_frames(
         model,
-        grid,
-        pixel_q,
-        pixel_phi,
-        jnp.asarray(mode_weights(contrast_values)),
-        jnp.asarray(n_pixels),
-        None if photons is None else jnp.asarray(photons),
-        frame_key,
+        times,
+        q=q_values,
+        phi=phi_values,
+        key=key,
+        bins=bins,
+        pixels=n_pixels,
+        photons=photons,
+        weights=mode_weights(contrast_values),
     )
     if not correlate:
         return frames

@@ -19,7 +19,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._data._speckle import MIN_CONTRAST, simulate_speckle
+from .._data._speckle import MIN_CONTRAST, mode_weights, speckle_frames
 from ._problem import FitProblem, over_maps
 from ._uncertainty import AbstractErrors, leverage_corrected_covariance, residual_maps_at
 
@@ -88,12 +88,18 @@ def _map_covariance(intensities, vectors, weight, contrast_a, c2, k_physics: int
 
 
 class SpeckleNoise(NamedTuple):
-    """`SpeckleErrors.noise`: `intensities` (maps, samples, t) of simulated pixels (mean 1),
-    `c2` (maps, t, t) = E[x xᵀ] and `pixels` (maps,) P_a."""
+    """`SpeckleErrors.noise`, per map: `intensities` (maps, samples, t) of simulated pixels
+    (mean 1), `c2` (maps, t, t) = E[x xᵀ], `pixels` (maps,) P_a and `scores` (maps, k + 2,
+    k + 2), Cov_p of the pixel scores over the map's own columns (physics, contrast,
+    offset)."""
 
     intensities: np.ndarray
     c2: np.ndarray
     pixels: np.ndarray
+    scores: np.ndarray
+
+
+_last_noise: dict = {}
 
 
 class SpeckleErrors(AbstractErrors):
@@ -171,66 +177,77 @@ class SpeckleErrors(AbstractErrors):
     def noise(self, problem: FitProblem, x, residual_maps=None) -> SpeckleNoise:
         """The noise model at the solution x: `samples` simulated pixels' normalised
         intensities at the fitted model, C = E[x xᵀ] of every map, and P_a (`pixels`, or from
-        the residuals at x, computed unless given)."""
+        the residuals at x, computed unless given). The last one is kept: the covariance and
+        the quality report's χ² differences at the same solution share one simulation."""
+        key = (self, np.asarray(x, float).tobytes())
+        cached = _last_noise.get("entry")
+        if cached is not None and cached[0] is problem and cached[1] == key:
+            return cached[2]
+        noise = self._simulated_noise(problem, x, residual_maps)
+        _last_noise["entry"] = (problem, key, noise)  # holds `problem`: its id stays its own
+        return noise
+
+    def _simulated_noise(self, problem: FitProblem, x, residual_maps) -> SpeckleNoise:
+        """One pass over the maps (`over_maps`, on every core): each map's pixels simulated
+        at the fitted model, their score covariance over the map's columns, and Σ w² Var ψ."""
         model, contrast, offset = problem.unpack(jnp.asarray(x))
         contrast, offset = np.asarray(contrast), np.asarray(offset)
         ratio = np.where(offset > 0, contrast / np.where(offset > 0, offset, 1.0), contrast)
         beta = np.clip(np.nan_to_num(ratio, nan=MIN_CONTRAST), MIN_CONTRAST, 1.0)
-        frames = simulate_speckle(
-            model,
-            np.asarray(problem.t),
-            q=np.asarray(problem.q),
-            phi=np.asarray(problem.phi),
-            key=jr.key(int(self.seed)),
-            bins=problem.bins,
-            pixels=int(self.samples),
-            counts=self.counts,
-            contrast=beta,
-        )
-        intensities = np.asarray(frames) / (1.0 if self.counts is None else float(self.counts))
-        g = model.c2(
-            problem.t, q=problem.q, phi=problem.phi, contrast=1.0, offset=0.0, bins=problem.bins
-        )
-        shot = 0.0 if self.counts is None else 1.0 / float(self.counts)
-        c2 = 1.0 + beta[:, None, None] * np.asarray(g) + shot * np.eye(g.shape[-1])
-        pixels = self._pixel_counts(int(problem.data.shape[0]))
-        if pixels is None:
-            if residual_maps is None:
-                residual_maps = residual_maps_at(problem, jnp.asarray(x))
-            weights = np.asarray(problem.weights)
-            variances = np.array(
-                [
-                    float(influence_variance(intensities[a], weights[a], c2[a]))
-                    for a in range(c2.shape[0])
-                ]
-            )
-            squares = np.sum(np.square(np.asarray(residual_maps)), axis=(1, 2))
-            n_points, n_parameters = problem.n_points, problem.n_parameters
-            kept = max(n_points - n_parameters, 1) / max(n_points, 1)
-            pixels = np.where(
-                squares > 0, variances * kept / np.where(squares > 0, squares, 1.0), 1.0
-            )
-        return SpeckleNoise(intensities, c2, np.asarray(pixels, float))
-
-    def meat(self, problem: FitProblem, x, residual_maps=None) -> np.ndarray:
-        """M = Σ_a expand_aᵀ Cov_p(s_p) expand_a / P_a (the class docstring), with expand_a
-        the map's columns (physics, contrast, offset) onto the fit vector."""
-        noise = self.noise(problem, x, residual_maps)
         weights = np.asarray(problem.weights)
-        k = problem.n_free_physics
+        shot = 0.0 if self.counts is None else 1.0 / float(self.counts)
+        key, k = jr.key(int(self.seed)), problem.n_free_physics
+        modes = mode_weights(beta)  # padded to one mode count: one compiled simulation
 
         def use(index, vectors, g, contrast_a, offset_a):
-            del g, offset_a
-            return _map_covariance(
-                jnp.asarray(noise.intensities[index]),
-                vectors,
-                jnp.asarray(weights[index]),
-                contrast_a,
-                jnp.asarray(noise.c2[index]),
-                k,
+            del offset_a
+            bins = problem.bins
+            if bins is not None:
+                bins = jax.tree_util.tree_map(lambda leaf: leaf[index : index + 1], bins)
+            frames = speckle_frames(
+                model,
+                np.asarray(problem.t),
+                q=np.asarray(problem.q)[index : index + 1],
+                phi=np.asarray(problem.phi)[index : index + 1],
+                key=jr.fold_in(key, index),
+                bins=bins,
+                pixels=np.array([int(self.samples)]),
+                photons=self.counts,
+                weights=modes[index : index + 1],
+            )
+            intensities = frames[0] / (1.0 if self.counts is None else float(self.counts))
+            c2 = 1.0 + beta[index] * g + shot * jnp.eye(g.shape[0], dtype=g.dtype)
+            weight = jnp.asarray(weights[index])
+            return (
+                intensities,
+                c2,
+                _map_covariance(intensities, vectors, weight, contrast_a, c2, k),
+                influence_variance(intensities, weight, c2),
             )
 
-        covariances = np.stack(jax.device_get(over_maps(problem, x, use)))
+        parts = [jax.device_get(part) for part in over_maps(problem, x, use)]
+        intensities, c2, scores, variances = (np.stack(part) for part in zip(*parts))
+        return SpeckleNoise(
+            intensities, c2, self._pixels(problem, x, variances, residual_maps), scores
+        )
+
+    def _pixels(self, problem: FitProblem, x, variances, residual_maps) -> np.ndarray:
+        """P_a: `pixels`, or read off the residuals (the class docstring)."""
+        known = self._pixel_counts(int(problem.data.shape[0]))
+        if known is not None:
+            return np.asarray(known, float)
+        if residual_maps is None:
+            residual_maps = residual_maps_at(problem, jnp.asarray(x))
+        squares = np.sum(np.square(np.asarray(residual_maps)), axis=(1, 2))
+        n_points, n_parameters = problem.n_points, problem.n_parameters
+        kept = max(n_points - n_parameters, 1) / max(n_points, 1)
+        return np.where(squares > 0, variances * kept / np.where(squares > 0, squares, 1.0), 1.0)
+
+    def meat(self, problem: FitProblem, x, residual_maps=None) -> np.ndarray:
+        """M = Σ_a E_aᵀ Cov_p(s_p) E_a / P_a (the class docstring), E_a the expansion of map
+        a's columns (physics, contrast, offset) onto the fit vector."""
+        noise = self.noise(problem, x, residual_maps)
+        k = problem.n_free_physics
         contrast_basis = np.asarray(problem.contrast_basis)
         offset_basis = np.asarray(problem.offset_basis)
         expand = np.stack(
@@ -241,7 +258,7 @@ class SpeckleErrors(AbstractErrors):
                 for a in range(contrast_basis.shape[0])
             ]
         )
-        per_map = np.einsum("akp,akl,alq->apq", expand, covariances, expand)
+        per_map = np.einsum("akp,akl,alq->apq", expand, noise.scores, expand)
         return np.einsum("a,apq->pq", 1.0 / noise.pixels, per_map)
 
     def covariance(self, problem, x, pseudo_inverse, variance_scale, *, residual_maps=None):
