@@ -3,7 +3,7 @@
 The measurement is simulated at the level of the detector (`heterojax.simulate_speckle`):
 photon counts of every pixel of each (q, φ) bin, correlated into c2 by a two-time correlator,
 so its noise is correlated along rows and columns as on a real detector, and the fit estimates
-σ and reports errors that account for it (the speckle sandwich, `heterojax.SpeckleErrors`).
+σ and reports errors that account for it (the frame-clustered sandwich).
 """
 
 import logging
