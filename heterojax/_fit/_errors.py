@@ -1,4 +1,4 @@
-"""The error estimators by name (`fit_nlsq(errors=...)`), and the default's choice."""
+"""The error estimators by name (`fit_nlsq(errors=...)`), and what `"auto"` chooses."""
 
 from collections.abc import Mapping
 from typing import Any
