@@ -201,6 +201,7 @@ class SpeckleErrors(AbstractErrors):
     def _simulated_noise(self, problem: FitProblem, x, residual_maps) -> SpeckleNoise:
         """One pass over the maps (`over_maps`, on every core): each map's pixels simulated
         at the fitted model, their score covariance over the map's columns, and Σ w² Var ψ."""
+        known_pixels = self._pixel_counts(int(problem.data.shape[0]))  # checked before the pass
         model, contrast, offset = problem.unpack(jnp.asarray(x))
         contrast, offset = np.asarray(contrast), np.asarray(offset)
         ratio = np.where(offset > 0, contrast / np.where(offset > 0, offset, 1.0), contrast)
@@ -238,15 +239,13 @@ class SpeckleErrors(AbstractErrors):
 
         parts = [jax.device_get(part) for part in over_maps(problem, x, use)]
         intensities, c2, scores, variances = (np.stack(part) for part in zip(*parts))
-        return SpeckleNoise(
-            intensities, c2, self._pixels(problem, x, variances, residual_maps), scores
-        )
+        if known_pixels is None:
+            known_pixels = self._pixels_from_residuals(problem, x, variances, residual_maps)
+        return SpeckleNoise(intensities, c2, np.asarray(known_pixels, float), scores)
 
-    def _pixels(self, problem: FitProblem, x, variances, residual_maps) -> np.ndarray:
-        """P_a: `pixels`, or read off the residuals (the class docstring)."""
-        known = self._pixel_counts(int(problem.data.shape[0]))
-        if known is not None:
-            return np.asarray(known, float)
+    @staticmethod
+    def _pixels_from_residuals(problem: FitProblem, x, variances, residual_maps) -> np.ndarray:
+        """P_a read off the residuals at x (the class docstring)."""
         if residual_maps is None:
             residual_maps = residual_maps_at(problem, jnp.asarray(x))
         squares = np.sum(np.square(np.asarray(residual_maps)), axis=(1, 2))
