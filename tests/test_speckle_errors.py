@@ -1,5 +1,6 @@
 """`SpeckleErrors`: the sandwich whose middle term is the speckle model's own c2 noise."""
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -8,7 +9,12 @@ import pytest
 import heterojax as hj
 from heterojax._fit._nlsq import _build
 from heterojax._fit._problem import evaluate_at
-from heterojax._fit._speckle_errors import influence_variance, pixel_scores
+from heterojax._fit._speckle_errors import (
+    default_samples,
+    influence_variance,
+    mode_bucket,
+    pixel_scores,
+)
 
 
 TRUTH = hj.HeterodyneModel.from_dict({"D0_ref": 100.0, "D0_sample": 2000.0, "v0": 300.0, "f0": 0.4})
@@ -150,3 +156,38 @@ def test_pixels_for_other_maps_are_refused_with_the_counts():
     problem, x = _problem(data)
     with pytest.raises(ValueError, match="one per map"):
         hj.SpeckleErrors(pixels=(100, 200, 300)).noise(problem, x)
+
+
+def test_one_simulation_serves_the_fit_after_sigma_is_rescaled(monkeypatch):
+    """`fit_nlsq` rescales σ by a common factor after the errors: the quality report's χ²
+    differences reuse the simulation (same pixel counts, scores scaled by c⁴), and any other
+    change of the weights simulates anew."""
+    data = _speckle_data(3)
+    problem, x = _problem(data)
+    estimator = hj.SpeckleErrors(samples=256)
+    calls = []
+    simulate = hj.SpeckleErrors._simulated_noise
+    monkeypatch.setattr(
+        hj.SpeckleErrors,
+        "_simulated_noise",
+        lambda self, *args: calls.append(1) or simulate(self, *args),
+    )
+    first = estimator.noise(problem, x)
+    rescaled = eqx.tree_at(lambda p: p.weights, problem, problem.weights / 3.0)
+    again = estimator.noise(rescaled, x)
+    assert len(calls) == 1
+    np.testing.assert_allclose(again.pixels, first.pixels)
+    np.testing.assert_allclose(again.scores, first.scores / 81.0, rtol=1e-12)
+    reshaped = eqx.tree_at(
+        lambda p: p.weights, problem, problem.weights * np.array([1.0, 2.0])[:, None, None]
+    )
+    estimator.noise(reshaped, x)
+    assert len(calls) == 2
+
+
+def test_default_samples_share_a_budget_over_many_maps_and_modes_come_in_buckets():
+    assert [default_samples(n) for n in (1, 3, 16, 42, 1000)] == [1024, 1024, 1024, 391, 256]
+    buckets = [mode_bucket(np.r_[np.ones(m), np.zeros(100 - m)]) for m in range(1, 101)]
+    assert all(b >= m for m, b in enumerate(buckets, start=1))
+    assert all(b <= max(2, 1.5 * m) for m, b in enumerate(buckets, start=1))
+    assert len(set(buckets)) <= 14
