@@ -61,6 +61,30 @@ def test_errors_argument_resolves():
     assert isinstance(resolve_errors("auto", {}), FrameClusteredErrors)
 
 
+@pytest.mark.parametrize("layout", ["nexus", "legacy"])
+def test_auto_errors_follow_the_maps_through_an_aps_file(tmp_path, layout):
+    """An APS file is read as speckle correlations, unless `save_aps` wrote it from maps of
+    independent noise (`simulate`): the file records where heterojax made its maps."""
+    t = 0.1 * np.arange(1, 11)
+    model = hj.HeterodyneModel.from_dict({"D0_ref": 100.0})
+    made = {
+        "heterojax.simulate": hj.simulate(model, t, q=0.01, phi=[0.0], noise=1e-3, key=jr.key(0)),
+        "heterojax.simulate_speckle": hj.simulate_speckle(
+            model, t, q=0.01, phi=[0.0], pixels=50, key=jr.key(0), correlate=True
+        ),
+    }
+    for source, data in made.items():
+        path = tmp_path / f"{source}.h5"
+        hj.save_aps(path, data, layout=layout)
+        metadata = hj.load_aps(path).metadata
+        assert metadata["maps_from"] == source
+        expected = FrameClusteredErrors if source == "heterojax.simulate" else hj.SpeckleErrors
+        assert isinstance(resolve_errors("auto", metadata), expected)
+    # A file from elsewhere carries no such record: an APS file is speckle correlations.
+    metadata = {k: v for k, v in hj.load_aps(path).metadata.items() if k != "maps_from"}
+    assert isinstance(resolve_errors("auto", metadata), hj.SpeckleErrors)
+
+
 @pytest.mark.parametrize(
     ("diagonal", "block", "shift"),
     [("mask", 1, 0), ("none", 1, 0), ("mask", 3, 0), ("none", 3, 2), ("mask", 8, 5)],

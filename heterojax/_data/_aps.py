@@ -12,7 +12,7 @@ from jaxtyping import Shaped
 from ._aps_legacy import is_legacy, read_legacy_catalog
 from ._aps_nexus import is_nexus, read_nexus_catalog
 from ._assemble import check_dt, load_catalog
-from ._catalog import MapCatalog
+from ._catalog import MAPS_FROM, MapCatalog
 from ._diagonal import check_diagonal_mode
 from ._hdf5 import check_path, describe_tree, open_hdf5, reading
 from ._xpcs_data import XPCSData
@@ -30,10 +30,11 @@ def aps_layout(h5: h5py.File) -> str | None:
 def read_aps_catalog(h5: h5py.File) -> MapCatalog:
     """The catalog of an APS result file; `ValueError` listing the groups for other layouts."""
     layout = aps_layout(h5)
-    if layout == "nexus":
-        return read_nexus_catalog(h5)
-    if layout == "legacy":
-        return read_legacy_catalog(h5)
+    if layout in ("nexus", "legacy"):
+        catalog = read_nexus_catalog(h5) if layout == "nexus" else read_legacy_catalog(h5)
+        if MAPS_FROM in h5.attrs:  # written by `save_aps` from heterojax's own maps
+            catalog.metadata["maps_from"] = str(h5.attrs[MAPS_FROM])
+        return catalog
     raise ValueError(
         f"{os.path.basename(h5.filename)!r} is HDF5 but not an APS 8-ID-I two-time result file: "
         "expected /xpcs/twotime/correlation_map (NeXus layout) or /exchange/C2T_all (legacy "

@@ -9,6 +9,10 @@ import numpy as np
 from jaxtyping import Float, Int
 
 
+# Root attribute of files written by `save_aps`: where heterojax made the maps.
+MAPS_FROM = "heterojax_maps_from"
+
+
 @dataclasses.dataclass(frozen=True)
 class MapCatalog:
     """The maps of one file and how to place them in q, φ and time; nothing is read yet.

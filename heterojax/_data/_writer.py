@@ -18,6 +18,7 @@ from jaxtyping import Float, Int, UInt
 from .._io._atomic import new_temporary
 from .._model._bins import BinGeometry
 from .._version import __version__
+from ._catalog import MAPS_FROM
 from ._qmap import INCIDENT_ENERGY, synthetic_detector
 from ._xpcs_data import XPCSData
 
@@ -102,6 +103,14 @@ def _put(group: h5py.Group, name: str, value: Any) -> None:
     dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, value)
 
 
+def _record_origin(h5: h5py.File, maps_from: str | None) -> None:
+    """Where heterojax made the maps (`heterojax.simulate`, `heterojax.simulate_speckle`,
+    `heterojax.two_time`), as the root attribute `MAPS_FROM`: the noise model of
+    `fit_nlsq(errors="auto")` depends on it, and a file does not show it."""
+    if isinstance(maps_from, str) and maps_from.startswith("heterojax."):
+        h5.attrs[MAPS_FROM] = maps_from
+
+
 def _write_atomically(path: str, overwrite: bool, write: Callable[[h5py.File], None]) -> None:
     if os.path.isdir(path):
         raise ValueError(f"`path` must be a file name; {path!r} is a directory.")
@@ -145,6 +154,7 @@ def write_result_file(
     compression: str | None = None,
     overwrite: bool = False,
     bins: BinGeometry | None = None,
+    maps_from: str | None = None,
 ) -> None:
     """Writes maps supplied one at a time as an APS result file (the engine of `save_aps`).
 
@@ -159,6 +169,8 @@ def write_result_file(
     - `dt`: the frame period in seconds (written with stride = average = 1).
     - `first_frame`: the 1-based frame number of row 0.
     - `bins`: the maps' bin geometry, drawn on a synthetic detector (NeXus layout), or `None`.
+    - `maps_from`: where heterojax made the maps (`XPCSData.metadata["source"]`), recorded
+        in the file when it is one of heterojax's own (`load_aps` reads it as `maps_from`).
     - the rest as in `save_aps`.
     """
     if layout not in _LAYOUTS:
@@ -209,6 +221,7 @@ def write_result_file(
 
     def write_nexus(h5: h5py.File) -> None:
         h5.attrs["creator"] = f"heterojax {__version__} save_aps"
+        _record_origin(h5, maps_from)
         _put(h5.require_group("/entry"), "schema_version", "heterojax-synthetic")
         detector = h5.require_group("/entry/instrument/detector_1")
         _put(detector, "frame_time", np.float64(dt))
@@ -243,6 +256,7 @@ def write_result_file(
 
     def write_legacy(h5: h5py.File) -> None:
         h5.attrs["creator"] = f"heterojax {__version__} save_aps (legacy layout)"
+        _record_origin(h5, maps_from)
         dq_labels = natural[order] + 1  # labels of the flattened (q, φ) grid
         grid_q = np.repeat(q_centres, n_phi)
         grid_phi = np.tile(phi_centres, n_q)
@@ -299,7 +313,10 @@ def save_aps(
     map are empty bins. Maps are stored in bin order (q, then φ), which is the order `load_aps`
     returns. With the default float64 storage `load_aps(path, diagonal="none")` returns exactly
     `data.c2`, `t`, `q`, `phi` and `dt` (reordered by bin); float32 is what the beamline writes.
-    `sigma` and `metadata` are not stored (the layout has no place for them). The detector image
+    `sigma` and `metadata` are not stored (the layout has no place for them), except where
+    heterojax made the maps (`metadata["source"]`, e.g. `heterojax.simulate`), kept as the root
+    attribute `heterojax_maps_from` and read back as `metadata["maps_from"]`: maps of
+    independent noise then keep their noise model (`fit_nlsq(errors="auto")`). The detector image
     (`dynamic_roi_map`) is a synthetic block pattern, one square per bin, unless the data carry
     a bin geometry (`data.bins`): then, in the NeXus layout, each bin's (q, φ) box is drawn on a
     synthetic detector (10 keV, 0.075 mm pixels, the distance chosen so that the narrowest bin
@@ -365,5 +382,6 @@ def save_aps(
         compression=compression,
         overwrite=overwrite,
         bins=data.bins if layout == "nexus" else None,
+        maps_from=data.metadata.get("source"),
     )
     return path

@@ -13,17 +13,20 @@ ERRORS = {
     "speckle": SpeckleErrors,
 }
 # Where maps come from a multi-pixel correlator of speckle frames: `two_time` and
-# `simulate_speckle` record their source, APS result files their layout.
+# `simulate_speckle` record their source, APS result files their layout; files that
+# `save_aps` wrote from heterojax's own maps record where those came from (`maps_from`).
 _CORRELATOR_SOURCES = ("heterojax.two_time", "heterojax.simulate_speckle")
+_INDEPENDENT_SOURCES = ("heterojax.simulate",)
 
 
 def correlates_speckle(metadata: Mapping[str, Any]) -> bool:
     """Whether data with this metadata are two-time correlations of speckle frames: an APS
-    8-ID-I result file (`load_aps`), `two_time` or `simulate_speckle`."""
-    return metadata.get("source") in _CORRELATOR_SOURCES or metadata.get("layout") in (
-        "nexus",
-        "legacy",
-    )
+    8-ID-I result file (`load_aps`), `two_time` or `simulate_speckle` — but not the maps of
+    `simulate` (independent noise), also when read back from a file `save_aps` wrote."""
+    origin = metadata.get("maps_from", metadata.get("source"))
+    if origin in _INDEPENDENT_SOURCES:
+        return False
+    return origin in _CORRELATOR_SOURCES or metadata.get("layout") in ("nexus", "legacy")
 
 
 def resolve_errors(errors, metadata: Mapping[str, Any] | None = None) -> AbstractErrors:
