@@ -4,7 +4,7 @@ likelihood adjustment (issue 14, point 2).
 Prints one JSON object. For each of `--datasets` cases it simulates `hj.simulate_speckle(...,
 correlate=True)` maps (Poisson counts through a two-time correlator: the noise on c2 is
 correlated along rows and columns, as in measured data), fits them with `fit_nlsq` (one local
-start from the truth; the default errors, speckle here), then runs `fit_cmc(nlsq=...)` twice
+start from the truth; frame-clustered errors, the default), then runs `fit_cmc(nlsq=...)` twice
 with the same key: `adjustment="none"` (c2 entries independent) and `adjustment="auto"`
 (`hj.CheckedCurvatureAdjustment`: the curvature adjustment, or the magnitude one where the
 adjusted posterior's Laplace approximation misses the honest covariance by > 2× in sd);

@@ -298,10 +298,7 @@ def test_config_new_then_fit_on_the_demo_file(tmp_path):
     assert main(["demo", "--output", str(demo), "--no-cmc", "-q"]) == 0
     code, saved = _new_then_fit(tmp_path, demo / "demo_data.h5")
     assert code == 0, f"exit {code}: quality {saved.info['quality']}"
-    # σ is estimated (E[χ²] = n at the truth), so χ² at the fit is below n by the noise the fit
-    # absorbs: under the speckle noise of these maps (correlated over the whole map) about a
-    # third, against p/n for independent noise. It cannot exceed 1 by much.
-    assert 0.4 < saved.info["reduced_chi2"] < 1.1
+    assert 0.9 < saved.info["reduced_chi2"] < 1.1
     from heterojax._cli._demo import TRUTH
 
     for name, value in TRUTH.items():  # the canonical labelling: the slower is the reference

@@ -330,7 +330,7 @@ class MagnitudeAdjustment(AbstractLikelihoodAdjustment):
     the variance inflation is a property of the noise, nearly the same for either set.
 
     **Fields:** `weight`: k itself, or None (default) to compute it from the NLSQ warm start,
-    which must then carry honest errors (`fit_nlsq`'s default, `errors="auto"`).
+    which must then carry honest errors (`fit_nlsq(..., errors="frame-clustered")`).
     """
 
     built_at_maximum: ClassVar[bool] = True
@@ -383,7 +383,7 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
     with a warning. Parameters at a bound of their box at the NLSQ solution are left out of the
     map (module docstring, assumption 5; `interior_parameters`).
 
-    Needs an NLSQ warm start with honest errors (`fit_nlsq(..., errors="auto")`, the
+    Needs an NLSQ warm start with honest errors (`fit_nlsq(..., errors="frame-clustered")`, the
     default); with formal errors the map only absorbs the NLSQ noise scale s².
 
     **Fields:** `min_inflation`: C_H is floored at this multiple of H⁻¹ in every direction

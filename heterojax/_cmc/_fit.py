@@ -649,7 +649,7 @@ def fit_cmc(
         for their correlation (a composite likelihood; see `CurvatureAdjustment`): an
         `AbstractLikelihoodAdjustment`, `"none"`, `"curvature"`, `"magnitude"`, or `"auto"`
         (default): `CheckedCurvatureAdjustment()` when `nlsq` carries honest errors (an
-        estimator other than `FormalErrors`, e.g. the default speckle sandwich), so
+        estimator other than `FormalErrors`, e.g. the default frame-clustered sandwich), so
         that the posterior has the NLSQ fit's honest covariance near its mode — or, where the
         likelihood is not Gaussian on that scale (the box narrows the honest Gaussian, or the
         adjusted posterior's Laplace approximation misses it, by more than 2× in sd), the

@@ -207,11 +207,11 @@ class NLSQSection(Section):
         "finished).",
     )
     errors: Literal["auto", "formal", "frame-clustered", "speckle"] = Field(
-        default="auto",
-        description="Error estimator: auto (default: speckle for maps correlated from "
-        "speckle frames, such as APS result files, else frame-clustered), speckle (a "
-        "sandwich with the speckle model's own covariance of the c2 noise, simulated at the "
-        "fit), frame-clustered (a sandwich for the noise that neighbouring frames share) or "
+        default="frame-clustered",
+        description="Error estimator: frame-clustered (default; a sandwich for the noise "
+        "that neighbouring frames share), speckle (a sandwich with the speckle model's own "
+        "covariance of the c2 noise, simulated at the fit), auto (speckle for maps "
+        "correlated from speckle frames, such as APS result files, else frame-clustered) or "
         "formal (independent noise).",
     )
     global_search: bool = Field(default=False, description="Run a CMA-ES global search first.")

@@ -16,7 +16,7 @@ R_k the rings in which θ_k is determined. Parameter k drifts when its p-value i
 `alpha / p` (Bonferroni over the p parameters tested, so `alpha` is the chance of a false
 alarm for the whole check). The joint fit (all rings together) is reported beside θ̄_k.
 
-**Assumptions.** Each ring's errors are honest (the default speckle errors on measured
+**Assumptions.** Each ring's errors are honest (the default frame-clustered errors on measured
 maps) and its fit reached its global basin; with few maps per ring some parameters may be
 undetermined there (excluded from that parameter's test).
 """

@@ -290,7 +290,7 @@ def fit_nlsq(
     offset=None,
     sigma=None,
     starts: int | str | AbstractStarts = "auto",
-    errors: str | AbstractErrors = "auto",
+    errors: str | AbstractErrors = "frame-clustered",
     global_search: bool = False,
     global_evaluations: int = 2000,
     seed: int = 0,
@@ -354,13 +354,14 @@ def fit_nlsq(
       second differences set the relative σ of the maps, rescaled at the solution so that
       E[χ²] = n_points at the truth (`_calibrate_noise`).
     - `errors`: the error estimator, a name or an `AbstractErrors` Module:
-        `"auto"` (default): `"speckle"` for maps correlated from speckle frames (APS result
-        files, `two_time`, `simulate_speckle`), else `"frame-clustered"`;
-        `"speckle"` (`SpeckleErrors`: a sandwich whose middle term is the speckle model's
-        own covariance of the c2 noise, simulated at the fit; correlated over the whole map
-        where a reference is static); `"frame-clustered"` (`FrameClusteredErrors`: the
-        scores clustered by blocks of frames, for noise that neighbouring frames share) or
-        `"formal"` (s²(JᵀJ)⁻¹, exact only for independent noise).
+        `"frame-clustered"` (default; `FrameClusteredErrors`: the scores clustered by blocks
+        of frames, for noise that neighbouring frames share); `"speckle"` (`SpeckleErrors`:
+        a sandwich whose middle term is the speckle model's own covariance of the c2 noise,
+        simulated at the fit; correlated over the whole map where a reference is static;
+        better calibrated on speckle data, see its docstring); `"auto"` (`"speckle"` for maps
+        correlated from speckle frames: APS result files, `two_time`, `simulate_speckle`;
+        else `"frame-clustered"`) or `"formal"` (s²(JᵀJ)⁻¹, exact only for independent
+        noise).
         `result.formal_stderr` always holds the independent-noise errors.
     - `starts`, `global_search`, `global_evaluations`, `seed`: the start strategy (above);
         the same `seed` gives the same starts.

@@ -151,10 +151,12 @@ class SpeckleErrors(AbstractErrors):
         M = Σ_a (1/P_a) Cov_p(s_p),   s_pk = Σ_ij w_ij J_ij,k ψ_p,ij,
 
     estimated from `samples` simulated pixels a map (the standard errors move by 3–6 %
-    between seeds at 1 024, measured on a 2 × 60² problem). It holds every correlation the
-    model implies: along rows and columns, over the fields' correlation times, and over the
-    whole map for a static reference. At the truth it matches the scatter of c2 over
-    simulated datasets to 5 % (entries and sums of them, 300 datasets).
+    between seeds at 1 024, measured on a 2 × 60² problem; on the 42-map × 400² benchmark
+    file, D0_ref's by 3.7 % at the default 391 a map and 1.8 % at 1 024, five seeds). It
+    holds every correlation the model implies: along rows and columns, over the fields'
+    correlation times, and over the whole map for a static reference. At the truth it
+    matches the scatter of c2 over simulated datasets to 5 % (entries and sums of them, 300
+    datasets).
 
     **Pixels.** With `pixels` (one count or one per map) M uses P_a. Without it P_a is read
     from the residuals: E[Σ ε²] = (1/P_a) Σ_ij w_ij² Var(ψ_ij) (`influence_variance`), so
@@ -174,14 +176,21 @@ class SpeckleErrors(AbstractErrors):
     the seed fixes them (`seed`).
 
     **Measured** (`benchmarks/bench_calibration.py`, `simulate_speckle` data with 100–2000
-    pixels and 1–50 counts, fits from the truth): on 40 held-out datasets the 90 % intervals
-    held 91.3 % of 242 truths (68 %: 77 %, median |z| 0.56; 86–95 % per parameter). On the
-    seed-0 datasets (offline, 221 truths) the default held 84.6 % (median |z| 0.62); with the
-    true `pixels` and `counts` 83.7 % (0.75); with the true `counts` and P read off the
-    residuals 76.0 % (0.93), no better than the frame-clustered sandwich's 77.4 %. Why the
-    photon noise makes it worse is not settled; one cause shown is the fitted contrast on
-    the static-reference ridge (above), at which the simulated photon and speckle noise
-    take shares of the variance unlike the data's.
+    pixels and 1–50 counts, fits from the truth): the 90 % intervals held 86.7 % of the 240
+    truths of seed 0 (68 %: 69 %, median |z| 0.60; D0_ref 75 %, D0_sample 77.5 %, the rest
+    82.5–97.5 %) and 91.7 % of the 242 of the held-out seed 1 (68 %: 76 %, median |z| 0.53;
+    86–95 % per parameter); the frame-clustered sandwich held 77.5 % on seed 0. Offline on
+    the seed-0 fits, with the true `pixels` and `counts` 83.7 % (median 0.75), with the true
+    `counts` and P read off the residuals 76.0 % (0.93).
+
+    **Where photon noise dominates it is too wide.** Without `counts` every share of the
+    noise is taken for speckle noise, correlated over the map, while photon noise is
+    correlated only along a frame's row and column. On 2-map × 100-frame datasets at 0.1 and
+    1 photon a pixel and frame its errors were 3–6 times too wide (median |z| 0.11–0.16;
+    formal errors 0.77, with the true `counts` 0.34–0.40). Reading P off the residuals also
+    assumes that the fit absorbs p/n of the noise, while under map-wide correlation it
+    absorbs more (tr(G·C) ≈ n/2 on the demo's maps): with the true counts that reading put P
+    at 11 000–13 800 for a true 8 000. So it is not the default.
 
     **Arguments:**
 
@@ -190,8 +199,8 @@ class SpeckleErrors(AbstractErrors):
     - `counts`: mean photons per pixel and frame; `None` (default): no shot noise.
     - `samples`: simulated pixels a map; `None` (default): `default_samples`, 1 024 a map up
         to 16 maps, then a total of 16 384 shared by the maps (at least 256 a map). The
-        physics' errors pool every map's pixels, so their Monte Carlo noise does not grow;
-        a single map's contrast and offset errors move by about 5–10 % between seeds at 256.
+        physics' errors pool every map's pixels (above: 3.7 % at 391 a map on 42 maps); a
+        single map's contrast and offset errors rest on its own pixels alone.
     - `seed`: the key of the simulation.
     """
 
