@@ -78,6 +78,9 @@ def test_auto_errors_follow_the_maps_through_an_aps_file(tmp_path, layout):
         hj.save_aps(path, data, layout=layout)
         metadata = hj.load_aps(path).metadata
         assert metadata["maps_from"] == source
+        again = tmp_path / f"again-{source}.h5"  # a file written from a file keeps the record
+        hj.save_aps(again, hj.load_aps(path, diagonal="none"), layout=layout)
+        assert hj.load_aps(again).metadata["maps_from"] == source
         expected = FrameClusteredErrors if source == "heterojax.simulate" else hj.SpeckleErrors
         assert isinstance(resolve_errors("auto", metadata), expected)
     # A file from elsewhere carries no such record: an APS file is speckle correlations.

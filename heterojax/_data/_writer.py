@@ -382,6 +382,6 @@ def save_aps(
         compression=compression,
         overwrite=overwrite,
         bins=data.bins if layout == "nexus" else None,
-        maps_from=data.metadata.get("source"),
+        maps_from=data.metadata.get("maps_from", data.metadata.get("source")),
     )
     return path
