@@ -187,10 +187,10 @@ class SpeckleErrors(AbstractErrors):
     noise is taken for speckle noise, correlated over the map, while photon noise is
     correlated only along a frame's row and column. On 2-map × 100-frame datasets at 0.1 and
     1 photon a pixel and frame its errors were 3–6 times too wide (median |z| 0.11–0.16;
-    formal errors 0.77, with the true `counts` 0.34–0.40). Reading P off the residuals also
-    assumes that the fit absorbs p/n of the noise, while under map-wide correlation it
-    absorbs more (tr(G·C) ≈ n/2 on the demo's maps): with the true counts that reading put P
-    at 11 000–13 800 for a true 8 000. So it is not the default.
+    formal errors 0.77 at 1 photon, with the true `counts` 0.24–0.40). Reading P off the
+    residuals also assumes that the fit absorbs p/n of the noise, while under map-wide
+    correlation it absorbs more (tr(G·C) ≈ n/2 on the demo's maps): with the true counts
+    that reading put P at 11 000–13 800 for a true 8 000. So it is not the default.
 
     **Arguments:**
 
