@@ -104,16 +104,15 @@ class SpeckleNoise(NamedTuple):
 _last_noise: dict = {}
 
 
-def _same_but_scale(cached: dict, rest: list, weights: np.ndarray) -> bool:
-    """Whether a problem (its leaves but the weights, and its weights) is the cached one with
-    the weights multiplied by one common factor."""
+def _same_but_scale(cached: dict, rest: list, weights: np.ndarray, norm: float) -> bool:
+    """Whether a problem (its leaves but the weights, and its weights of Frobenius norm
+    `norm`) is the cached one with the weights multiplied by one common factor."""
     if len(cached["rest"]) != len(rest) or any(a is not b for a, b in zip(cached["rest"], rest)):
         return False
     old = cached["weights"]
     if old.shape != weights.shape:
         return False
-    factor = float(np.sqrt(np.sum(np.square(weights)))) / cached["norm"]
-    return bool(np.allclose(weights, factor * old, rtol=1e-10, atol=0.0))
+    return bool(np.allclose(weights, norm / cached["norm"] * old, rtol=1e-10, atol=0.0))
 
 
 # Simulated pixels: 1 024 a map (standard errors move by 3–6 % between seeds), and beyond 16
@@ -246,7 +245,11 @@ class SpeckleErrors(AbstractErrors):
         rest = jax.tree_util.tree_leaves(eqx.tree_at(lambda p: p.weights, problem, None))
         key = (self, np.asarray(x, float).tobytes())
         cached = _last_noise.get("entry")
-        if cached is not None and cached["key"] == key and _same_but_scale(cached, rest, weights):
+        if (
+            cached is not None
+            and cached["key"] == key
+            and _same_but_scale(cached, rest, weights, norm)
+        ):
             scale = (norm / cached["norm"]) ** 4
             return cached["noise"]._replace(scores=cached["noise"].scores * scale)
         noise = self._simulated_noise(problem, x, residual_maps)
