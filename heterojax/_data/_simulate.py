@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -18,6 +19,18 @@ from ._xpcs_data import XPCSData
 def _mirror_upper(maps: Float[Array, "*phi t t"]) -> Float[Array, "*phi t t"]:
     """The symmetric maps built from the upper triangle (diagonal included) of `maps`."""
     return jnp.triu(maps) + jnp.swapaxes(jnp.triu(maps, 1), -1, -2)
+
+
+@jax.jit
+def _symmetric_maps(
+    clean: Float[Array, "phi t t"], sigma: Float[Array, "phi t t"] | None, key
+) -> Float[Array, "phi t t"]:
+    """The clean maps mirrored, plus (with `sigma`) Gaussian noise N(0, σ²) drawn for the upper
+    triangle and mirrored: one compiled program, not a dozen op by op."""
+    maps = _mirror_upper(clean)
+    if sigma is None:
+        return maps
+    return maps + _mirror_upper(sigma * jr.normal(key, maps.shape, dtype=maps.dtype))
 
 
 def _per_angle(
@@ -168,12 +181,9 @@ def simulate(
         method=method,
         bins=used_bins,
     )
-    maps = _mirror_upper(clean)
+    maps = _symmetric_maps(clean, None if sigma is None else jnp.asarray(sigma), key)
     if sigma is not None:
-        assert key is not None
-        draws = jnp.asarray(sigma) * jr.normal(key, maps.shape, dtype=maps.dtype)
-        maps = maps + _mirror_upper(draws)
-        sigma = np.asarray(_mirror_upper(jnp.asarray(sigma)))
+        sigma = np.triu(sigma) + np.swapaxes(np.triu(sigma, 1), -1, -2)
     c2 = aligned_empty(tuple(maps.shape))
     c2[...] = np.asarray(maps)
     apply_diagonal_mode(c2, diagonal)
