@@ -13,6 +13,7 @@ import pytest
 
 import heterojax as hj
 from heterojax._cmc._adjustment import (
+    _joint_information,
     box_narrowing,
     curvature_map,
     honest_covariance,
@@ -423,3 +424,64 @@ def test_adjusted_posteriors_have_the_honest_width_on_speckle_data():
     assert 0.7 < np.median(ratios["auto"]) < 1.6
     assert np.all(np.asarray(ratios["auto"]) > 0.5)
     assert sum(covered) >= 7  # of 8 intervals (≥ 6 expected at 90 % with 2 sd to spare)
+
+
+def test_curvature_adjustment_gives_the_coefficients_their_honest_conditional(warm_start):
+    """With the scaling coefficients integrated out, the curvature adjustment maps their draws
+    too: given the physics, the completed coefficients have the honest conditional of the NLSQ
+    fit's covariance (mean slope C_αθ C_θθ⁻¹, covariance C_αα − C_αθ C_θθ⁻¹ C_θα), not the
+    unadjusted conditional's (formal) one."""
+    from heterojax._cmc._marginal import complete_scaling
+
+    data, nlsq = warm_start
+    posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=1)
+    marginal = dataclasses.replace(posterior, marginal_scaling=True)
+    k = marginal.n_sampled
+    center = center[:k]
+    # An honest covariance inflated 3–100× over the formal one, along random directions.
+    rng = np.random.default_rng(4)
+    p = len(nlsq.names)
+    lower = np.linalg.cholesky(np.asarray(nlsq.formal_covariance))
+    vectors, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    honest = lower @ ((vectors * np.logspace(0.5, 2.0, p)) @ vectors.T) @ lower.T
+    fake = dataclasses.replace(nlsq, covariance=honest)
+    adjusted = hj.CurvatureAdjustment().adjust(
+        marginal, shard_data=shard_data, nlsq=fake, center=center
+    )
+    assert adjusted.scaling_stretch is not None
+    derivative = np.asarray(marginal.sampled_transform().derivative(center))
+    scale = np.concatenate([derivative, np.ones(p - k)])
+    honest = honest / np.outer(scale, scale)  # physics in θ, coefficients bounded
+    slope = honest[k:, :k] @ np.linalg.inv(honest[:k, :k])
+    conditional = honest[k:, k:] - slope @ honest[:k, k:]
+
+    # One call: 2 000 draws at θ̂, then 500 at θ̂ ± 0.1 honest sd along each physics direction.
+    steps = 0.1 * np.sqrt(np.diag(honest)[:k])
+    points = [np.repeat(np.asarray(center)[None], 2000, axis=0)]
+    for j in range(k):
+        for sign in (1.0, -1.0):
+            points.append(np.repeat(np.asarray(center.at[j].add(sign * steps[j]))[None], 500, 0))
+    theta = jnp.asarray(np.concatenate(points))[None]
+    full, _ = complete_scaling(adjusted, theta, shard_data, jr.key(3))
+    drawn = np.asarray(marginal.problem.transform.to_bounded(full[0]))[:, k:]
+    # The conditional covariance at θ̂: a few per cent of sampling error.
+    whitener = np.linalg.inv(np.linalg.cholesky(conditional))
+    np.testing.assert_allclose(
+        whitener @ np.cov(drawn[:2000].T) @ whitener.T, np.eye(p - k), atol=0.15
+    )
+    # The mean slope, by central differences.
+    for j in range(k):
+        plus = drawn[2000 + 1000 * j : 2500 + 1000 * j].mean(axis=0)
+        minus = drawn[2500 + 1000 * j : 3000 + 1000 * j].mean(axis=0)
+        np.testing.assert_allclose(
+            (plus - minus) / (2 * steps[j]),
+            slope[:, j],
+            rtol=0.05,
+            atol=0.05 * np.max(np.abs(slope)),
+        )
+    # The unadjusted conditional (the physics map alone), H_αα⁻¹ of the full-data information,
+    # is far narrower: what the coefficients got before.
+    gram, _ = _joint_information(marginal, center, shard_data)
+    coefficient_information = np.asarray(gram)[k:, k:]
+    narrow = whitener @ np.linalg.inv(coefficient_information) @ whitener.T
+    assert np.max(np.diag(narrow)) < 0.5, np.diag(narrow)

@@ -84,7 +84,7 @@ import scipy.linalg
 from .._fit._nlsq_result import NLSQResult
 from .._fit._uncertainty import diagonal_roots
 from ._coordinates import shard_laplace
-from ._posterior import ShardData, ShardPosterior, gauss_newton_information
+from ._posterior import ShardData, ShardPosterior, gauss_newton_information, joint_information
 
 
 ADJUSTMENTS = ("auto", "none", "curvature", "magnitude")
@@ -278,6 +278,24 @@ def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
         return None
 
 
+def adjusted_information(
+    information: np.ndarray, honest_covariance: np.ndarray, min_inflation: float = 1.0
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(L, H_A): the lower Cholesky factor of H = L Lᵀ (`information`) and the adjusted
+    information H_A = C_H⁻¹ with C_H floored at `min_inflation` × H⁻¹ (`curvature_map`), or
+    None when H or C_H is not positive definite."""
+    lower = _cholesky(np.asarray(information, float))
+    if lower is None:
+        return None
+    inflation = lower.T @ np.asarray(honest_covariance, float) @ lower
+    values, vectors = np.linalg.eigh(_symmetric(inflation))
+    if not (np.all(np.isfinite(values)) and values[-1] > 0):
+        return None
+    values = np.maximum(values, float(min_inflation))
+    # H_A = (L⁻ᵀ S L⁻¹)⁻¹ = L S⁻¹ Lᵀ.
+    return lower, _symmetric((lower @ vectors / values) @ (lower @ vectors).T)
+
+
 def curvature_map(
     information: np.ndarray, honest_covariance: np.ndarray, min_inflation: float = 1.0
 ) -> np.ndarray | None:
@@ -294,21 +312,75 @@ def curvature_map(
 
     **Returns:** A `(p, p)`, or None when H or C_H is not positive definite.
     """
-    lower = _cholesky(np.asarray(information, float))
-    if lower is None:
+    floored = adjusted_information(information, honest_covariance, min_inflation)
+    if floored is None:
         return None
-    inflation = lower.T @ np.asarray(honest_covariance, float) @ lower
-    values, vectors = np.linalg.eigh(_symmetric(inflation))
-    if not (np.all(np.isfinite(values)) and values[-1] > 0):
-        return None
-    values = np.maximum(values, float(min_inflation))
-    # H_A = (L⁻ᵀ S L⁻¹)⁻¹ = L S⁻¹ Lᵀ.
-    adjusted = (lower @ vectors / values) @ (lower @ vectors).T
+    lower, adjusted = floored
     lower_adjusted = _cholesky(adjusted)
     if lower_adjusted is None:
         return None
     # M = Lᵀ and M_A = L_Aᵀ, so M⁻¹ M_A solves Lᵀ A = L_Aᵀ.
     return scipy.linalg.solve_triangular(lower.T, lower_adjusted.T, lower=False)
+
+
+_joint_information = eqx.filter_jit(joint_information)
+
+
+def scaling_map(
+    posterior: ShardPosterior,
+    shard_data: ShardData,
+    nlsq: NLSQResult,
+    center: jax.Array | np.ndarray,
+    physics_map: np.ndarray,
+    interior: list[int],
+    min_inflation: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(α̂, T, c) of the coefficients' curvature adjustment of a marginalised posterior
+    (`_marginal`: a draw α' of α | θ* becomes α̂ + T (α' − α̂) + c (θ − θ̂)).
+
+    With the full-data joint information H over (θ, α) at (θ̂, α̂) (`joint_information`; α as
+    bounded values) and the NLSQ fit's honest covariance C_H of the interior physics and every
+    coefficient (floored at `min_inflation` × H⁻¹, `adjusted_information`), G = C_H⁻¹:
+
+    - T = R_G⁻¹ R_H with H_αα = R_HᵀR_H and G_αα = R_GᵀR_G (upper Cholesky), so that
+      T H_αα⁻¹ Tᵀ = G_αα⁻¹ = C_αα − C_αθ C_θθ⁻¹ C_θα, the honest conditional covariance;
+    - c = R − T S A, with S = −H_αα⁻¹ H_αθ the unadjusted slope of α' in θ*, A the physics map
+      (`physics_map`, θ* − θ̂ = A (θ − θ̂)) and R the intended slope: −G_αα⁻¹ G_αθ = C_αθ C_θθ⁻¹
+      along the interior physics, S A (unadjusted) along those at a bound.
+
+    **Returns:** None where H_αα or G is not positive definite or the coefficients cannot be
+    matched to determined NLSQ parameters.
+    """
+    k = posterior.n_sampled
+    names = posterior.problem.names
+    integrated = names[k:]
+    honest = honest_covariance(nlsq, tuple(names[i] for i in interior) + integrated)
+    derivative = np.asarray(posterior.sampled_transform().derivative(jnp.asarray(center)), float)
+    if honest is None or not np.all(derivative[interior] > 0):
+        return None
+    scale = np.concatenate([derivative[interior], np.ones(len(integrated))])
+    honest = honest / np.outer(scale, scale)
+    gram, coefficients = _joint_information(posterior, jnp.asarray(center), shard_data)
+    gram = _symmetric(np.asarray(gram, float))
+    kept = list(interior) + list(range(k, k + len(integrated)))
+    floored = adjusted_information(gram[np.ix_(kept, kept)], honest, min_inflation)
+    upper_h = _cholesky(gram[k:, k:])
+    if floored is None or upper_h is None:
+        return None
+    adjusted = floored[1]
+    n = len(interior)
+    upper_g = _cholesky(adjusted[n:, n:])
+    if upper_g is None:
+        return None
+    upper_h, upper_g = upper_h.T, upper_g.T  # H_αα = R_HᵀR_H, G_αα = R_GᵀR_G
+    stretch = scipy.linalg.solve_triangular(upper_g, upper_h, lower=False)
+    unadjusted_slope = -np.linalg.solve(gram[k:, k:], gram[k:, :k]) @ np.asarray(physics_map)
+    slope = unadjusted_slope.copy()
+    slope[:, interior] = -np.linalg.solve(adjusted[n:, n:], adjusted[n:, :n])
+    slope = slope - stretch @ unadjusted_slope
+    if not (np.all(np.isfinite(stretch)) and np.all(np.isfinite(slope))):
+        return None
+    return np.asarray(coefficients, float), stretch, slope
 
 
 def _weight_array(weight) -> jax.Array:
@@ -421,11 +493,28 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
             )
         linear_map = np.eye(posterior.n_sampled)  # identity at the bounds
         linear_map[np.ix_(interior, interior)] = interior_map
-        return _with(
-            posterior,
-            likelihood_center=jnp.asarray(center),
-            likelihood_map=jnp.asarray(linear_map),
+        changes = dict(
+            likelihood_center=jnp.asarray(center), likelihood_map=jnp.asarray(linear_map)
         )
+        if posterior.marginal_scaling:
+            scaling = scaling_map(
+                posterior, shard_data, nlsq, center, linear_map, interior, self.min_inflation
+            )
+            if scaling is None:
+                warnings.warn(
+                    "CurvatureAdjustment: the contrast/offset coefficients have no positive-"
+                    "definite information or honest covariance at the NLSQ solution; they are "
+                    "drawn from their unadjusted conditional (narrower than their NLSQ errors).",
+                    stacklevel=2,
+                )
+            else:
+                changes.update(
+                    zip(
+                        ("scaling_center", "scaling_stretch", "scaling_slope"),
+                        map(jnp.asarray, scaling),
+                    )
+                )
+        return _with(posterior, **changes)
 
 
 _log_prior_hessian = eqx.filter_jit(

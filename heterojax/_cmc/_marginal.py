@@ -15,6 +15,19 @@ so (θ, α) is a draw of shard k's joint posterior p_k(θ, α). Everything downs
 canonical labelling, the consensus combination, the diagnostics) sees the same full vectors as
 without the marginalisation.
 
+**With a curvature adjustment** the likelihood is evaluated at θ* = θ̂ + A (θ − θ̂), which
+gives the physics the honest covariance, but α' | θ ~ N(Q_k⁻¹ r_k, Q_k⁻¹) above keeps the
+unadjusted (formal) width. The coefficients are adjusted too, by a map that extends A to a
+block-triangular map of (θ, α) (`_adjustment.scaling_map`):
+
+    α = α̂ + T (α' − α̂) + c (θ − θ̂),
+
+α̂ the full-data best coefficients at θ̂. This is the curvature adjustment of the joint
+likelihood ℓ(θ*, α*) with α* = α̂ + T⁻¹ (α − α̂ − c (θ − θ̂)): the Jacobian of α ↦ α* is a
+constant, so the physics marginal is unchanged, and α | θ is the honest conditional of the
+NLSQ fit's covariance, mean slope C_αθ C_θθ⁻¹ and covariance C_αα − C_αθ C_θθ⁻¹ C_θα (times K
+in a shard).
+
 **Assumption.** In the integral and in the conditional the box prior of α is a Gaussian of
 the box's mean and variance (`_posterior.scaling_prior`): the conditional's mass outside the
 box must be negligible. `complete_scaling` counts the draws that fall outside
@@ -35,11 +48,17 @@ _DRAW_BATCH = 64
 
 
 def _draw_coefficients(posterior: ShardPosterior, theta, shard: ShardData, key):
-    """One draw of α | θ in one shard (module docstring), bounded values."""
+    """One draw of α | θ in one shard (module docstring), bounded values; with a curvature
+    adjustment of the coefficients (`ShardPosterior.scaling_stretch`), mapped by it."""
     conditional = conditional_scaling(posterior, posterior.likelihood_theta(theta), shard)
     noise = jr.normal(key, conditional.mean.shape, dtype=conditional.mean.dtype)
     deviation = jax.scipy.linalg.solve_triangular(conditional.factor.T, noise, lower=False)
-    return conditional.mean + deviation / conditional.scale
+    drawn = conditional.mean + deviation / conditional.scale
+    stretch, slope = posterior.scaling_stretch, posterior.scaling_slope
+    center, theta_center = posterior.scaling_center, posterior.likelihood_center
+    if stretch is None or slope is None or center is None or theta_center is None:
+        return drawn
+    return center + stretch @ (drawn - center) + slope @ (theta - theta_center)
 
 
 @eqx.filter_jit
