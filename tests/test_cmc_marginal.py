@@ -142,7 +142,7 @@ def test_conditional_draws_have_the_conditional_moments(setup):
     k = problem.n_free_physics
     posterior = _posterior(problem, data, True, weight=0.2)
     theta = problem.transform.to_unconstrained(jnp.asarray(x0))[:k]
-    n = 4000
+    n = 1000  # the tolerances below are in standard errors of n draws
     draws = jnp.broadcast_to(theta, (2, n, k))
     full, outside = complete_scaling(posterior, draws, shard_data, jr.key(0))
     assert full.shape == (2, n, len(problem.names))

@@ -77,6 +77,7 @@ def test_pixel_scores_and_variance_match_the_influences_written_out():
     assert float(variance) == pytest.approx(np.sum(weights**2 * np.var(psi, axis=0)), rel=1e-10)
 
 
+@pytest.mark.slow  # 80 simulated datasets (~30 s); the calibration bench scores the errors too
 def test_the_meat_is_the_covariance_of_the_score_over_speckle_datasets():
     """The claim the estimator rests on: at the truth, Cov(Jᵀε) over independent speckle
     datasets equals the simulated M. 80 datasets: each direction's variance ratio has a

@@ -334,19 +334,20 @@ def scaling_map(
     physics_map: np.ndarray,
     interior: list[int],
     min_inflation: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(α̂, T, c) of the coefficients' curvature adjustment of a marginalised posterior
-    (`_marginal`: a draw α' of α | θ* becomes α̂ + T (α' − α̂) + c (θ − θ̂)).
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(T, D) of the coefficients' curvature adjustment of a marginalised posterior
+    (`_marginal`: a draw m(θ*) + ε of α | θ* becomes m(θ*) + T ε + D (θ − θ̂)).
 
-    With the full-data joint information H over (θ, α) at (θ̂, α̂) (`joint_information`; α as
-    bounded values) and the NLSQ fit's honest covariance C_H of the interior physics and every
-    coefficient (floored at `min_inflation` × H⁻¹, `adjusted_information`), G = C_H⁻¹:
+    With the full-data joint information H over (θ, α) at θ̂ and its best coefficients
+    (`joint_information`; α as bounded values) and the NLSQ fit's honest covariance C_H of the
+    interior physics and every coefficient (floored at `min_inflation` × H⁻¹,
+    `adjusted_information`), G = C_H⁻¹:
 
     - T = R_G⁻¹ R_H with H_αα = R_HᵀR_H and G_αα = R_GᵀR_G (upper Cholesky), so that
       T H_αα⁻¹ Tᵀ = G_αα⁻¹ = C_αα − C_αθ C_θθ⁻¹ C_θα, the honest conditional covariance;
-    - c = R − T S A, with S = −H_αα⁻¹ H_αθ the unadjusted slope of α' in θ*, A the physics map
+    - D = R − S A, with S = −H_αα⁻¹ H_αθ the slope of m(θ*) in θ*, A the physics map
       (`physics_map`, θ* − θ̂ = A (θ − θ̂)) and R the intended slope: −G_αα⁻¹ G_αθ = C_αθ C_θθ⁻¹
-      along the interior physics, S A (unadjusted) along those at a bound.
+      along the interior physics, S A (D = 0: unadjusted) along those at a bound.
 
     **Returns:** None where H_αα or G is not positive definite or the coefficients cannot be
     matched to determined NLSQ parameters.
@@ -360,27 +361,26 @@ def scaling_map(
         return None
     scale = np.concatenate([derivative[interior], np.ones(len(integrated))])
     honest = honest / np.outer(scale, scale)
-    gram, coefficients = _joint_information(posterior, jnp.asarray(center), shard_data)
-    gram = _symmetric(np.asarray(gram, float))
+    gram = _symmetric(np.asarray(_joint_information(posterior, jnp.asarray(center), shard_data)))
     kept = list(interior) + list(range(k, k + len(integrated)))
     floored = adjusted_information(gram[np.ix_(kept, kept)], honest, min_inflation)
-    upper_h = _cholesky(gram[k:, k:])
-    if floored is None or upper_h is None:
+    lower_h = _cholesky(gram[k:, k:])
+    if floored is None or lower_h is None:
         return None
     adjusted = floored[1]
     n = len(interior)
-    upper_g = _cholesky(adjusted[n:, n:])
-    if upper_g is None:
+    lower_g = _cholesky(adjusted[n:, n:])
+    if lower_g is None:
         return None
-    upper_h, upper_g = upper_h.T, upper_g.T  # H_αα = R_HᵀR_H, G_αα = R_GᵀR_G
-    stretch = scipy.linalg.solve_triangular(upper_g, upper_h, lower=False)
+    # H_αα = R_HᵀR_H and G_αα = R_GᵀR_G with R = Lᵀ.
+    stretch = scipy.linalg.solve_triangular(lower_g.T, lower_h.T, lower=False)
     unadjusted_slope = -np.linalg.solve(gram[k:, k:], gram[k:, :k]) @ np.asarray(physics_map)
     slope = unadjusted_slope.copy()
     slope[:, interior] = -np.linalg.solve(adjusted[n:, n:], adjusted[n:, :n])
-    slope = slope - stretch @ unadjusted_slope
-    if not (np.all(np.isfinite(stretch)) and np.all(np.isfinite(slope))):
+    shift = slope - unadjusted_slope
+    if not (np.all(np.isfinite(stretch)) and np.all(np.isfinite(shift))):
         return None
-    return np.asarray(coefficients, float), stretch, slope
+    return stretch, shift
 
 
 def _weight_array(weight) -> jax.Array:
@@ -509,10 +509,7 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
                 )
             else:
                 changes.update(
-                    zip(
-                        ("scaling_center", "scaling_stretch", "scaling_slope"),
-                        map(jnp.asarray, scaling),
-                    )
+                    scaling_stretch=jnp.asarray(scaling[0]), scaling_slope=jnp.asarray(scaling[1])
                 )
         return _with(posterior, **changes)
 

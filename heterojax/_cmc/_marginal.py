@@ -16,17 +16,17 @@ canonical labelling, the consensus combination, the diagnostics) sees the same f
 without the marginalisation.
 
 **With a curvature adjustment** the likelihood is evaluated at θ* = θ̂ + A (θ − θ̂), which
-gives the physics the honest covariance, but α' | θ ~ N(Q_k⁻¹ r_k, Q_k⁻¹) above keeps the
-unadjusted (formal) width. The coefficients are adjusted too, by a map that extends A to a
-block-triangular map of (θ, α) (`_adjustment.scaling_map`):
+gives the physics the honest covariance, but α | θ ~ N(m(θ*), Q⁻¹) above (m = Q⁻¹r) keeps the
+unadjusted (formal) width. The coefficients are adjusted too (`_adjustment.scaling_map`):
 
-    α = α̂ + T (α' − α̂) + c (θ − θ̂),
+    α = m(θ*) + T ε + D (θ − θ̂),      ε ~ N(0, Q⁻¹),
 
-α̂ the full-data best coefficients at θ̂. This is the curvature adjustment of the joint
-likelihood ℓ(θ*, α*) with α* = α̂ + T⁻¹ (α − α̂ − c (θ − θ̂)): the Jacobian of α ↦ α* is a
-constant, so the physics marginal is unchanged, and α | θ is the honest conditional of the
-NLSQ fit's covariance, mean slope C_αθ C_θθ⁻¹ and covariance C_αα − C_αθ C_θθ⁻¹ C_θα (times K
-in a shard).
+with T Q⁻¹ Tᵀ the honest conditional covariance C_αα − C_αθ C_θθ⁻¹ C_θα of the NLSQ fit's
+covariance C (times K in a shard) and D the shift that makes the mean's slope in θ at θ̂ the
+honest one, C_αθ C_θθ⁻¹. Like the physics map, this keeps the likelihood's own shape away
+from θ̂ (the exact, nonlinear m(θ*)) and corrects only the widths. It is a curvature
+adjustment of the joint likelihood: α ↦ α* = m(θ*) + T⁻¹ (α − m(θ*) − D (θ − θ̂)) has a
+constant Jacobian, so the physics marginal is unchanged.
 
 **Assumption.** In the integral and in the conditional the box prior of α is a Gaussian of
 the box's mean and variance (`_posterior.scaling_prior`): the conditional's mass outside the
@@ -53,12 +53,12 @@ def _draw_coefficients(posterior: ShardPosterior, theta, shard: ShardData, key):
     conditional = conditional_scaling(posterior, posterior.likelihood_theta(theta), shard)
     noise = jr.normal(key, conditional.mean.shape, dtype=conditional.mean.dtype)
     deviation = jax.scipy.linalg.solve_triangular(conditional.factor.T, noise, lower=False)
-    drawn = conditional.mean + deviation / conditional.scale
+    deviation = deviation / conditional.scale
     stretch, slope = posterior.scaling_stretch, posterior.scaling_slope
-    center, theta_center = posterior.scaling_center, posterior.likelihood_center
-    if stretch is None or slope is None or center is None or theta_center is None:
-        return drawn
-    return center + stretch @ (drawn - center) + slope @ (theta - theta_center)
+    if stretch is None or slope is None or posterior.likelihood_center is None:
+        return conditional.mean + deviation
+    shift = slope @ (theta - posterior.likelihood_center)
+    return conditional.mean + stretch @ deviation + shift
 
 
 @eqx.filter_jit

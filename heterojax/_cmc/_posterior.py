@@ -377,10 +377,10 @@ class ShardPosterior(eqx.Module):
         integrated out of the shard's likelihood in closed form (`conditional_scaling`; drawn
         afterwards from their conditional, `_marginal.complete_scaling`). False (default): θ
         are all free parameters.
-    - `scaling_center`, `scaling_stretch`, `scaling_slope`: with `marginal_scaling` and a
-        curvature adjustment, α̂, T and c of the coefficients' adjustment (`_adjustment.
-        scaling_map`): a draw α' of their conditional given θ* becomes α̂ + T (α' − α̂) +
-        c (θ − θ̂). None (default): α' as drawn.
+    - `scaling_stretch`, `scaling_slope`: with `marginal_scaling` and a curvature adjustment,
+        T and D of the coefficients' adjustment (`_adjustment.scaling_map`): a draw m(θ*) + ε
+        of their conditional given θ* becomes m(θ*) + T ε + D (θ − θ̂). None (default): as
+        drawn.
     """
 
     problem: FitProblem
@@ -394,7 +394,6 @@ class ShardPosterior(eqx.Module):
     likelihood_center: Float[Array, " s"] | None = None
     likelihood_map: Float[Array, "s s"] | None = None
     marginal_scaling: bool = eqx.field(static=True, default=False)
-    scaling_center: Float[Array, " c"] | None = None
     scaling_stretch: Float[Array, "c c"] | None = None
     scaling_slope: Float[Array, "c s"] | None = None
 
@@ -738,17 +737,17 @@ def gauss_newton_information(
 
 def joint_information(
     posterior: ShardPosterior, theta: Float[Array, " k"], shards: ShardData
-) -> tuple[Float[Array, "n n"], Float[Array, " c"]]:
+) -> Float[Array, "n n"]:
     """Of a marginalised posterior: the full-data joint information Σ_shards Jᵀ P J over the
     physics θ and the scaling coefficients α (`joint_gram`), at θ and the full-data best
-    coefficients α*(θ*) (unweighted, no prior), with α* itself."""
+    coefficients α*(θ*) (unweighted, no prior)."""
     physics = posterior.sampled_transform().to_bounded(posterior.likelihood_theta(theta))
     sums = jnp.sum(jax.lax.map(lambda shard: scaling_sums(posterior, physics, shard), shards), 0)
     hessian, right = coefficient_system(posterior.problem, sums[:, :5])
     coefficients = _jacobi_solve(hessian, right)
     grams = jax.lax.map(lambda shard: joint_gram(posterior, theta, coefficients, shard), shards)
-    return jnp.sum(grams, axis=0), coefficients
+    return jnp.sum(grams, axis=0)
 
 
 def _marginal_information(posterior: ShardPosterior, theta, shards: ShardData):
-    return schur_physics(joint_information(posterior, theta, shards)[0], theta.shape[0])
+    return schur_physics(joint_information(posterior, theta, shards), theta.shape[0])
