@@ -29,7 +29,11 @@ an adjusted ℓ_A whose curvature at θ̂ is H_A = C_H⁻¹, so that the posteri
   whose curvature at θ̂ is (M⁻¹M_A)ᵀ H (M⁻¹M_A) = M_Aᵀ M_A = H_A exactly, in every direction,
   while ℓ keeps its shape (skewness, bounds, ridges) away from θ̂ — only stretched.
 
-Both act on the likelihood only; the prior is applied at θ, unadjusted.
+Both act on the likelihood only; the prior is applied at θ, unadjusted. With the contrast/offset
+coefficients α integrated out of the sampled posterior (`NUTS(scaling="marginal")`, the
+default), k·ℓ widens their conditional by 1/√k as well, and `CurvatureAdjustment` extends its
+map to them (`scaling_map`): given θ, α is drawn with the honest conditional spread and slope of
+C_H about the likelihood's exact conditional mean (`_marginal`).
 
 - `CheckedCurvatureAdjustment` (the default with honest NLSQ errors): the curvature adjustment,
   checked before sampling, in two ways: where the parameter box narrows the intended Gaussian
