@@ -309,7 +309,10 @@ class HeterodyneModel(eqx.Module):
             method = "structured" if large or bins is not None else "direct"
         if bins is not None:
             bins = _bin_geometry(bins, n_angles)
-        return _evaluate_c2(self, t, q, phi, contrast, offset, method, bins)
+        # Python floats in a user's law would be static to the compiled program (one
+        # compilation per value); as arrays they are traced like the built-in laws' fields.
+        model = jtu.tree_map(lambda leaf: jnp.asarray(leaf) if type(leaf) is float else leaf, self)
+        return _evaluate_c2(model, t, q, phi, contrast, offset, method, bins)
 
     def c2_pairs(
         self,
