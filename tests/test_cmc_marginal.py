@@ -150,7 +150,7 @@ def test_conditional_draws_have_the_conditional_moments(setup):
     assert int(outside) == 0
     coefficients = np.asarray(jax.vmap(jax.vmap(problem.transform.to_bounded))(full))[..., k:]
     for s in range(2):
-        conditional = conditional_scaling(posterior, theta, _shard(shard_data, s))
+        conditional = eqx.filter_jit(conditional_scaling)(posterior, theta, _shard(shard_data, s))
         covariance = np.linalg.inv(np.asarray(conditional.precision))
         sd = np.sqrt(np.diagonal(covariance))
         z = (coefficients[s].mean(0) - np.asarray(conditional.mean)) / (sd / np.sqrt(n))
@@ -168,7 +168,9 @@ def test_marginal_information_is_the_schur_complement(setup):
     joint = _posterior(problem, data, False)
     theta = problem.transform.to_unconstrained(jnp.asarray(x0))[:k]
     x_physics = physics_transform(problem).to_bounded(theta)
-    sums = sum(scaling_sums(marginal, x_physics, _shard(shard_data, s)) for s in range(2))
+    sums = sum(
+        eqx.filter_jit(scaling_sums)(marginal, x_physics, _shard(shard_data, s)) for s in range(2)
+    )
     best = jnp.linalg.solve(*coefficient_system(problem, sums[:, :5]))  # α* of the likelihood
     full_theta = problem.transform.to_unconstrained(jnp.concatenate([x_physics, best]))
     expected = schur_physics(gauss_newton_information(joint, full_theta, shard_data), k)

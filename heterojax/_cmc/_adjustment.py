@@ -223,9 +223,6 @@ def magnitude_weight(nlsq: NLSQResult) -> float | None:
     return len(index) / trace if np.isfinite(trace) and trace > 0 else None
 
 
-_information = eqx.filter_jit(gauss_newton_information)
-
-
 def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center, subset=None):
     """(H, C_H) in θ over the sampled parameters (or the positions `subset` of them), or None
     where they cannot be matched.
@@ -250,7 +247,9 @@ def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center
     if not (np.all(np.isfinite(derivative)) and np.all(derivative > 0)):
         return None
     honest_theta = honest / np.outer(derivative, derivative)
-    information = np.asarray(_information(posterior, jnp.asarray(center), shard_data), float)
+    information = np.asarray(
+        gauss_newton_information(posterior, jnp.asarray(center), shard_data), float
+    )
     information = _symmetric(information)[np.ix_(subset, subset)]
     if not (np.all(np.isfinite(information)) and np.all(np.isfinite(honest_theta))):
         return None
@@ -728,7 +727,9 @@ class CheckedCurvatureAdjustment(AbstractLikelihoodAdjustment):
         interior = interior_parameters(adjusted, nlsq)  # the map is the identity elsewhere
         if not interior:
             return None
-        information = np.asarray(_information(adjusted, jnp.asarray(center), shard_data), float)
+        information = np.asarray(
+            gauss_newton_information(adjusted, jnp.asarray(center), shard_data), float
+        )
         block = np.ix_(interior, interior)
         linear_map = np.asarray(adjusted.likelihood_map, float)
         if map_stretch(linear_map[block], information[block]) <= self.max_sd_ratio:

@@ -714,6 +714,7 @@ def schur_physics(gram: Float[Array, "n n"], k: int) -> Float[Array, "k k"]:
     return 0.5 * (reduced + reduced.T)
 
 
+@eqx.filter_jit
 def gauss_newton_information(
     posterior: ShardPosterior, theta: Float[Array, " p"], shards: ShardData
 ) -> Float[Array, "p p"]:
