@@ -88,7 +88,13 @@ import scipy.linalg
 from .._fit._nlsq_result import NLSQResult
 from .._fit._uncertainty import diagonal_roots
 from ._coordinates import shard_laplace
-from ._posterior import ShardData, ShardPosterior, gauss_newton_information, joint_information
+from ._posterior import (
+    ShardData,
+    ShardPosterior,
+    gauss_newton_information,
+    joint_information,
+    schur_physics,
+)
 
 
 ADJUSTMENTS = ("auto", "none", "curvature", "magnitude")
@@ -223,14 +229,16 @@ def magnitude_weight(nlsq: NLSQResult) -> float | None:
     return len(index) / trace if np.isfinite(trace) and trace > 0 else None
 
 
-def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center, subset=None):
+def _theta_blocks(
+    posterior: ShardPosterior, shard_data: ShardData, nlsq, center, subset=None, information=None
+):
     """(H, C_H) in θ over the sampled parameters (or the positions `subset` of them), or None
     where they cannot be matched.
 
     H is the Gauss–Newton information of the sampled (unadjusted) likelihood at θ̂, C_H the
     NLSQ fit's honest covariance of the same parameters mapped to θ (module docstring); over a
     subset, H is its block (the others held at θ̂) and C_H that of the sub-model freeing only
-    the subset.
+    the subset. `information`: H over all sampled parameters, when the caller has it.
     """
     names = posterior.problem.names
     n_sampled = posterior.n_sampled
@@ -247,10 +255,9 @@ def _theta_blocks(posterior: ShardPosterior, shard_data: ShardData, nlsq, center
     if not (np.all(np.isfinite(derivative)) and np.all(derivative > 0)):
         return None
     honest_theta = honest / np.outer(derivative, derivative)
-    information = np.asarray(
-        gauss_newton_information(posterior, jnp.asarray(center), shard_data), float
-    )
-    information = _symmetric(information)[np.ix_(subset, subset)]
+    if information is None:
+        information = gauss_newton_information(posterior, jnp.asarray(center), shard_data)
+    information = _symmetric(np.asarray(information, float))[np.ix_(subset, subset)]
     if not (np.all(np.isfinite(information)) and np.all(np.isfinite(honest_theta))):
         return None
     return information, honest_theta
@@ -331,7 +338,7 @@ _joint_information = eqx.filter_jit(joint_information)
 
 def scaling_map(
     posterior: ShardPosterior,
-    shard_data: ShardData,
+    gram: np.ndarray,
     nlsq: NLSQResult,
     center: jax.Array | np.ndarray,
     physics_map: np.ndarray,
@@ -342,7 +349,8 @@ def scaling_map(
     (`_marginal`: a draw m(θ*) + ε of α | θ* becomes m(θ*) + T ε + D (θ − θ̂)).
 
     With the full-data joint information H over (θ, α) at θ̂ and its best coefficients
-    (`joint_information`; α as bounded values) and the NLSQ fit's honest covariance C_H of the
+    (`gram`, from `joint_information`; α as bounded values) and the NLSQ fit's honest
+    covariance C_H of the
     interior physics and every coefficient (floored at `min_inflation` × H⁻¹,
     `adjusted_information`), G = C_H⁻¹:
 
@@ -364,7 +372,7 @@ def scaling_map(
         return None
     scale = np.concatenate([derivative[interior], np.ones(len(integrated))])
     honest = honest / np.outer(scale, scale)
-    gram = _symmetric(np.asarray(_joint_information(posterior, jnp.asarray(center), shard_data)))
+    gram = _symmetric(np.asarray(gram, float))
     kept = list(interior) + list(range(k, k + len(integrated)))
     floored = adjusted_information(gram[np.ix_(kept, kept)], honest, min_inflation)
     lower_h = _cholesky(gram[k:, k:])
@@ -481,7 +489,17 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
                 "nlsq=fit_nlsq(..., errors='frame-clustered')."
             )
         interior = interior_parameters(posterior, nlsq)
-        blocks = _theta_blocks(posterior, shard_data, nlsq, center, interior) if interior else None
+        # With the coefficients integrated out, the physics information is the Schur complement
+        # of the joint one, which the coefficients' map needs too: one pass for both.
+        gram, information = None, None
+        if posterior.marginal_scaling:
+            joint = _joint_information(posterior, jnp.asarray(center), shard_data)
+            gram, information = np.asarray(joint), schur_physics(joint, posterior.n_sampled)
+        blocks = (
+            _theta_blocks(posterior, shard_data, nlsq, center, interior, information)
+            if interior
+            else None
+        )
         interior_map = None if blocks is None else curvature_map(*blocks, self.min_inflation)
         if interior_map is None:
             warnings.warn(
@@ -499,9 +517,9 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
         changes = dict(
             likelihood_center=jnp.asarray(center), likelihood_map=jnp.asarray(linear_map)
         )
-        if posterior.marginal_scaling:
+        if gram is not None:
             scaling = scaling_map(
-                posterior, shard_data, nlsq, center, linear_map, interior, self.min_inflation
+                posterior, gram, nlsq, center, linear_map, interior, self.min_inflation
             )
             if scaling is None:
                 warnings.warn(

@@ -24,13 +24,14 @@ def _mirror_upper(maps: Float[Array, "*phi t t"]) -> Float[Array, "*phi t t"]:
 @jax.jit
 def _symmetric_maps(
     clean: Float[Array, "phi t t"], sigma: Float[Array, "phi t t"] | None, key
-) -> Float[Array, "phi t t"]:
+) -> tuple[Float[Array, "phi t t"], Float[Array, "phi t t"] | None]:
     """The clean maps mirrored, plus (with `sigma`) Gaussian noise N(0, σ²) drawn for the upper
-    triangle and mirrored: one compiled program, not a dozen op by op."""
+    triangle and mirrored, and σ mirrored: one compiled program, not a dozen op by op."""
     maps = _mirror_upper(clean)
     if sigma is None:
-        return maps
-    return maps + _mirror_upper(sigma * jr.normal(key, maps.shape, dtype=maps.dtype))
+        return maps, None
+    noise = _mirror_upper(sigma * jr.normal(key, maps.shape, dtype=maps.dtype))
+    return maps + noise, _mirror_upper(sigma)
 
 
 def _per_angle(
@@ -181,9 +182,9 @@ def simulate(
         method=method,
         bins=used_bins,
     )
-    maps = _symmetric_maps(clean, None if sigma is None else jnp.asarray(sigma), key)
+    maps, sigma = _symmetric_maps(clean, None if sigma is None else jnp.asarray(sigma), key)
     if sigma is not None:
-        sigma = np.triu(sigma) + np.swapaxes(np.triu(sigma, 1), -1, -2)
+        sigma = np.asarray(sigma)
     c2 = aligned_empty(tuple(maps.shape))
     c2[...] = np.asarray(maps)
     apply_diagonal_mode(c2, diagonal)
