@@ -4,7 +4,8 @@ Prints one JSON object. The cases come from `tests/_calibration_cases.py` (`cali
 shared with the slow test `tests/test_nlsq_calibration.py`): `--cases` (40) datasets made by
 `hj.simulate_speckle(..., correlate=True)` — Poisson counts on speckle fields, a plain two-time
 correlator — drawn across the box of the issue: stationary and time-varying physics, static or
-moving reference, 2–8 angles, 100–400 frames, 100–2000 pixels per bin, 1–50 counts per pixel.
+moving reference, 2–8 angles, 100–400 frames, 100–2000 pixels per bin, 1–50 counts per pixel
+(`--detector photon-starved`: the same draws with 1 000–10 000 pixels and 0.01–1 counts).
 The noise on c2 is therefore the real one (correlated along rows, columns and neighbouring
 frames), and σ is not known: every fit estimates it (`noise="estimated"`).
 
@@ -24,8 +25,8 @@ the median |z|) over all parameters and per parameter, the same for the formal e
 (`coverage_formal`), the median reduced χ² of the truth under both σ, median wall time, the
 target of the issue (90 % intervals cover 82–96 %, median |z| 0.5–0.85) and one record per case.
 
-Usage: `python benchmarks/bench_calibration.py [--cases 40] [--seed 0] [--starts N|auto]
-[--errors NAME] [--only SUBSTRING] [--skip N] [--progress] [--output FILE]`.
+Usage: `python benchmarks/bench_calibration.py [--cases 40] [--seed 0] [--detector NAME]
+[--starts N|auto] [--errors NAME] [--only SUBSTRING] [--skip N] [--progress] [--output FILE]`.
 """
 
 import argparse
@@ -43,7 +44,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _calibration_cases import CalibrationCase, calibration_cases, coverage, z_scores  # noqa: E402
+from _calibration_cases import (  # noqa: E402
+    DETECTORS,
+    CalibrationCase,
+    calibration_cases,
+    coverage,
+    z_scores,
+)
 
 import heterojax as hj  # noqa: E402
 from heterojax._cache import release_compiled_programs_if_crowded  # noqa: E402
@@ -94,6 +101,7 @@ def _summary(records: list[dict[str, Any]], args) -> dict[str, Any]:
         "benchmark": "calibration",
         "n_cases": len(records),
         "seed": args.seed,
+        "detector": {"name": args.detector, **DETECTORS[args.detector]},
         "options": {"starts": args.starts or "truth (starts=1)", "errors": args.errors},
         "coverage": coverage(every("z")),
         "coverage_by_parameter": _coverage_by_parameter(records, "z"),
@@ -119,6 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="NLSQ error calibration on speckle data")
     parser.add_argument("--cases", type=int, default=40, help="number of speckle datasets")
     parser.add_argument("--seed", type=int, default=0, help="seed of the case draw")
+    parser.add_argument(
+        "--detector",
+        choices=tuple(DETECTORS),
+        default="speckle",
+        help="pixels and counts of the draw (photon-starved: 0.01–1 counts a pixel)",
+    )
     parser.add_argument("--starts", type=_starts_option, help="fit_nlsq(starts=...) (default 1)")
     parser.add_argument("--errors", help="fit_nlsq(errors=...) (default: the library's)")
     parser.add_argument("--only", help="run only the cases whose name contains this")
@@ -130,7 +144,7 @@ def main() -> None:
     options: dict[str, Any] = {"starts": 1 if args.starts is None else args.starts}
     if args.errors:
         options["errors"] = args.errors
-    cases = calibration_cases(args.cases, args.seed)
+    cases = calibration_cases(args.cases, args.seed, args.detector)
     cases = cases[args.skip :]
     if args.only:
         cases = [case for case in cases if args.only in case.name]

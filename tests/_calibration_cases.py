@@ -9,7 +9,9 @@ depending only on (seed, i), alternating stationary and time-varying physics:
 - geometry: q log-uniform in [0.005, 0.02] Å⁻¹, 100–400 frames, 2–8 angles spread over 180°
   with a random origin, phi0 uniform in [−60°, 60°];
 - detector: 100–2000 pixels per bin and 1–50 mean counts per pixel (both log-uniform), speckle
-  contrast β in [0.1, 0.5] (⌈1/β⌉ coherent modes a pixel);
+  contrast β in [0.1, 0.5] (⌈1/β⌉ coherent modes a pixel); with `detector="photon-starved"`,
+  1 000–10 000 pixels per bin and 0.01–1 counts per pixel (photon noise dominates the speckle
+  noise), every other draw the same;
 - transport: the sample decays by K_s = q²·∫J_sample ∈ [1, 10] over the window (log-uniform,
   which sets dt); the reference is static (D0_ref = 0, fixed) in half the cases, else decays by
   K_r ∈ [0.1, 0.5]·K_s;
@@ -37,6 +39,11 @@ import heterojax as hj
 
 
 _MAX_PHASE_PER_FRAME = 0.8
+# Pixels per bin and mean counts per pixel a frame (ranges of log-uniform draws) by detector.
+DETECTORS = {
+    "speckle": {"pixels": (100, 2000), "counts": (1.0, 50.0)},
+    "photon-starved": {"pixels": (1000, 10000), "counts": (0.01, 1.0)},
+}
 NOMINAL = {"68": 1.0, "90": 1.6448536269514722}
 
 
@@ -82,7 +89,8 @@ def _log_uniform(rng, low, high):
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _case(seed: int, index: int) -> CalibrationCase:
+def _case(seed: int, index: int, detector: str = "speckle") -> CalibrationCase:
+    ranges = DETECTORS[detector]
     rng = np.random.default_rng([seed, index])
     varying = index % 2 == 1
     static_reference = rng.uniform() < 0.5
@@ -91,8 +99,8 @@ def _case(seed: int, index: int) -> CalibrationCase:
     angles = int(rng.integers(2, 9))
     phi = np.mod(rng.uniform(0, 180) + 180.0 * np.arange(angles) / angles, 360.0) - 180.0
     phi0 = float(rng.uniform(-60, 60))
-    pixels = int(round(_log_uniform(rng, 100, 2000)))
-    counts = _log_uniform(rng, 1.0, 50.0)
+    pixels = int(round(_log_uniform(rng, *ranges["pixels"])))
+    counts = _log_uniform(rng, *ranges["counts"])
     contrast = float(rng.uniform(0.1, 0.5))
 
     t = np.arange(1, frames + 1, dtype=float)  # dt = 1 s; the rates set the time scales
@@ -140,7 +148,7 @@ def _case(seed: int, index: int) -> CalibrationCase:
     name = (
         f"{index:02d}-{'varying' if varying else 'stationary'}"
         f"{'+static_ref' if static_reference else ''}"
-        f"-{angles}x{frames}-{pixels}px-{counts:.1f}cts"
+        f"-{angles}x{frames}-{pixels}px-{counts:.{1 if counts >= 1 else 3}f}cts"
     )
     return CalibrationCase(
         name=name,
@@ -156,9 +164,11 @@ def _case(seed: int, index: int) -> CalibrationCase:
     )
 
 
-def calibration_cases(n: int, seed: int = 0) -> list[CalibrationCase]:
-    """The first `n` cases of the suite drawn with `seed`."""
-    return [_case(seed, i) for i in range(n)]
+def calibration_cases(n: int, seed: int = 0, detector: str = "speckle") -> list[CalibrationCase]:
+    """The first `n` cases of the suite drawn with `seed` for a `detector` of `DETECTORS`."""
+    if detector not in DETECTORS:
+        raise ValueError(f"`detector` must be one of {tuple(DETECTORS)}; got {detector!r}.")
+    return [_case(seed, i, detector) for i in range(n)]
 
 
 def z_scores(case: CalibrationCase, result) -> dict[str, float]:

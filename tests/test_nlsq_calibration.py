@@ -67,3 +67,24 @@ def test_forty_speckle_datasets_are_calibrated():
     assert 0.82 <= figures["cover_90"] <= 0.96, figures
     assert 0.5 <= figures["median_abs_z"] <= 0.85, figures
     assert abs(np.median(truth_chi2) - 1.0) < 0.15, np.median(truth_chi2)
+
+
+def test_a_photon_starved_detector_changes_only_the_pixels_and_counts_of_a_case():
+    """`detector="photon-starved"` draws the same physics, geometry and data seed as the
+    speckle suite, with its own pixels and counts ranges (the bench's `--detector`)."""
+    speckle = calibration_cases(8, seed=3)
+    starved = calibration_cases(8, seed=3, detector="photon-starved")
+    for one, other in zip(speckle, starved, strict=True):
+        assert one.truth.to_dict() == other.truth.to_dict()
+        np.testing.assert_array_equal(one.t, other.t)
+        np.testing.assert_array_equal(one.phi, other.phi)
+        assert (one.q, one.contrast, one.free, one.data_seed) == (
+            other.q,
+            other.contrast,
+            other.free,
+            other.data_seed,
+        )
+        assert 100 <= one.pixels <= 2000 and 1.0 <= one.counts <= 50.0
+        assert 1000 <= other.pixels <= 10000 and 0.01 <= other.counts <= 1.0
+    with pytest.raises(ValueError, match="detector"):
+        calibration_cases(2, detector="bright")
