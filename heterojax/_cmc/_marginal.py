@@ -82,14 +82,21 @@ def complete_scaling(
     transform = problem.transform
     n_shards = theta.shape[0]
     flat = theta.reshape(n_shards, -1, k)
+    n_draws = flat.shape[1]
     keys = jr.split(key, flat.shape[:2])
+    # Draws padded (with copies of the last one) to whole batches: `lax.map` compiles its
+    # body once, not again for a remainder batch.
+    batch = min(_DRAW_BATCH, n_draws)
+    padding = ((0, 0), (0, -n_draws % batch))
+    padded = jnp.pad(flat, padding + ((0, 0),), mode="edge")
+    padded_keys = jnp.pad(keys, padding, mode="edge")
 
     def per_shard(args):
         shard, thetas, shard_keys = args
         draw = lambda pair: _draw_coefficients(posterior, pair[0], shard, pair[1])  # noqa: E731
-        return jax.lax.map(draw, (thetas, shard_keys), batch_size=_DRAW_BATCH)
+        return jax.lax.map(draw, (thetas, shard_keys), batch_size=batch)
 
-    coefficients = jax.lax.map(per_shard, (shard_data, flat, keys))
+    coefficients = jax.lax.map(per_shard, (shard_data, padded, padded_keys))[:, :n_draws]
     lower, upper = transform.lower[k:], transform.upper[k:]
     outside = jnp.sum((coefficients < lower) | (coefficients > upper))
     physics_x = posterior.sampled_transform().to_bounded(flat)
