@@ -13,7 +13,6 @@ import pytest
 
 import heterojax as hj
 from heterojax._cmc._adjustment import (
-    _joint_information,
     box_narrowing,
     curvature_map,
     honest_covariance,
@@ -23,7 +22,12 @@ from heterojax._cmc._adjustment import (
     map_stretch,
     resolve_adjustment,
 )
-from heterojax._cmc._posterior import ShardPosterior, gather_shard_data, gauss_newton_information
+from heterojax._cmc._posterior import (
+    ShardPosterior,
+    gather_shard_data,
+    gauss_newton_information,
+    joint_information,
+)
 from heterojax._cmc._shards import make_shards
 
 
@@ -478,7 +482,7 @@ def test_curvature_adjustment_gives_the_coefficients_their_honest_conditional(wa
         )
     # The unadjusted conditional (the physics map alone), H_αα⁻¹ of the full-data information,
     # is far narrower: what the coefficients got before.
-    gram = _joint_information(marginal, center, shard_data)
+    gram = joint_information(marginal, center, shard_data)
     coefficient_information = np.asarray(gram)[k:, k:]
     narrow = whitener @ np.linalg.inv(coefficient_information) @ whitener.T
     assert np.max(np.diag(narrow)) < 0.5, np.diag(narrow)

@@ -150,9 +150,11 @@ def test_conditional_draws_have_the_conditional_moments(setup):
     assert int(outside) == 0
     coefficients = np.asarray(jax.vmap(jax.vmap(problem.transform.to_bounded))(full))[..., k:]
     # Each draw keeps its own key, also in the last, partial batch of draws (n = 15·64 + 40).
-    keys, draw = jr.split(jr.key(0), (2, n)), eqx.filter_jit(_draw_coefficients)
+    keys = jr.split(jr.key(0), (2, n))
     for s, i in [(0, 0), (1, n - 1)]:
-        one = draw(posterior, theta, _shard(shard_data, s), keys[s, i])
+        one = eqx.filter_jit(_draw_coefficients)(
+            posterior, theta, _shard(shard_data, s), keys[s, i]
+        )
         np.testing.assert_allclose(coefficients[s, i], one, rtol=1e-9)
     for s in range(2):
         conditional = eqx.filter_jit(conditional_scaling)(posterior, theta, _shard(shard_data, s))

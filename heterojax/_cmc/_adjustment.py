@@ -333,9 +333,6 @@ def curvature_map(
     return scipy.linalg.solve_triangular(lower.T, lower_adjusted.T, lower=False)
 
 
-_joint_information = eqx.filter_jit(joint_information)
-
-
 def scaling_map(
     posterior: ShardPosterior,
     gram: np.ndarray,
@@ -350,9 +347,8 @@ def scaling_map(
 
     With the full-data joint information H over (θ, α) at θ̂ and its best coefficients
     (`gram`, from `joint_information`; α as bounded values) and the NLSQ fit's honest
-    covariance C_H of the
-    interior physics and every coefficient (floored at `min_inflation` × H⁻¹,
-    `adjusted_information`), G = C_H⁻¹:
+    covariance C_H of the interior physics and every coefficient (floored at `min_inflation` ×
+    H⁻¹, `adjusted_information`), G = C_H⁻¹:
 
     - T = R_G⁻¹ R_H with H_αα = R_HᵀR_H and G_αα = R_GᵀR_G (upper Cholesky), so that
       T H_αα⁻¹ Tᵀ = G_αα⁻¹ = C_αα − C_αθ C_θθ⁻¹ C_θα, the honest conditional covariance;
@@ -493,7 +489,7 @@ class CurvatureAdjustment(AbstractLikelihoodAdjustment):
         # of the joint one, which the coefficients' map needs too: one pass for both.
         gram, information = None, None
         if posterior.marginal_scaling:
-            joint = _joint_information(posterior, jnp.asarray(center), shard_data)
+            joint = joint_information(posterior, jnp.asarray(center), shard_data)
             gram, information = np.asarray(joint), schur_physics(joint, posterior.n_sampled)
         blocks = (
             _theta_blocks(posterior, shard_data, nlsq, center, interior, information)

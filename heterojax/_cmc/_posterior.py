@@ -736,6 +736,7 @@ def gauss_newton_information(
     return jnp.sum(jax.lax.map(one, shards), axis=0)
 
 
+@eqx.filter_jit
 def joint_information(
     posterior: ShardPosterior, theta: Float[Array, " k"], shards: ShardData
 ) -> Float[Array, "n n"]:
