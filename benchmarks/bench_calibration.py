@@ -86,6 +86,7 @@ def _run_case(case: CalibrationCase, options: dict[str, Any]) -> dict[str, Any]:
         "truth_reduced_chi2": _truth_reduced_chi2(case, data, result.sigma),
         "truth_reduced_chi2_local_sigma": _truth_reduced_chi2(case, data, local_sigma),
         "quality_ok": bool(result.quality.ok),
+        "quality": result.quality.to_dict(),
         "wall_s": wall,
     }
 

@@ -117,6 +117,7 @@ def _verdict_record(case, result, chi2_truth: float, error: str | None) -> dict[
         "n_steps": result.n_steps,
         "success": result.success,
         "quality_ok": result.quality.ok,
+        "quality": result.quality.to_dict(),
     }
 
 

@@ -94,6 +94,10 @@ class QualityReport:
             and not self.q_drift
         )
 
+    def to_dict(self) -> dict:
+        """Every field, and `ok`, as plain values (what `save_result` writes)."""
+        return {"ok": self.ok, **dataclasses.asdict(self)}
+
 
 def chi2_band(reduced_chi2: float) -> str:
     """ "good", "marginal" or "poor" by the reduced χ² bands."""

@@ -170,7 +170,7 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
         "singular": result.singular,
         "model": _model_name(result.model_description),
         "bins": _bins_record(result.bins),
-        "quality": {"ok": quality.ok, **dataclasses.asdict(quality)},
+        "quality": quality.to_dict(),
         "units": _units(result),
         "starts": {
             "chi2": np.asarray(result.starts.chi2),
