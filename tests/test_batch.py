@@ -142,6 +142,7 @@ def test_cli_batch_writes_a_table_and_exits_by_the_worst_row(tmp_path, client):
     assert main([*argv, *files, "--output", str(tmp_path / "a")]) == 0
     table = pd.read_csv(tmp_path / "a" / "summary.csv")
     assert list(table["status"]) == ["ok", "ok"]
+    assert {"at_bounds", "ridge", "bound_ridges"} <= set(table.columns)
     assert (tmp_path / "a" / "run1" / "nlsq.json").exists()
     assert (tmp_path / "a" / "run1" / "heterojax.log").exists()
     # One bad file: its row says why, the others finish, exit code 1.

@@ -320,6 +320,32 @@ def test_exponent_ridge_makes_the_report_not_ok():
     assert any("ridge" in w for w in report.warnings)
 
 
+def test_a_power_law_stopped_on_its_ridge_by_a_bound_makes_the_report_not_ok():
+    """The calibration suites' silent gross misses (|z| 49–866): D0_sample at its bound
+    −0.999-correlated with alpha_sample (v0 with beta alike). A bound alone, a ridge alone, or
+    a bound on a ridge between two laws' parameters (the recovery suite's right fits with a
+    fraction baseline f3 = 0 on a ridge with f0) leave `ok` to the other checks."""
+    values = [[100.0, 0.1, 0.0, 0.2]]
+    names = ("D0_ref", "alpha_ref", "D0_sample", "alpha_sample")
+
+    def report(bounded, pair, rho=-0.999):
+        correlation = np.eye(4)
+        i, j = names.index(pair[0]), names.index(pair[1])
+        correlation[i, j] = correlation[j, i] = rho
+        at_bound = np.isin(names, bounded)
+        return build_quality_report(
+            **{**_report_arguments(values), "correlation": correlation, "at_bound": at_bound}
+        )
+
+    cut = report(["D0_sample"], ("D0_sample", "alpha_sample"))
+    assert not cut.ok and cut.bound_ridges == (("D0_sample", "alpha_sample", -0.999),)
+    assert any("the bound, not the data, set both values" in w for w in cut.warnings)
+    assert not report(["alpha_sample"], ("D0_sample", "alpha_sample")).ok  # the exponent's bound
+    assert report([], ("D0_sample", "alpha_sample")).ok  # the ridge, no bound
+    assert report(["D0_sample"], ("D0_sample", "alpha_sample"), rho=-0.9).ok  # the bound alone
+    assert report(["D0_ref"], ("D0_ref", "D0_sample")).ok  # two laws' parameters
+
+
 def test_estimate_start_reads_rates_speed_and_angle():
     truth = hj.HeterodyneModel().replace(D0_ref=100.0, D0_sample=2000.0, v0=60.0, f0=0.5, phi0=20.0)
     data = _data(truth, frames=120, phi=(0.0, 45.0, 90.0), noise=0.001)

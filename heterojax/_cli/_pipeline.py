@@ -198,6 +198,8 @@ def _nlsq_reasons(result: Any) -> list[str]:
         reasons.append("other starts reached a different solution with a similar χ²")
     if quality.ridge is not None:
         reasons.append("the solution sits on the α_ref ↔ α_sample ridge")
+    for prefactor, exponent, _ in quality.bound_ridges:
+        reasons.append(f"a bound stopped {prefactor}·t^{exponent} on its ridge")
     if quality.chi2_excess is not None:
         reasons.append(f"χ² exceeds the stated noise by {quality.chi2_excess:.3g} sd")
     return reasons

@@ -22,13 +22,16 @@ SIMILAR_CHI2 = 10.0
 SIMILAR_CHI2_SIGMAS = 3.0
 DISTINCT_STANDARD_ERRORS = 3.0
 # The exponents of the two components trade off (a faster-ageing reference looks like a
-# slower-ageing sample); above this |correlation| the solution sits on that ridge.
+# slower-ageing sample); above this |correlation| the solution sits on that ridge. The same
+# figure marks the ridge of a power law x0·t^γ whose prefactor (its value at t = 1 s, often
+# outside the window) and exponent the data fix only in combination.
 RIDGE_CORRELATION = 0.99
 # With σ given (by the data or the caller), χ² has mean dof and sd √(2·dof) at the right answer;
 # beyond this many sds the fit is inconsistent with the stated noise (a false minimum, a wrong
 # law, or σ too small).
 EXCESS_CHI2_SIGMAS = 5.0
 _EXPONENTS = ("alpha_ref", "alpha_sample")
+_POWER_LAWS = (("D0_ref", "alpha_ref"), ("D0_sample", "alpha_sample"), ("v0", "beta"))
 
 
 def similar_chi2(dof: int | None) -> float:
@@ -58,6 +61,10 @@ class QualityReport:
       differ from the best solution by more than 3 standard errors.
     - `ridge`: `(name_a, name_b, correlation)` when the solution sits on the α_ref ↔ α_sample
       trade-off (|correlation| > 0.99), else None.
+    - `bound_ridges`: `(prefactor, exponent, correlation)` for each power law (D0_ref·t^α_ref,
+      D0_sample·t^α_sample, v0·t^β) one of whose two parameters is at a bound while their
+      |correlation| exceeds 0.99: the data fix only a combination of the two, the fit ran
+      along it until the bound stopped it, and the bound, not the data, set both values.
     - `chi2_excess`: with σ given, (χ² − dof)/√(2·dof) when it exceeds 5 (the fit is
       inconsistent with the stated noise), else None.
     - `q_drift`: the physics parameters that `fit_by_q` found to drift with q beyond the
@@ -80,16 +87,21 @@ class QualityReport:
     ridge: tuple[str, str, float] | None = None
     chi2_excess: float | None = None
     q_drift: tuple[str, ...] = ()
+    bound_ridges: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the band is not poor and nothing above calls the numbers into question:
-        not singular, no competing minimum, not on the exponent ridge, no drift with q."""
+        not singular, no competing minimum, not on the exponent ridge, no power law stopped
+        on its ridge by a bound, no drift with q. A parameter at a bound alone (a fraction
+        baseline at 0, a static reference) does not: its value is the constrained optimum,
+        listed in `at_bounds`."""
         return (
             self.band != "poor"
             and not self.singular
             and not self.distinct_minima
             and self.ridge is None
+            and not self.bound_ridges
             and self.chi2_excess is None
             and not self.q_drift
         )
@@ -262,6 +274,15 @@ def build_quality_report(
                 "the data trade one component's ageing for the other's, and the exponents are "
                 "not separately determined. Fix one exponent or fit a longer window."
             )
+    bound_ridges = _bound_power_laws(names, at_bound, correlation)
+    for prefactor, exponent, value in bound_ridges:
+        warnings.append(
+            f"{prefactor} and {exponent} sit on their power law's ridge (correlation "
+            f"{value:+.3f}) with one of them at its bound: the data fix only a combination of "
+            "the two, and the bound, not the data, set both values (their errors assume "
+            "otherwise). Fix one of them, fit a window that reaches t = 1 s, or widen the "
+            "bound if it is not physical."
+        )
     return QualityReport(
         band=band,
         at_bounds=bounded,
@@ -275,4 +296,20 @@ def build_quality_report(
         competing=tuple(competing),
         ridge=ridge,
         chi2_excess=chi2_excess,
+        bound_ridges=bound_ridges,
     )
+
+
+def _bound_power_laws(
+    names: tuple[str, ...], at_bound: np.ndarray, correlation: np.ndarray
+) -> tuple[tuple[str, str, float], ...]:
+    """(prefactor, exponent, ρ) of each free power law with a parameter at a bound and
+    |ρ| > RIDGE_CORRELATION."""
+    ridges = []
+    for prefactor, exponent in _POWER_LAWS:
+        if prefactor in names and exponent in names:
+            i, j = names.index(prefactor), names.index(exponent)
+            value = correlation[i, j]
+            if (at_bound[i] or at_bound[j]) and abs(value) > RIDGE_CORRELATION:
+                ridges.append((prefactor, exponent, float(value)))
+    return tuple(ridges)
