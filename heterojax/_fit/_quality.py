@@ -264,16 +264,14 @@ def build_quality_report(
                 "miss structure, or σ is too small."
             )
     ridge = None
-    if all(n in names for n in _EXPONENTS):
-        i, j = names.index(_EXPONENTS[0]), names.index(_EXPONENTS[1])
-        value = correlation[i, j]
-        if np.isfinite(value) and abs(value) > RIDGE_CORRELATION:
-            ridge = (_EXPONENTS[0], _EXPONENTS[1], float(value))
-            warnings.append(
-                f"The solution sits on the α_ref ↔ α_sample ridge (correlation {value:+.3f}): "
-                "the data trade one component's ageing for the other's, and the exponents are "
-                "not separately determined. Fix one exponent or fit a longer window."
-            )
+    value = _pair_correlation(names, correlation, *_EXPONENTS)
+    if abs(value) > RIDGE_CORRELATION:
+        ridge = (*_EXPONENTS, value)
+        warnings.append(
+            f"The solution sits on the α_ref ↔ α_sample ridge (correlation {value:+.3f}): "
+            "the data trade one component's ageing for the other's, and the exponents are "
+            "not separately determined. Fix one exponent or fit a longer window."
+        )
     bound_ridges = _bound_power_laws(names, at_bound, correlation)
     for prefactor, exponent, value in bound_ridges:
         warnings.append(
@@ -306,10 +304,15 @@ def _bound_power_laws(
     """(prefactor, exponent, ρ) of each free power law with a parameter at a bound and
     |ρ| > RIDGE_CORRELATION."""
     ridges = []
-    for prefactor, exponent in _POWER_LAWS:
-        if prefactor in names and exponent in names:
-            i, j = names.index(prefactor), names.index(exponent)
-            value = correlation[i, j]
-            if (at_bound[i] or at_bound[j]) and abs(value) > RIDGE_CORRELATION:
-                ridges.append((prefactor, exponent, float(value)))
+    for pair in _POWER_LAWS:
+        value = _pair_correlation(names, correlation, *pair)
+        if abs(value) > RIDGE_CORRELATION and any(at_bound[names.index(n)] for n in pair):
+            ridges.append((*pair, value))
     return tuple(ridges)
+
+
+def _pair_correlation(names: tuple[str, ...], correlation: np.ndarray, a: str, b: str) -> float:
+    """ρ(a, b); NaN when either is not free (or ρ is undefined)."""
+    if a not in names or b not in names:
+        return float("nan")
+    return float(correlation[names.index(a), names.index(b)])
