@@ -144,12 +144,90 @@ def test_one_compiled_program_serves_every_block_length_of_a_bucket():
     grids = [FrameClusteredErrors(block=block).block_grids(problem, x) for block in (2, 3)]
     assert grids[0]["n_cells"] == grids[1]["n_cells"]
     for g in grids:
-        meat, absorbed = terms(g["block"], g["shifts"], g["shift_weights"], g["n_cells"])
+        found = terms(g["block"], g["shifts"], g["shift_weights"], g["n_cells"])
     assert terms._cache_size() == 1
-    expected_meat, expected_absorbed = problem.frame_clustered_terms(x, 3, (0, 1, 2), inverse)
-    scale = np.abs(np.asarray(expected_meat)).max()
-    np.testing.assert_allclose(meat, expected_meat, rtol=1e-10, atol=1e-12 * scale)
-    np.testing.assert_allclose(absorbed, expected_absorbed, rtol=1e-10, atol=1e-12 * scale)
+    _assert_same_terms(found, problem.frame_clustered_terms(x, 3, (0, 1, 2), inverse))
+
+
+def _assert_same_terms(found, expected):
+    """Every sum of two `ClusteredTerms` agrees to rounding: the meats relative to the
+    largest meat entry, the absorbed parts (products through A⁻¹) to 1e-8."""
+    scale = np.abs(np.asarray(expected.meat)).max()
+    for name, value in expected._asdict().items():
+        tolerance = (
+            dict(rtol=1e-8, atol=1e-10 * np.abs(np.asarray(value)).max())
+            if "absorbed" in name
+            else dict(rtol=1e-10, atol=1e-12 * scale)
+        )
+        np.testing.assert_allclose(getattr(found, name), value, err_msg=name, **tolerance)
+
+
+def test_whole_map_terms_are_the_map_scores_and_their_absorbed_part():
+    """`map_meat` = Σ_a s_a s_aᵀ with s_a = Σ_{e of map a} J_e r_e, and `map_absorbed` =
+    Σ_a A_a A⁻¹ A_a with A_a = J_aᵀJ_a, from the dense Jacobian of the residual maps."""
+    t = 0.05 * np.arange(1, 9)
+    data = hj.simulate(
+        TRUTH, t, q=0.01, phi=[0.0, 60.0, 120.0], contrast=0.2, noise=0.01, key=jr.key(8)
+    )
+    problem, x0 = _fit_problem(data)
+    x = x0 * 1.01  # off the solution, so that the map scores do not sum to zero
+    residual = np.asarray(problem.residual_maps(x))
+    jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
+    gram = np.einsum("atup,atuq->pq", jacobian, jacobian)
+    inverse = np.linalg.pinv(gram)
+    scores = np.einsum("atup,atu->ap", jacobian, residual)
+    grams = np.einsum("atup,atuq->apq", jacobian, jacobian)
+    terms = problem.frame_clustered_terms(x, 2, (0,), jnp.asarray(inverse))
+    scale = np.abs(scores.T @ scores).max()
+    np.testing.assert_allclose(terms.map_meat, scores.T @ scores, rtol=1e-9, atol=1e-12 * scale)
+    expected = np.einsum("apq,qr,ars->ps", grams, inverse, grams)
+    np.testing.assert_allclose(
+        terms.map_absorbed, expected, rtol=1e-8, atol=1e-10 * np.abs(gram).max()
+    )
+
+
+def test_whole_maps_widen_the_errors_by_noise_shared_across_a_map():
+    """Each map drawn with its own fraction (f0 = 0.4 ± 0.04, as a static reference's speckle
+    gives each bin its own share of reference light) and little independent noise: every
+    block of a map carries the same shift, which blocks of 2 frames do not see and the maps
+    do. The whole-map term widens f0's error to about the spread of the maps' fractions (sd
+    0.04/√6 for the mean of 6 maps; 2.1× the blocks' error here, 1.7–2.8× over three draws)."""
+    t = 0.05 * np.arange(1, 41)
+    phi = np.arange(6) * 30.0
+    fractions = 0.4 + 0.04 * np.asarray(jr.normal(jr.key(9), (6,)))
+    maps = [
+        hj.simulate(
+            TRUTH.replace(f0=f),
+            t,
+            q=0.01,
+            phi=[angle],
+            contrast=0.2,
+            noise=1e-4,
+            key=jr.key(10 + a),
+        )
+        for a, (f, angle) in enumerate(zip(fractions, phi))
+    ]
+    data = hj.XPCSData(
+        np.concatenate([m.c2 for m in maps]),
+        t,
+        q=0.01,
+        phi=phi,
+        sigma=np.concatenate([np.atleast_1d(m.sigma) for m in maps]),
+    )
+    fits = {
+        whole: hj.fit_nlsq(
+            TRUTH,
+            data,
+            fixed=FIXED,
+            starts=1,
+            errors=FrameClusteredErrors(block=2, whole_maps=whole),
+        )
+        for whole in (False, True)
+    }
+    spread = 0.04 / np.sqrt(6)
+    assert fits[True].stderr["f0"] > 1.5 * fits[False].stderr["f0"]
+    assert 0.5 * spread < fits[True].stderr["f0"] < 4 * spread
+    assert abs(fits[True].parameters()["f0"] - 0.4) < 3.5 * fits[True].stderr["f0"]
 
 
 @pytest.mark.parametrize("scaling", ["individual", "constant"])
@@ -166,11 +244,8 @@ def test_the_map_by_map_clustered_terms_equal_the_one_pass_terms(scaling, monkey
     x = x0 * 1.01
     inverse = jnp.asarray(np.linalg.pinv(np.asarray(problem.normal_equations(x)[0])))
     grids = FrameClusteredErrors(block=3).block_grids(problem, x)
-    meat, absorbed = clustered_terms_at(problem, x, grids, inverse)
-    expected_meat, expected_absorbed = problem.frame_clustered_terms(x, 3, (0, 1, 2), inverse)
-    scale = np.abs(np.asarray(expected_meat)).max()
-    np.testing.assert_allclose(meat, expected_meat, rtol=1e-10, atol=1e-12 * scale)
-    np.testing.assert_allclose(absorbed, expected_absorbed, rtol=1e-10, atol=1e-12 * scale)
+    found = clustered_terms_at(problem, x, grids, inverse)
+    _assert_same_terms(found, problem.frame_clustered_terms(x, 3, (0, 1, 2), inverse))
 
 
 @pytest.mark.slow
@@ -295,7 +370,7 @@ def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift
         for f, (b, k, m) in enumerate(used):
             if a == b and of(i, j) & of(k, m):
                 expected += kept[e, f] * np.outer(rows[e], rows[f])
-    _, absorbed = problem.frame_clustered_terms(x, block, (shift,), jnp.asarray(inverse))
+    absorbed = problem.frame_clustered_terms(x, block, (shift,), jnp.asarray(inverse)).absorbed
     np.testing.assert_allclose(
         gram - np.asarray(absorbed), expected, rtol=1e-8, atol=1e-10 * np.abs(gram).max()
     )
@@ -309,7 +384,7 @@ def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift
             in_block = [e for e, (b, i, j) in enumerate(used) if b == a and k in of(i, j)]
             gram_k = rows[in_block].T @ rows[in_block]
             blocks_only += gram_k @ inverse @ gram_k
-    _, absorbed = problem.frame_clustered_terms(x, block, (shift,), jnp.asarray(inverse))
+    absorbed = problem.frame_clustered_terms(x, block, (shift,), jnp.asarray(inverse)).absorbed
     np.testing.assert_allclose(
         np.asarray(absorbed), blocks_only, rtol=1e-8, atol=1e-10 * np.abs(gram).max()
     )

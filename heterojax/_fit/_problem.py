@@ -218,6 +218,22 @@ def second_moment(vectors: Float[Array, "u t t"]) -> Float[Array, "u u"]:
     return flat @ flat.T
 
 
+class ClusteredTerms(NamedTuple):
+    """The sums the clustered sandwiches need, over the maps (`FitProblem.frame_clustered_terms`).
+
+    - `meat`, `absorbed`: the frame-block meat M and its part B absorbed by the fit under
+      independent noise (`block_leverage`; zeros without the inverse).
+    - `map_meat` = Σ_a s_a s_aᵀ with s_a = J_aᵀ r_a, the score of the whole map a (each map one
+      cluster), and `map_absorbed` = Σ_a A_a A⁻¹ A_a with A_a = J_aᵀ J_a, its absorbed part
+      (E[s_a s_aᵀ] = A_a − A_a A⁻¹ A_a under independent unit noise; zeros without the inverse).
+    """
+
+    meat: Float[Array, "p p"]
+    absorbed: Float[Array, "p p"]
+    map_meat: Float[Array, "p p"]
+    map_absorbed: Float[Array, "p p"]
+
+
 class FitProblem(eqx.Module):
     """A model template, data and the choice of free parameters, bounds and scaling.
 
@@ -404,8 +420,7 @@ class FitProblem(eqx.Module):
         average of their M's (overlapping blocks: less variance, the same pass over the data).
         Maps are independent clusters (different pixels).
         """
-        meat, _ = self.frame_clustered_terms(x, block, shifts)
-        return meat
+        return self.frame_clustered_terms(x, block, shifts).meat
 
     def frame_clustered_terms(
         self,
@@ -416,10 +431,11 @@ class FitProblem(eqx.Module):
         *,
         shift_weights: Float[Array, " grid"] | None = None,
         n_cells: int | None = None,
-    ) -> tuple[Float[Array, "p p"], Float[Array, "p p"]]:
-        """(M, B) in one pass over the maps: the meat of `frame_clustered_meat` and, given
-        `inverse` = (JᵀJ)⁻¹ (pseudo-inverse), the part B of it that the fit absorbs under
-        independent noise (`block_leverage`: E[M] = JᵀJ − B); B = 0 without `inverse`.
+    ) -> ClusteredTerms:
+        """`ClusteredTerms` in one pass over the maps: the meat M of `frame_clustered_meat`
+        and, given `inverse` = (JᵀJ)⁻¹ (pseudo-inverse), the part B of it that the fit absorbs
+        under independent noise (`block_leverage`: E[M] = JᵀJ − B; B = 0 without `inverse`);
+        the same two sums with each whole map one cluster.
 
         The block sums are segment sums over traced block ids, so `block` and `shifts` may be
         traced arrays: one compiled program serves every block length whose block count
@@ -448,10 +464,10 @@ class FitProblem(eqx.Module):
             return jax.tree_util.tree_map(jnp.add, carry, terms), None
 
         p = x.shape[0]
-        zeros = jnp.zeros((p, p), x.dtype)
+        zeros = ClusteredTerms(*(jnp.zeros((p, p), x.dtype) for _ in range(4)))
         inputs = (self._map_inputs(), contrast, offset)
-        (meat, bias), _ = jax.lax.scan(one_map, (zeros, zeros), inputs)
-        return meat, bias
+        terms, _ = jax.lax.scan(one_map, zeros, inputs)
+        return terms
 
     def map_clustered_terms(
         self,
@@ -462,8 +478,8 @@ class FitProblem(eqx.Module):
         shift_weights: Float[Array, " grid"],
         n_cells: int,
         inverse: Float[Array, "p p"] | None = None,
-    ) -> tuple[Float[Array, "p p"], Float[Array, "p p"]]:
-        """One map's share (M_a, B_a) of `frame_clustered_terms`, from its weighted vectors
+    ) -> ClusteredTerms:
+        """One map's share of `frame_clustered_terms`, from its weighted vectors
         U = w ⊙ [∂g; g; 1; y] at x's own contrast and offset (`map_vectors`, not centred):
         the weighted Jacobian columns are [contrast_a U_∂g; U_g; U_1] and the residual −U_y."""
         k = self.n_free_physics
@@ -473,12 +489,19 @@ class FitProblem(eqx.Module):
         expand = jax.scipy.linalg.block_diag(
             jnp.eye(k, dtype=x.dtype), contrast_row[None, :], offset_row[None, :]
         )
-        local = clustered_sum(columns * -vectors[k + 2][None], ids, shift_weights, n_cells)
+        scores = columns * -vectors[k + 2][None]
+        local = clustered_sum(scores, ids, shift_weights, n_cells)
         meat = expand.T @ local @ expand
+        map_score = expand.T @ jnp.sum(scores, axis=(1, 2))
+        map_meat = jnp.outer(map_score, map_score)
         if inverse is None:
-            return meat, jnp.zeros_like(meat)
-        leverage = block_leverage(columns, expand @ inverse @ expand.T, ids, shift_weights, n_cells)
-        return meat, expand.T @ leverage @ expand
+            zeros = jnp.zeros_like(meat)
+            return ClusteredTerms(meat, zeros, map_meat, zeros)
+        local_inverse = expand @ inverse @ expand.T
+        leverage = block_leverage(columns, local_inverse, ids, shift_weights, n_cells)
+        gram = second_moment(columns)
+        map_absorbed = expand.T @ gram @ local_inverse @ gram @ expand
+        return ClusteredTerms(meat, expand.T @ leverage @ expand, map_meat, map_absorbed)
 
     def moments(self, x: Float[Array, " p"], centred: bool | Array = False) -> "Moments":
         """The weighted second moments of every map, in one pass over the maps.
