@@ -305,6 +305,7 @@ def test_chi2_beyond_the_stated_noise_makes_the_report_not_ok():
     flagged = build_quality_report(**{**_report_arguments(values), **kwargs, "noise_known": True})
     assert flagged.chi2_excess is not None and flagged.chi2_excess > 5 and not flagged.ok
     assert any("stated σ" in w for w in flagged.warnings)
+    assert len(flagged.failures) == 1 and "exceeds the stated noise" in flagged.failures[0]
     # σ estimated from the maps: no such check; within the spread: none either.
     assert build_quality_report(**{**_report_arguments(values), **kwargs}).ok
     within = {**_report_arguments(values), "reduced_chi2": 1.01, "dof": 60_000}
@@ -340,6 +341,8 @@ def test_a_power_law_stopped_on_its_ridge_by_a_bound_makes_the_report_not_ok():
     cut = report(["D0_sample"], ("D0_sample", "alpha_sample"))
     assert not cut.ok and cut.bound_ridges == (("D0_sample", "alpha_sample", -0.999),)
     assert any("the bound, not the data, set both values" in w for w in cut.warnings)
+    assert cut.failures == ("a bound stopped D0_sample·t^alpha_sample on its ridge",)
+    assert cut.to_dict()["failures"] == list(cut.failures)
     assert not report(["alpha_sample"], ("D0_sample", "alpha_sample")).ok  # the exponent's bound
     assert report([], ("D0_sample", "alpha_sample")).ok  # the ridge, no bound
     assert report(["D0_sample"], ("D0_sample", "alpha_sample"), rho=-0.9).ok  # the bound alone

@@ -188,21 +188,8 @@ def run_fit(config: Config, options: RunOptions, logs: Logging) -> int:
 
 
 def _nlsq_reasons(result: Any) -> list[str]:
-    reasons = [] if result.success else [f"solver did not converge: {result.message}"]
-    quality = result.quality
-    if quality.band == "poor":
-        reasons.append(f"reduced χ² = {result.reduced_chi2:.3g} is poor")
-    if quality.singular:
-        reasons.append("JᵀJ is singular (a parameter combination is undetermined)")
-    if quality.distinct_minima:
-        reasons.append("other starts reached a different solution with a similar χ²")
-    if quality.ridge is not None:
-        reasons.append("the solution sits on the α_ref ↔ α_sample ridge")
-    for prefactor, exponent, _ in quality.bound_ridges:
-        reasons.append(f"a bound stopped {prefactor}·t^{exponent} on its ridge")
-    if quality.chi2_excess is not None:
-        reasons.append(f"χ² exceeds the stated noise by {quality.chi2_excess:.3g} sd")
-    return reasons
+    solver = [] if result.success else [f"solver did not converge: {result.message}"]
+    return solver + list(result.quality.failures)
 
 
 def _gate(name: str, ok: bool, reasons: list[str]) -> None:

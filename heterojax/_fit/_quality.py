@@ -70,6 +70,8 @@ class QualityReport:
     - `q_drift`: the physics parameters that `fit_by_q` found to drift with q beyond the
       honest errors (set on `QDependence.joint`; empty when the check was not run or passed).
     - `warnings`: the readable sentences for all of the above.
+    - `ok` and `failures` (properties): whether the numbers can be taken as they are, and if
+      not, one short reason per failed check.
     - `roi_suggested`: whether χ² is not good, the bins are wide and the fit used the bin
       centres: the bin-averaged (ROI) model should be tried.
     """
@@ -91,24 +93,40 @@ class QualityReport:
 
     @property
     def ok(self) -> bool:
-        """True when the band is not poor and nothing above calls the numbers into question:
-        not singular, no competing minimum, not on the exponent ridge, no power law stopped
-        on its ridge by a bound, no drift with q. A parameter at a bound alone (a fraction
-        baseline at 0, a static reference) does not: its value is the constrained optimum,
-        listed in `at_bounds`."""
-        return (
-            self.band != "poor"
-            and not self.singular
-            and not self.distinct_minima
-            and self.ridge is None
-            and not self.bound_ridges
-            and self.chi2_excess is None
-            and not self.q_drift
+        """True when the band is not poor and nothing above calls the numbers into question
+        (`failures` is empty): not singular, no competing minimum, not on the exponent ridge,
+        no power law stopped on its ridge by a bound, χ² consistent with a stated σ, no drift
+        with q. A parameter at a bound alone (a fraction baseline at 0, a static reference)
+        does not count: its value is the constrained optimum, listed in `at_bounds`."""
+        return not self.failures
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """One short reason for every check that makes `ok` False (what the CLI's quality
+        gate prints)."""
+        checks = (
+            (self.band == "poor", f"the reduced χ² is poor (≥ {MARGINAL_REDUCED_CHI2:g})"),
+            (self.singular, "JᵀJ is singular (a parameter combination is undetermined)"),
+            (
+                bool(self.distinct_minima),
+                "other starts reached a different solution with a similar χ²",
+            ),
+            (self.ridge is not None, "the solution sits on the α_ref ↔ α_sample ridge"),
+            *(
+                (True, f"a bound stopped {prefactor}·t^{exponent} on its ridge")
+                for prefactor, exponent, _ in self.bound_ridges
+            ),
+            (
+                self.chi2_excess is not None,
+                f"χ² exceeds the stated noise by {self.chi2_excess or 0.0:.3g} sd",
+            ),
+            (bool(self.q_drift), f"drift with q: {', '.join(self.q_drift)}"),
         )
+        return tuple(reason for failed, reason in checks if failed)
 
     def to_dict(self) -> dict:
-        """Every field, and `ok`, as plain values (what `save_result` writes)."""
-        return {"ok": self.ok, **dataclasses.asdict(self)}
+        """Every field, `ok` and `failures`, as plain values (what `save_result` writes)."""
+        return {"ok": self.ok, "failures": list(self.failures), **dataclasses.asdict(self)}
 
 
 def chi2_band(reduced_chi2: float) -> str:
