@@ -4,10 +4,10 @@ A measured map is c2_ij = ⟨x_i x_j⟩_p / (⟨x_i⟩_p ⟨x_j⟩_p), a ratio o
 pixels of the frame intensities x_p(t_i). Every pixel's intensities are correlated over as long
 as its field is (with a static reference: the whole map), so the noise of c2 is correlated
 between entries that share no frame. The frame-clustered sandwich (`FrameClusteredErrors`)
-sees correlation only within a block of frames and a map has only a few blocks: on speckle
-data its 90 % intervals held 77.5 % of the truths, 60–65 % for D0 and alpha
-(`benchmarks/bench_calibration.py`). Here the covariance of the noise comes from the fitted
-model itself.
+sees correlation within a block of frames, and across a whole map only through the few maps
+(`whole_maps`): on speckle data its 90 % intervals held 82.1 % of the truths, 70–75 % for D0
+and alpha (77.5 % and 60–65 % with blocks alone; `benchmarks/bench_calibration.py`). Here
+the covariance of the noise comes from the fitted model itself.
 """
 
 import functools
@@ -178,9 +178,9 @@ class SpeckleErrors(AbstractErrors):
     pixels and 1–50 counts, fits from the truth): the 90 % intervals held 86.7 % of the 240
     truths of seed 0 (68 %: 69 %, median |z| 0.60; D0_ref 75 %, D0_sample 77.5 %, the rest
     82.5–97.5 %) and 91.7 % of the 242 of the held-out seed 1 (68 %: 76 %, median |z| 0.53;
-    86–95 % per parameter); the frame-clustered sandwich held 77.5 % on seed 0. Offline on
-    the seed-0 fits, with the true `pixels` and `counts` 83.7 % (median 0.75), with the true
-    `counts` and P read off the residuals 76.0 % (0.93).
+    86–95 % per parameter); the frame-clustered sandwich held 82.1 % on seed 0 (77.5 % with
+    blocks alone). Offline on the seed-0 fits, with the true `pixels` and `counts` 83.7 %
+    (median 0.75), with the true `counts` and P read off the residuals 76.0 % (0.93).
 
     **Where photon noise dominates it is too wide.** Without `counts` every share of the
     noise is taken for speckle noise, correlated over the map, while photon noise is
