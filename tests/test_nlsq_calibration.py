@@ -50,16 +50,18 @@ def test_default_errors_cover_far_better_than_formal_errors_on_speckle_data():
 
 
 @pytest.mark.slow
-def test_forty_speckle_datasets_are_calibrated():
+@pytest.mark.parametrize("errors", ["speckle", "frame-clustered"])
+def test_forty_speckle_datasets_are_calibrated(errors):
     # Issue 13's target over the benchmark's suite (seed 1, the held-out draw): the 90 %
-    # intervals of the speckle errors cover 82–96 % of the truths, median |z| 0.5–0.85, and
-    # the σ estimated from the data gives a reduced χ² near 1 at the truth. (The default
-    # frame-clustered errors do not reach this band: 77.5 % on the seed-0 draw.)
+    # intervals cover 82–96 % of the truths, median |z| 0.5–0.85, and the σ estimated from
+    # the data gives a reduced χ² near 1 at the truth. Measured: the speckle errors 91.7 %
+    # (median 0.53); the default frame-clustered ones 91.7 % (median 0.60), with the
+    # whole-map term (their blocks alone: 77.5 % on the seed-0 draw, median 0.95).
     z, truth_chi2 = [], []
     for case in calibration_cases(40, seed=1):
         jax.clear_caches()  # 40 shapes: keep one case's programs in memory at a time
         data = case.data()
-        result = hj.fit_nlsq(case.truth, data, fixed=list(case.fixed), starts=1, errors="speckle")
+        result = hj.fit_nlsq(case.truth, data, fixed=list(case.fixed), starts=1, errors=errors)
         z += list(z_scores(case, result).values())
         truth_chi2.append(_truth_reduced_chi2(case, data, result.sigma))
     figures = coverage(z)
