@@ -457,7 +457,8 @@ def test_clipped_sandwich_is_equivariant_under_any_reparametrisation(seed):
     shear): J → J T, so M, B → Tᵀ M T, Tᵀ B T and A⁻¹ → T⁻¹ A⁻¹ T⁻ᵀ, and the covariance must
     become T⁻¹ C T⁻ᵀ. The meat here has negative eigenvalues, as finite-sample meats do, so
     where the clip is taken matters: in A-whitened coordinates it is invariant, in the raw or
-    the Jacobi-scaled ones it is not. The covariance is positive semi-definite."""
+    the Jacobi-scaled ones it is not; so is the whole-map term's positive part. The
+    covariance is positive semi-definite."""
     rng = np.random.default_rng(seed)
     p = 5
     g = rng.normal(size=(3 * p, p))
@@ -467,12 +468,21 @@ def test_clipped_sandwich_is_equivariant_under_any_reparametrisation(seed):
     absorbed = 0.05 * gram
     assert np.linalg.eigvals(np.linalg.solve(gram, meat)).real.min() == pytest.approx(-0.5)
     transform = rng.normal(size=(p, p)) * 10.0 ** rng.uniform(-3, 3, p)
-    for share in (1.0, 0.0):
-        expected = leverage_corrected_covariance(meat, share * absorbed, np.linalg.inv(gram))
+    scores = rng.normal(size=(3, p)) @ np.linalg.cholesky(gram).T  # three maps' scores
+    map_meat, map_absorbed = scores.T @ scores, 0.3 * gram
+    moved = lambda matrix: transform.T @ matrix @ transform  # noqa: E731
+    for share, whole in ((1.0, False), (0.0, False), (1.0, True)):
+        expected = leverage_corrected_covariance(
+            meat,
+            share * absorbed,
+            np.linalg.inv(gram),
+            (map_meat, map_absorbed) if whole else None,
+        )
         found = leverage_corrected_covariance(
-            transform.T @ meat @ transform,
-            share * transform.T @ absorbed @ transform,
-            _jacobi_pseudo_inverse(transform.T @ gram @ transform),
+            moved(meat),
+            share * moved(absorbed),
+            _jacobi_pseudo_inverse(moved(gram)),
+            (moved(map_meat), moved(map_absorbed)) if whole else None,
         )
         back = transform @ found @ transform.T
         np.testing.assert_allclose(back, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
