@@ -45,6 +45,11 @@ def _fit_problem(data, scaling="individual", *, model=TRUTH, fixed=FIXED):
     return problem, jnp.asarray(x0)
 
 
+def _dense_jacobian(problem, x) -> np.ndarray:
+    """The weighted Jacobian of the residual maps, (maps, t, t, p): the brute-force reference."""
+    return np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))
+
+
 def test_errors_argument_resolves():
     assert isinstance(resolve_errors("formal"), FormalErrors)
     assert isinstance(resolve_errors("frame-clustered"), FrameClusteredErrors)
@@ -110,7 +115,7 @@ def test_clustered_meat_matches_a_brute_force_sum_over_entry_pairs(diagonal, blo
     )
     problem, x = _fit_problem(data)
     residual = np.asarray(problem.residual_maps(x))  # (maps, t, t)
-    jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
+    jacobian = _dense_jacobian(problem, x)
     scores = jacobian * residual[..., None]
     used = np.asarray(problem.weights) != 0
     expected = np.zeros((x.shape[0], x.shape[0]))
@@ -172,7 +177,7 @@ def test_whole_map_terms_are_the_map_scores_and_their_absorbed_part():
     problem, x0 = _fit_problem(data)
     x = x0 * 1.01  # off the solution, so that the map scores do not sum to zero
     residual = np.asarray(problem.residual_maps(x))
-    jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
+    jacobian = _dense_jacobian(problem, x)
     gram = np.einsum("atup,atuq->pq", jacobian, jacobian)
     inverse = np.linalg.pinv(gram)
     scores = np.einsum("atup,atu->ap", jacobian, residual)
@@ -358,7 +363,7 @@ def test_absorbed_meat_is_the_expected_meat_under_independent_noise(block, shift
     t = 0.05 * np.arange(1, 9)
     data = hj.simulate(TRUTH, t, q=0.01, phi=[0.0, 60.0], contrast=0.2, noise=0.01, key=jr.key(4))
     problem, x = _fit_problem(data)
-    jacobian = np.asarray(jax.jit(jax.jacfwd(problem.residual_maps))(x))  # (maps, t, t, p)
+    jacobian = _dense_jacobian(problem, x)
     used = np.argwhere(np.asarray(problem.weights) != 0)
     rows = np.array([jacobian[a, i, j] for a, i, j in used])
     gram = rows.T @ rows

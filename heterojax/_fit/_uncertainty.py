@@ -319,8 +319,8 @@ class FrameClusteredErrors(AbstractErrors):
     across all its blocks: a static reference keeps one speckle pattern for the whole run, so
     each map's finite set of pixels gives it its own share of reference light (its own
     fraction, in effect), and a sample that decays little over the window keeps much of its
-    own pattern too. Blocks cannot see that; the maps can, as they are independent. With s_a = J_aᵀ
-    r_a the score of map a and A_a = J_aᵀJ_a, the map-clustered meat Σ_a s_a s_aᵀ has
+    own pattern too. Blocks cannot see that; the maps can, as they are independent. With
+    s_a = J_aᵀ r_a the score of map a and A_a = J_aᵀJ_a, the map-clustered meat Σ_a s_a s_aᵀ has
     expectation A − Σ_a A_a A⁻¹ A_a under independent noise (`ClusteredTerms`), and is
     whitened and corrected the same way (W_map). The covariance takes W + [W_map − W]₊
     (`leverage_corrected_covariance`): the blocks' estimate, plus whatever the maps show
