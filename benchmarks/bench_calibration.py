@@ -21,7 +21,9 @@ the truth, so that the error bars are judged in the right basin (finding it is i
   `estimate_noise` alone (`truth_reduced_chi2_local_sigma`, the estimate used before).
 
 Output: `coverage` (fraction of |z| ≤ 1 and ≤ 1.645, the nominal 68 % and 90 % intervals, and
-the median |z|) over all parameters and per parameter, the same for the formal errors
+the median |z|) over all parameters and per parameter; `interval_coverage`, the fraction of
+truths inside `result.intervals(level)` at 68 % and 90 % (linear, except log-scale for a power
+law's prefactor with its exponent free: `NLSQResult.intervals`); `coverage` for the formal errors
 (`coverage_formal`), the median reduced χ² of the truth under both σ, median wall time, the
 target of the issue (90 % intervals cover 82–96 %, median |z| 0.5–0.85) and one record per case.
 
@@ -49,6 +51,7 @@ from _calibration_cases import (  # noqa: E402
     CalibrationCase,
     calibration_cases,
     coverage,
+    interval_hits,
     z_scores,
 )
 
@@ -79,7 +82,11 @@ def _run_case(case: CalibrationCase, options: dict[str, Any]) -> dict[str, Any]:
         "name": case.name,
         "free": list(case.free),
         "z": z,
+        "estimate": {n: result.parameters()[n] for n in case.free},
+        "truth": {n: float(case.truth.to_dict()[n]) for n in case.free},
+        "stderr": {n: float(result.stderr[n]) for n in case.free},
         "z_formal": formal,
+        "interval_hits": {level: interval_hits(case, result, float(level)) for level in LEVELS},
         "errors": result.errors,
         "stderr_over_formal": {n: result.stderr[n] / result.formal_stderr[n] for n in z},
         "reduced_chi2": result.reduced_chi2,
@@ -89,6 +96,22 @@ def _run_case(case: CalibrationCase, options: dict[str, Any]) -> dict[str, Any]:
         "quality": result.quality.to_dict(),
         "wall_s": wall,
     }
+
+
+LEVELS = ("0.68", "0.9")
+
+
+def _interval_coverage(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fraction of truths inside `result.intervals(level)`, overall and per parameter."""
+    figures: dict[str, Any] = {}
+    for level in LEVELS:
+        hits = [(n, h) for r in records for n, h in r["interval_hits"][level].items()]
+        names = sorted({n for n, _ in hits}, key=hj.PARAMETER_NAMES.index)
+        figures[level] = {
+            "all": float(np.mean([h for _, h in hits])) if hits else float("nan"),
+            **{n: float(np.mean([h for m, h in hits if m == n])) for n in names},
+        }
+    return figures
 
 
 def _coverage_by_parameter(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -106,6 +129,7 @@ def _summary(records: list[dict[str, Any]], args) -> dict[str, Any]:
         "options": {"starts": args.starts or "truth (starts=1)", "errors": args.errors},
         "coverage": coverage(every("z")),
         "coverage_by_parameter": _coverage_by_parameter(records, "z"),
+        "interval_coverage": _interval_coverage(records),
         "coverage_formal": coverage(every("z_formal")),
         "coverage_formal_by_parameter": _coverage_by_parameter(records, "z_formal"),
         "median_truth_reduced_chi2": statistics.median(r["truth_reduced_chi2"] for r in records),

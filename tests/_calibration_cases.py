@@ -182,6 +182,21 @@ def z_scores(case: CalibrationCase, result) -> dict[str, float]:
     return scores
 
 
+def interval_hits(case: CalibrationCase, result, level: float) -> dict[str, bool]:
+    """Whether `result.intervals(level)` holds the truth, per free physics parameter (phi0's
+    truth taken modulo 180° nearest the estimate)."""
+    intervals = result.intervals(level)
+    estimate = result.parameters()
+    hits = {}
+    for name in case.free:
+        truth = float(case.truth.to_dict()[name])
+        if name == "phi0":
+            truth += 180.0 * round((float(estimate[name]) - truth) / 180.0)
+        low, high = intervals[name]
+        hits[name] = bool(low <= truth <= high)
+    return hits
+
+
 def coverage(z: np.ndarray) -> dict[str, float]:
     """Fraction of |z| inside the nominal 68 % and 90 % intervals, and the median |z|."""
     z = np.abs(np.asarray(z, float))

@@ -8,6 +8,7 @@ from jaxtyping import Array, Float
 
 from .._model._bins import BinGeometry
 from .._model._heterodyne import HeterodyneModel
+from ._intervals import parameter_intervals
 from ._quality import QualityReport
 
 
@@ -110,14 +111,31 @@ class NLSQResult(eqx.Module):
         """Name → value of every physics parameter of the fitted model (fixed ones included)."""
         return {name: float(value) for name, value in self.model.to_dict().items()}
 
+    def intervals(self, level: float = 0.9) -> dict[str, tuple[float, float]]:
+        """Name → (low, high): the central `level` interval of every free physics parameter
+        from `stderr`, inside its bounds (`parameter_intervals`).
+
+        θ ± z σ, except for a power-law prefactor whose exponent is free too (D0_ref with
+        alpha_ref, D0_sample with alpha_sample, v0 with beta): θ·exp(±z σ/θ), since the
+        prefactor is the rate at t = 1 s, the rate the data fix inside the window carried
+        there by an uncertain exponent (log-normal, not normal).
+        """
+        physics = self.parameters()
+        values = {name: physics[name] for name in self.names if name in physics}
+        return parameter_intervals(values, self.stderr, self.bounds, self.names, level)
+
     def summary(self) -> str:
         """A readable table of values, errors and flags, then the fit statistics and warnings."""
         lines = []
-        header = f"{'parameter':<22}{'value':>14}  {'std. error':>12}  {'rel.':>8}  flags"
+        header = (
+            f"{'parameter':<22}{'value':>14}  {'std. error':>12}  {'rel.':>8}  "
+            f"{'90 % interval':>25}  flags"
+        )
         lines += [header, "-" * len(header)]
         at_bounds = set(self.quality.at_bounds)
         loose = set(self.quality.unconstrained)
         free = dict(zip(self.names, self.values))
+        intervals = self.intervals(0.9)
         for name, value in self.parameters().items():
             if name not in free:
                 lines.append(f"{name:<22}{value:>14.6g}  {'fixed':>12}")
@@ -130,9 +148,10 @@ class NLSQResult(eqx.Module):
                 flags.append(f"at bound [{low:g}, {high:g}]")
             if name in loose:
                 flags.append("unconstrained")
+            low, high = intervals[name]
             lines.append(
                 f"{name:<22}{value:>14.6g}  {error:>12.3g}  {_relative(relative):>8}  "
-                f"{', '.join(flags)}".rstrip()
+                f"{f'[{low:.4g}, {high:.4g}]':>25}  {', '.join(flags)}".rstrip()
             )
         for name in self.names:
             if name in self.parameters():

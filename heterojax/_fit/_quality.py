@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 
+from ._intervals import POWER_LAWS
 from ._roi import are_wide
 
 
@@ -31,7 +32,6 @@ RIDGE_CORRELATION = 0.99
 # law, or σ too small).
 EXCESS_CHI2_SIGMAS = 5.0
 _EXPONENTS = ("alpha_ref", "alpha_sample")
-_POWER_LAWS = (("D0_ref", "alpha_ref"), ("D0_sample", "alpha_sample"), ("v0", "beta"))
 
 
 def similar_chi2(dof: int | None) -> float:
@@ -322,7 +322,7 @@ def _bound_power_laws(
     """(prefactor, exponent, ρ) of each free power law with a parameter at a bound and
     |ρ| > RIDGE_CORRELATION."""
     ridges = []
-    for pair in _POWER_LAWS:
+    for pair in POWER_LAWS:
         value = _pair_correlation(names, correlation, *pair)
         if abs(value) > RIDGE_CORRELATION and any(at_bound[names.index(n)] for n in pair):
             ridges.append((*pair, value))

@@ -77,7 +77,9 @@ def _units(result: Any) -> dict[str, Any]:
     names = list(dict.fromkeys([*result.parameters(), *result.names]))
     return {
         "parameters": {name: _unit(name) for name in names},
-        "values, stderr, formal_stderr, bounds, scaling_coefficients": "as parameters",
+        "values, stderr, formal_stderr, intervals_90, bounds, scaling_coefficients": (
+            "as parameters"
+        ),
         "contrast, offset, sigma, c2": "-",
         "chi2, reduced_chi2, correlation": "-",
         "covariance": "product of the two parameters' units",
@@ -141,6 +143,7 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
         "fixed": [name for name in physics if name not in result.names],
         "values": dict(zip(result.names, np.asarray(result.values, float).tolist())),
         "stderr": stderr,
+        "intervals_90": {name: list(bounds) for name, bounds in result.intervals(0.9).items()},
         "errors": result.errors,
         "formal_stderr": {
             name: (result.formal_stderr or result.stderr)[name]
