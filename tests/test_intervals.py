@@ -28,6 +28,9 @@ def test_linear_interval_unless_the_exponent_is_free():
     assert low * high == pytest.approx(100.0**2)  # symmetric about θ on the log scale
     assert high / 100.0 == pytest.approx(math.exp(z * 0.3))
     assert log_scale["f0"] == fixed_exponent["f0"]
+    chosen = parameter_intervals(values, errors, BOUNDS, free, 0.9, log_scale=("f0",))
+    assert chosen["D0_sample"] == fixed_exponent["D0_sample"]
+    assert chosen["f0"][0] * chosen["f0"][1] == pytest.approx(0.25)
 
 
 def test_intervals_are_clipped_to_the_bounds_and_infinite_errors_give_the_range():

@@ -2,7 +2,7 @@
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -32,6 +32,7 @@ def parameter_intervals(
     bounds: Mapping[str, tuple[float, float]],
     free: tuple[str, ...],
     level: float = 0.9,
+    log_scale: Iterable[str] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Central `level` intervals of the free parameters named in `values`, inside their bounds.
 
@@ -48,11 +49,13 @@ def parameter_intervals(
       sit where σ ≥ 0.8 θ, with α within 2 of its errors). With the exponent fixed the
       prefactor is the rate itself, and its interval stays linear.
 
-    Both ends are then clipped to the parameter's bounds (its values outside cannot be true).
-    An infinite or undefined error gives the whole range between the bounds.
+    `log_scale` names the parameters to take on the log scale instead (e.g. the prefactor of a
+    custom law); `None` chooses as above. Both ends are then clipped to the parameter's bounds
+    (its values outside cannot be true). An infinite or undefined error gives the whole range
+    between the bounds.
     """
     z = normal_quantile(level)
-    logarithmic = log_scale_parameters(free)
+    logarithmic = log_scale_parameters(free) if log_scale is None else frozenset(log_scale)
     intervals = {}
     for name, value in values.items():
         error = float(stderr[name])

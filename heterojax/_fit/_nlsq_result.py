@@ -1,5 +1,6 @@
 """The result of `fit_nlsq`."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import equinox as eqx
@@ -111,18 +112,21 @@ class NLSQResult(eqx.Module):
         """Name → value of every physics parameter of the fitted model (fixed ones included)."""
         return {name: float(value) for name, value in self.model.to_dict().items()}
 
-    def intervals(self, level: float = 0.9) -> dict[str, tuple[float, float]]:
+    def intervals(
+        self, level: float = 0.9, log_scale: Iterable[str] | None = None
+    ) -> dict[str, tuple[float, float]]:
         """Name → (low, high): the central `level` interval of every free physics parameter
         from `stderr`, inside its bounds (`parameter_intervals`).
 
         θ ± z σ, except for a power-law prefactor whose exponent is free too (D0_ref with
         alpha_ref, D0_sample with alpha_sample, v0 with beta): θ·exp(±z σ/θ), since the
         prefactor is the rate at t = 1 s, the rate the data fix inside the window carried
-        there by an uncertain exponent (log-normal, not normal).
+        there by an uncertain exponent (log-normal, not normal). `log_scale` names the
+        parameters to take on the log scale instead (a custom law's prefactor; `()` for none).
         """
         physics = self.parameters()
         values = {name: physics[name] for name in self.names if name in physics}
-        return parameter_intervals(values, self.stderr, self.bounds, self.names, level)
+        return parameter_intervals(values, self.stderr, self.bounds, self.names, level, log_scale)
 
     def summary(self) -> str:
         """A readable table of values, errors and flags, then the fit statistics and warnings."""
