@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from test_cli_helpers import tiny_fit
 
+import heterojax as hj
 from heterojax._fit._intervals import normal_quantile, parameter_intervals
 
 
@@ -94,8 +95,8 @@ def test_log_intervals_cover_a_prefactor_carried_by_an_uncertain_exponent():
     assert covered_linear / n < 0.8  # the symmetric interval misses the upper tail
 
 
-def test_result_intervals_and_the_summary_column():
-    _, result, _ = tiny_fit()
+def test_result_intervals_the_summary_column_and_the_record(tmp_path):
+    data, result, _ = tiny_fit()
     intervals = result.intervals(0.9)
     physics = result.parameters()
     free_physics = [name for name in result.names if name in physics]
@@ -109,3 +110,8 @@ def test_result_intervals_and_the_summary_column():
     ).intervals(0.9)
     for name in free_physics:
         assert wider[name][0] <= intervals[name][0] and intervals[name][1] <= wider[name][1]
+    hj.save_result(result, data, tmp_path)
+    record = hj.load_result(tmp_path).info["intervals_90"]
+    assert sorted(record) == sorted(intervals)
+    for name, ends in record.items():
+        assert ends == pytest.approx(list(intervals[name]))

@@ -143,7 +143,7 @@ def _nlsq_record(result: NLSQResult) -> dict[str, Any]:
         "fixed": [name for name in physics if name not in result.names],
         "values": dict(zip(result.names, np.asarray(result.values, float).tolist())),
         "stderr": stderr,
-        "intervals_90": {name: list(bounds) for name, bounds in result.intervals(0.9).items()},
+        "intervals_90": {name: list(ends) for name, ends in result.intervals(0.9).items()},
         "errors": result.errors,
         "formal_stderr": {
             name: (result.formal_stderr or result.stderr)[name]
