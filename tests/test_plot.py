@@ -125,3 +125,42 @@ def test_public_plot_functions_are_exported():
         "load_result",
     ):
         assert callable(getattr(heterojax, name)), name
+
+
+def test_q_dependence_bars_are_the_one_sigma_intervals(tmp_path):
+    """The bars are `intervals` at ±1σ: asymmetric for D0_sample (its exponent is free), the
+    plain ± error for f0."""
+    from heterojax._fit._by_q import QDependence
+    from heterojax._plot._q_dependence import ONE_SIGMA
+
+    _, result, _ = tiny_fit()
+    names = ("D0_sample", "f0")
+    values = np.array([[result.parameters()[n] for n in names]] * 2)
+    errors = np.array([[float(result.stderr[n]) for n in names]] * 2)
+    check = QDependence(
+        q=np.array([0.008, 0.012]),
+        names=names,
+        values=values,
+        errors=errors,
+        mean=values[0],
+        joint_values=values[0],
+        joint_errors=errors[0],
+        chi2=np.zeros(2),
+        dof=np.ones(2),
+        p_value=np.ones(2),
+        alpha=0.05,
+        drifting=(),
+        ring_results=(result, result),
+        joint=result,
+    )
+    figure = heterojax.plot_q_dependence(check, path=tmp_path / "q.png")
+    intervals = result.intervals(ONE_SIGMA)
+    for ax, name in zip(figure.axes, names):
+        segment = ax.containers[0].lines[2][0].get_segments()[0]  # the first ring's bar
+        low, high = sorted(segment[:, 1])
+        assert (low, high) == pytest.approx(intervals[name])
+    d0_low, d0_high = intervals["D0_sample"]
+    assert d0_high - values[0, 0] > values[0, 0] - d0_low  # log-scale: longer upwards
+    f0_low, f0_high = intervals["f0"]
+    assert f0_high - values[0, 1] == pytest.approx(errors[0, 1])
+    assert f0_high - values[0, 1] == pytest.approx(values[0, 1] - f0_low)
