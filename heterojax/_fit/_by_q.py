@@ -134,9 +134,8 @@ def consistency_test(names: tuple[str, ...], values: np.ndarray, errors: np.ndar
     """θ̄, χ², dof and p per parameter of `(ring, parameter)` estimates and errors (module
     docstring): the prefactors of `log_scale_parameters(names)` whose estimates are all > 0 on
     the log scale, the others on the linear one."""
-    logarithmic = np.array([n in log_scale_parameters(names) for n in names]) & np.all(
-        values > 0, axis=0
-    )
+    chosen = log_scale_parameters(names)
+    logarithmic = np.array([n in chosen for n in names]) & np.all(values > 0, axis=0)
     safe = np.where(logarithmic, values, 1.0)
     mean, chi2, dof, p_value = _consistency(
         np.where(logarithmic, np.log(safe), values), np.where(logarithmic, errors / safe, errors)
