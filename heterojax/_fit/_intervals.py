@@ -19,8 +19,8 @@ def normal_quantile(level: float) -> float:
 
 
 def log_scale_parameters(free: tuple[str, ...]) -> frozenset[str]:
-    """The prefactors whose interval is taken on the log scale: those of a power law whose
-    exponent is free too (`parameter_intervals`)."""
+    """The prefactors whose estimate is log-normal: those of a power law whose exponent is free
+    too (`parameter_intervals`, `consistency_test` of `fit_by_q`)."""
     return frozenset(
         prefactor for prefactor, exponent in POWER_LAWS if {prefactor, exponent} <= set(free)
     )
@@ -39,20 +39,25 @@ def parameter_intervals(
     With z the normal quantile (`normal_quantile`) and σ the standard error:
 
     - θ ± z σ for every parameter, except
-    - θ · exp(±z σ/θ) for the prefactor of a power law D0·t^α (D0_ref, D0_sample; v0 with beta)
-      whose exponent is free as well and whose value is positive. The data fix the rate inside
-      the window, D(t*) at a time t* where the two decorrelate, and the prefactor — the rate at
-      t = 1 s — is D(t*)·t*^(−α): with α Gaussian, ln D0 is Gaussian and D0 is log-normal. Its
-      linear error σ = D0·σ_ln is the same first-order quantity, but a symmetric interval
-      around a low estimate then misses a truth several times larger (measured on speckle
-      data, `benchmarks/bench_calibration.py`: the D0_sample misses of −3 to −24 linear errors
-      sit where σ ≥ 0.8 θ, with α within 2 of its errors). With the exponent fixed the
-      prefactor is the rate itself, and its interval stays linear.
+    - [θ − z σ, θ · exp(z σ/θ)] for the prefactor of a power law D0·t^α (D0_ref, D0_sample;
+      v0 with beta) whose exponent is free as well and whose value is positive. The data fix
+      the rate inside the window, D(t*) at a time t* where the two decorrelate, and the
+      prefactor — the rate at t = 1 s — is D(t*)·t*^(−α): with α Gaussian, ln D0 is Gaussian
+      and D0 is log-normal, θ·exp(±z σ/θ). Its linear error σ = D0·σ_ln is the same
+      first-order quantity, but a symmetric interval around a low estimate then misses a truth
+      several times larger (measured on speckle data, `benchmarks/bench_calibration.py`: the
+      D0_sample misses of −3 to −24 linear errors sit where σ ≥ 0.8 θ, with α within 2 of its
+      errors). Where the rate itself is not determined away from 0 — a static reference,
+      D0_ref = 0 at its bound with alpha_ref free and undetermined — the estimate is not
+      log-normal, and the log interval would exclude 0. The interval is therefore the union of
+      the two, which holds at least `level` under either model: since exp(±x) ≥ 1 ± x, its
+      lower end is the normal one's and its upper end the log-normal one's. With the exponent
+      fixed the prefactor is the rate itself, and its interval is the normal one.
 
-    `log_scale` names the parameters to take on the log scale instead (e.g. the prefactor of a
-    custom law); `None` chooses as above. Both ends are then clipped to the parameter's bounds
-    (its values outside cannot be true). An infinite or undefined error gives the whole range
-    between the bounds.
+    `log_scale` names the parameters to treat so instead (e.g. the prefactor of a custom law);
+    `None` chooses as above. Both ends are then clipped to the parameter's bounds (its values
+    outside cannot be true). An infinite or undefined error gives the whole range between the
+    bounds.
     """
     z = normal_quantile(level)
     logarithmic = log_scale_parameters(free) if log_scale is None else frozenset(log_scale)
@@ -63,8 +68,7 @@ def parameter_intervals(
         if not math.isfinite(error):
             low, high = -math.inf, math.inf
         elif name in logarithmic and value > 0:
-            factor = math.exp(min(z * error / value, 700.0))
-            low, high = value / factor, value * factor
+            low, high = value - z * error, value * math.exp(min(z * error / value, 700.0))
         else:
             low, high = value - z * error, value + z * error
         intervals[name] = (

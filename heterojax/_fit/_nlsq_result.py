@@ -119,10 +119,12 @@ class NLSQResult(eqx.Module):
         from `stderr`, inside its bounds (`parameter_intervals`).
 
         θ ± z σ, except for a power-law prefactor whose exponent is free too (D0_ref with
-        alpha_ref, D0_sample with alpha_sample, v0 with beta): θ·exp(±z σ/θ), since the
-        prefactor is the rate at t = 1 s, the rate the data fix inside the window carried
-        there by an uncertain exponent (log-normal, not normal). `log_scale` names the
-        parameters to take on the log scale instead (a custom law's prefactor; `()` for none).
+        alpha_ref, D0_sample with alpha_sample, v0 with beta): [θ − z σ, θ·exp(z σ/θ)], since
+        the prefactor is the rate at t = 1 s, the rate the data fix inside the window carried
+        there by an uncertain exponent (log-normal, not normal), unless that rate is not
+        determined away from 0 (a static reference): the union of the normal and log-normal
+        intervals. `log_scale` names the parameters to treat so instead (a custom law's
+        prefactor; `()` for none).
         """
         physics = self.parameters()
         values = {name: physics[name] for name in self.names if name in physics}

@@ -34,8 +34,8 @@ def plot_q_dependence(
 ) -> "Figure":
     """One panel per free physics parameter: its value and 68 % interval in each q ring alone
     (points with bars), and the joint fit of all rings (line, its interval shaded). The
-    intervals are `NLSQResult.intervals` at ±1σ: value ± standard error, on the log scale for a
-    power law's prefactor whose exponent is free (asymmetric bars), as `fit_by_q` tests it. A
+    intervals are `NLSQResult.intervals` at ±1σ: value ± standard error, reaching up to the
+    log-normal upper end for a power law's prefactor whose exponent is free (longer upwards). A
     parameter that drifts with q (`QDependence.drifting`) has its panel title marked with its
     p-value.
 
