@@ -99,7 +99,9 @@ def test_fit_batch_fits_every_file_on_the_cluster_and_resumes(tmp_path, client):
     workers = set(client.scheduler_info()["workers"])
     assert set(good["worker"]) <= workers
     for name in FREE:
-        assert {name, f"{name}_err"} <= set(table.columns)
+        assert {name, f"{name}_err", f"{name}_low90", f"{name}_high90"} <= set(table.columns)
+        assert np.all(good[f"{name}_low90"] <= good[name]), name
+        assert np.all(good[name] <= good[f"{name}_high90"]), name
     saved = pd.read_csv(out / "summary.csv")
     assert list(saved["status"]) == list(table["status"])
     np.testing.assert_allclose(saved["v0"][:3], table["v0"][:3])

@@ -42,7 +42,8 @@ def _flag_list(values) -> str:
 def row_from_saved(saved: SavedResult, base: dict[str, Any]) -> dict[str, Any]:
     """The row of a dataset whose NLSQ record was written: status `ok` when the solver
     converged and the quality report is ok, else `quality`; every free parameter and its
-    error as `<name>` and `<name>_err`; the quality flags."""
+    error as `<name>` and `<name>_err`, and its 90 % interval (`NLSQResult.intervals`) as
+    `<name>_low90` and `<name>_high90`; the quality flags."""
     info = saved.info
     quality = info.get("quality", {}) or {}
     success = bool(info.get("success"))
@@ -54,6 +55,8 @@ def row_from_saved(saved: SavedResult, base: dict[str, Any]) -> dict[str, Any]:
             error = saved.errors.get(name)
             row[name] = saved.parameters[name]
             row[f"{name}_err"] = np.nan if error is None else error
+            low, high = (info.get("intervals_90") or {}).get(name, (np.nan, np.nan))
+            row.update({f"{name}_low90": low, f"{name}_high90": high})
     ridge = quality.get("ridge")
     row.update(
         success=success,
