@@ -1,4 +1,4 @@
-"""Central intervals of fitted parameters from their standard errors (`NLSQResult.intervals`)."""
+"""Intervals of fitted parameters from their standard errors (`NLSQResult.intervals`)."""
 
 import math
 import statistics
@@ -34,7 +34,7 @@ def parameter_intervals(
     level: float = 0.9,
     log_scale: Iterable[str] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Central `level` intervals of the free parameters named in `values`, inside their bounds.
+    """`level` intervals of the free parameters named in `values`, inside their bounds.
 
     With z the normal quantile (`normal_quantile`) and σ the standard error:
 

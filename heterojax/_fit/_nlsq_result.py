@@ -115,8 +115,9 @@ class NLSQResult(eqx.Module):
     def intervals(
         self, level: float = 0.9, log_scale: Iterable[str] | None = None
     ) -> dict[str, tuple[float, float]]:
-        """Name → (low, high): the central `level` interval of every free physics parameter
-        from `stderr`, inside its bounds (`parameter_intervals`).
+        """Name → (low, high): the `level` interval of every free physics parameter from
+        `stderr`, inside its bounds (`parameter_intervals`; central, except that of a power
+        law's prefactor below, which holds at least `level`).
 
         θ ± z σ, except for a power-law prefactor whose exponent is free too (D0_ref with
         alpha_ref, D0_sample with alpha_sample, v0 with beta): [θ − z σ, θ·exp(z σ/θ)], since
