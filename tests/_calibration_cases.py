@@ -171,29 +171,35 @@ def calibration_cases(n: int, seed: int = 0, detector: str = "speckle") -> list[
     return [_case(seed, i, detector) for i in range(n)]
 
 
-def z_scores(case: CalibrationCase, result) -> dict[str, float]:
-    """(estimate − truth) / stderr per free physics parameter (phi0 modulo 180°)."""
-    scores = {}
+def _differences(case: CalibrationCase, result) -> dict[str, float]:
+    """estimate − truth per free physics parameter, phi0's modulo 180° (φ0 and φ0 ± 180° give
+    the same c2)."""
+    estimate, truth = result.parameters(), case.truth.to_dict()
+    differences = {}
     for name in case.free:
-        difference = float(result.parameters()[name]) - float(case.truth.to_dict()[name])
+        difference = float(estimate[name]) - float(truth[name])
         if name == "phi0":
             difference = (difference + 90.0) % 180.0 - 90.0
-        scores[name] = difference / float(result.stderr[name])
-    return scores
+        differences[name] = difference
+    return differences
+
+
+def z_scores(case: CalibrationCase, result) -> dict[str, float]:
+    """(estimate − truth) / stderr per free physics parameter (phi0 modulo 180°)."""
+    return {
+        name: difference / float(result.stderr[name])
+        for name, difference in _differences(case, result).items()
+    }
 
 
 def interval_hits(case: CalibrationCase, result, level: float) -> dict[str, bool]:
     """Whether `result.intervals(level)` holds the truth, per free physics parameter (phi0's
     truth taken modulo 180° nearest the estimate)."""
-    intervals = result.intervals(level)
-    estimate = result.parameters()
+    intervals, estimate = result.intervals(level), result.parameters()
     hits = {}
-    for name in case.free:
-        truth = float(case.truth.to_dict()[name])
-        if name == "phi0":
-            truth += 180.0 * round((float(estimate[name]) - truth) / 180.0)
+    for name, difference in _differences(case, result).items():
         low, high = intervals[name]
-        hits[name] = bool(low <= truth <= high)
+        hits[name] = bool(low <= float(estimate[name]) - difference <= high)
     return hits
 
 
