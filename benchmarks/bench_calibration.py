@@ -22,8 +22,9 @@ the truth, so that the error bars are judged in the right basin (finding it is i
 
 Output: `coverage` (fraction of |z| ≤ 1 and ≤ 1.645, the nominal 68 % and 90 % intervals, and
 the median |z|) over all parameters and per parameter; `interval_coverage`, the fraction of
-truths inside `result.intervals(level)` at 68 % and 90 % (linear, except log-scale for a power
-law's prefactor with its exponent free: `NLSQResult.intervals`); `coverage` for the formal errors
+truths inside `result.intervals(level)` at 68 % and 90 % (θ ± zσ, reaching up to the
+log-normal upper end for a power law's prefactor with its exponent free:
+`NLSQResult.intervals`); `coverage` for the formal errors
 (`coverage_formal`), the median reduced χ² of the truth under both σ, median wall time, the
 target of the issue (90 % intervals cover 82–96 %, median |z| 0.5–0.85) and one record per case.
 
