@@ -21,6 +21,10 @@ class ParameterSpec:
     - `lower`, `upper`: inclusive box bounds (`-inf`/`inf` for none).
     - `unit`: a human-readable unit string (`"-"` for dimensionless).
     - `description`: one line saying what the parameter is.
+    - `period`: the model's period in this parameter (0 for none). `phi0` has 180°: c2 holds
+        it only in cos(φ + φ0) inside an even function, so φ0 and φ0 + 180° give the same
+        maps. Where the box spans exactly one period, fits treat the parameter as an angle
+        (`BoxTransform`): no bound to stop at, and a fit may pass through ±90°.
     """
 
     name: str
@@ -29,6 +33,12 @@ class ParameterSpec:
     upper: float = math.inf
     unit: str = "-"
     description: str = ""
+    period: float = 0.0
+
+    @property
+    def wraps(self) -> bool:
+        """Whether the box spans exactly one period (the parameter is then an angle)."""
+        return self.period > 0 and self.upper - self.lower == self.period
 
     def __post_init__(self):
         if not self.lower <= self.default <= self.upper:
@@ -72,7 +82,10 @@ FRACTION_SPECS = (
     _spec("f2", 0.0, -1e4, 1e4, "s", "sample fraction time shift"),
     _spec("f3", 0.0, 0.0, 1.0, "-", "sample fraction baseline"),
 )
-PHI0_SPEC = _spec("phi0", 0.0, -90.0, 90.0, "deg", "flow direction offset, phase ∝ cos(φ + φ0)")
+PHI0_SPEC = dataclasses.replace(
+    _spec("phi0", 0.0, -90.0, 90.0, "deg", "flow direction offset, phase ∝ cos(φ + φ0)"),
+    period=180.0,
+)
 CONTRAST_SPEC = _spec("contrast", 0.5, 0.0, 1.0, "-", "speckle contrast (per angle)")
 OFFSET_SPEC = _spec("offset", 1.0, 0.5, 1.5, "-", "baseline of c2 (per angle)")
 

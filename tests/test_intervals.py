@@ -136,3 +136,16 @@ def test_result_intervals_the_summary_column_and_the_record(tmp_path):
     assert sorted(record) == sorted(intervals)
     for name, ends in record.items():
         assert ends == pytest.approx(list(intervals[name]))
+
+
+def test_an_angle_interval_is_read_modulo_its_period():
+    values, stderr = {"phi0": 88.0}, {"phi0": 5.0}
+    bounds = {"phi0": (-90.0, 90.0)}
+    periods = {"phi0": 180.0}
+    low, high = parameter_intervals(values, stderr, bounds, ("phi0",), 0.9, periods=periods)["phi0"]
+    assert (low, high) == pytest.approx((88.0 - 1.6448536 * 5.0, 88.0 + 1.6448536 * 5.0))
+    clipped = parameter_intervals(values, stderr, bounds, ("phi0",), 0.9)["phi0"]
+    assert clipped[1] == 90.0  # a bounded parameter's interval stops at its bound
+    # An error that spans the period gives the whole box.
+    whole = parameter_intervals(values, {"phi0": 60.0}, bounds, ("phi0",), 0.9, periods=periods)
+    assert whole["phi0"] == (-90.0, 90.0)

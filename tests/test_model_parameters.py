@@ -148,3 +148,40 @@ def test_c2_shapes_and_dtype():
     assert maps.shape == (2, 7, 7)
     assert maps.dtype == jnp.float64
     assert c2(np.array([5.0]), q=0.01, phi=np.zeros(2)).shape == (2, 1, 1)
+
+
+def test_phi0_is_periodic_and_the_model_has_its_period():
+    """c2 is the same at φ0 and φ0 ± 180° (the flow's phase enters only through an even
+    function), the period `PARAMETERS["phi0"]` declares; narrowed bounds do not wrap."""
+    spec = hj.PARAMETERS["phi0"]
+    assert spec.period == 180.0 and spec.wraps
+    assert not spec.with_bounds(0.0, 90.0).wraps
+    assert not hj.PARAMETERS["v0"].wraps
+    t = jnp.linspace(0.1, 5.0, 24)
+    model = hj.HeterodyneModel().replace(D0_sample=500.0, v0=300.0, f0=0.4, phi0=70.0)
+    maps = [
+        model.replace(phi0=phi0).c2(t, q=0.01, phi=jnp.array([0.0, 30.0, 100.0]))
+        for phi0 in (70.0, 70.0 - 180.0, 70.0 + 180.0)
+    ]
+    np.testing.assert_allclose(maps[1], maps[0], atol=1e-12)
+    np.testing.assert_allclose(maps[2], maps[0], atol=1e-12)
+
+
+def test_a_periodic_box_transform_wraps_with_unit_derivative():
+    from heterojax._fit._transforms import BoxTransform
+
+    transform = BoxTransform(
+        jnp.array([-90.0, 0.0]), jnp.array([90.0, 1.0]), jnp.array([True, False])
+    )
+    theta = jnp.array([[91.0, 0.0], [-269.0, 2.0], [10.0, -3.0]])
+    x = transform.to_bounded(theta)
+    np.testing.assert_allclose(x[:, 0], [-89.0, -89.0, 10.0])
+    np.testing.assert_allclose(transform.derivative(theta)[:, 0], 1.0)
+    np.testing.assert_allclose(transform.to_bounded(transform.to_unconstrained(x)), x)
+    assert not bool(transform.at_bound(jnp.array([90.0, 0.5]))[0])
+    assert bool(transform.at_bound(jnp.array([0.0, 1.0]))[1])
+    assert transform.take(1).periodic.tolist() == [True]
+    gradient = jax.grad(lambda th: jnp.sin(jnp.deg2rad(2 * transform.to_bounded(th)[0])))
+    np.testing.assert_allclose(
+        gradient(jnp.array([89.99, 0.0]))[0], 2 * jnp.deg2rad(1.0) * jnp.cos(jnp.deg2rad(179.98))
+    )

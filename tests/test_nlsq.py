@@ -420,3 +420,28 @@ def test_the_reported_sigma_per_map_can_be_passed_back():
     assert per_map.chi2 == per_entry.chi2
     with pytest.raises(ValueError, match=r"one value per map \(shape \(3,\)\)"):
         hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1, sigma=np.ones(5))
+
+
+def test_phi0_is_fitted_as_an_angle_through_its_wrap():
+    """φ0 and φ0 ± 180° give the same c2, and its box [−90°, 90°) is one period: a flow at
+    φ0 = 89° started from −85° (4° away across the wrap) is found without a bound to creep to,
+    its error is not shrunk by a transform, and it is never reported at a bound."""
+    truth = TRUTH.replace(phi0=89.0, f0=0.3, f3=0.0, f1=0.0, alpha_ref=0.0, alpha_sample=0.0)
+    data = _simulate(truth, n_frames=32)
+    fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3")
+    result = hj.fit_nlsq(truth.replace(phi0=-85.0), data, fixed=fixed, starts=1)
+    assert result.success, result.message
+    phi0, error = result.parameters()["phi0"], result.stderr["phi0"]
+    assert -90.0 <= phi0 < 90.0
+    assert 0 < error < 1.0
+    assert abs((phi0 - 89.0 + 90.0) % 180.0 - 90.0) < 4 * error
+    assert "phi0" not in result.quality.at_bounds
+    assert result.periods() == {"phi0": 180.0}
+    low, high = result.intervals(0.9)["phi0"]  # not clipped at ±90°: read modulo 180°
+    assert high - low == pytest.approx(2 * 1.6448536 * error, rel=1e-6)
+    # With phi0's box narrowed by the user it is an ordinary bounded parameter again.
+    narrowed = hj.fit_nlsq(
+        truth.replace(phi0=80.0), data, fixed=fixed, starts=1, bounds={"phi0": (0.0, 90.0)}
+    )
+    assert narrowed.periods() == {}
+    assert 80.0 < narrowed.parameters()["phi0"] <= 90.0

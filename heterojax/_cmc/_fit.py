@@ -175,6 +175,7 @@ def _problem_setup(
         offset=np.broadcast_to(start_offset, phi.shape),
         sigma=sigma,
         bins=nlsq.bins if nlsq is not None and roi is None else fit_bins(template, data, roi=roi),
+        periodic=False,  # the posterior lives on the box: phi0's stays bounded
     )
     names = problem.names
     if not names:

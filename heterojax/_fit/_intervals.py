@@ -33,6 +33,7 @@ def parameter_intervals(
     free: tuple[str, ...],
     level: float = 0.9,
     log_scale: Iterable[str] | None = None,
+    periods: Mapping[str, float] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """`level` intervals of the free parameters named in `values`, inside their bounds.
 
@@ -58,14 +59,23 @@ def parameter_intervals(
     `None` chooses as above. Both ends are then clipped to the parameter's bounds (its values
     outside cannot be true). An infinite or undefined error gives the whole range between the
     bounds.
+
+    An angle — a name in `periods`, whose box is one period of the model (φ0: 180°) — has no
+    bounds to clip at: θ ± z σ is kept whole and read modulo the period (φ0 = 88° ± 5° at 90 %:
+    [79.8, 96.2], that is 79.8° to 90° and −90° to −83.8°), and the whole box once 2 z σ
+    reaches the period.
     """
     z = normal_quantile(level)
     logarithmic = log_scale_parameters(free) if log_scale is None else frozenset(log_scale)
+    periods = dict(periods or {})
     intervals = {}
     for name, value in values.items():
         error = float(stderr[name])
         low_bound, high_bound = bounds.get(name, (-math.inf, math.inf))
-        if not math.isfinite(error):
+        if name in periods and math.isfinite(error) and 2 * z * error < periods[name]:
+            intervals[name] = (value - z * error, value + z * error)
+            continue
+        if not math.isfinite(error) or name in periods:
             low, high = -math.inf, math.inf
         elif name in logarithmic and value > 0:
             low, high = value - z * error, value * math.exp(min(z * error / value, 700.0))

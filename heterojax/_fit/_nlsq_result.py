@@ -125,11 +125,27 @@ class NLSQResult(eqx.Module):
         there by an uncertain exponent (log-normal, not normal), unless that rate is not
         determined away from 0 (a static reference): the union of the normal and log-normal
         intervals. `log_scale` names the parameters to treat so instead (a custom law's
-        prefactor; `()` for none).
+        prefactor; `()` for none). An angle's interval (`periods`) is not clipped: its ends are
+        read modulo the period.
         """
         physics = self.parameters()
         values = {name: physics[name] for name in self.names if name in physics}
-        return parameter_intervals(values, self.stderr, self.bounds, self.names, level, log_scale)
+        return parameter_intervals(
+            values, self.stderr, self.bounds, self.names, level, log_scale, self.periods()
+        )
+
+    def periods(self) -> dict[str, float]:
+        """Name → period of the free parameters fitted as angles (`ParameterSpec.wraps` with
+        the fit's bounds: `phi0` on its default box, 180°); their values and intervals are read
+        modulo the period."""
+        specs = {spec.name: spec for spec in self.model.parameter_specs}
+        periods = {}
+        for name in self.names:
+            spec = specs.get(name)
+            if spec is not None and spec.period > 0 and name in self.bounds:
+                if spec.with_bounds(*self.bounds[name]).wraps:
+                    periods[name] = spec.period
+        return periods
 
     def summary(self) -> str:
         """A readable table of values, errors and flags, then the fit statistics and warnings."""

@@ -865,6 +865,7 @@ def build_problem(
     offset: np.ndarray,
     sigma: np.ndarray | None = None,
     bins: BinGeometry | None = None,
+    periodic: bool = True,
 ) -> tuple[FitProblem, Float[Array, " p"], np.ndarray]:
     """Assembles a `FitProblem` and its start vector, validating the user's choices.
 
@@ -881,6 +882,9 @@ def build_problem(
     - `sigma`: σ per entry, per map or one (`_sigma_per_entry`); `None` means `data.sigma`,
       else a noise estimate.
     - `bins`: the bin geometry to evaluate with (ROI model; see `_roi.fit_bins`), or `None`.
+    - `periodic`: whether parameters whose box is one period of the model (`phi0` on its
+        default box) are fitted as angles (`BoxTransform`); `False` keeps every box bounded
+        (a posterior needs a bounded window to be proper: `fit_cmc`).
 
     **Returns:** `(problem, x0, sigma_per_entry)`.
     """
@@ -960,6 +964,7 @@ def build_problem(
 
     lower = np.array([s.lower for s in specs])
     upper = np.array([s.upper for s in specs])
+    periodic = np.array([s.wraps and periodic for s in specs], bool)
     problem = FitProblem(
         model=model,
         t=jnp.asarray(data.t),
@@ -971,7 +976,7 @@ def build_problem(
         offset_basis=jnp.asarray(bases["offset"]),
         fixed_contrast=jnp.asarray(fixed_values["contrast"]),
         fixed_offset=jnp.asarray(fixed_values["offset"]),
-        transform=BoxTransform(jnp.asarray(lower), jnp.asarray(upper)),
+        transform=BoxTransform(jnp.asarray(lower), jnp.asarray(upper), jnp.asarray(periodic)),
         free_physics=free_physics,
         names=tuple(s.name for s in specs),
         scaling_mode=scaling.mode,

@@ -154,8 +154,7 @@ def profiled_terms(problem: FitProblem, moments: Moments, x) -> Profile:
 
 def physics_transform(problem: FitProblem):
     """The box transform of the free physics parameters alone."""
-    k = problem.n_free_physics
-    return type(problem.transform)(problem.transform.lower[:k], problem.transform.upper[:k])
+    return problem.transform.take(problem.n_free_physics)
 
 
 def full_vectors(

@@ -6,6 +6,13 @@ Both fits work in unconstrained coordinates θ ∈ ℝᵖ so that no parameter c
     lower only [l, ∞):   x = l + e^{θ}
     upper only (−∞, u]:  x = u − e^{−θ}
     none:                x = θ
+    periodic [l, l + P): x = l + ((θ − l) mod P)
+
+A periodic parameter (a box of exactly one period of the model, `ParameterSpec.wraps`: φ0 on
+[−90°, 90°)) is an angle: c2 is the same smooth function of θ on either side of a wrap, so a
+fit whose optimum lies near ±90° passes through it instead of creeping towards a bound that
+the sigmoid only reaches at θ → ±∞ (which LM cannot finish: measured on the 8-map problem of
+`bench_roi_fit.py`, a rival start crept 256 steps at φ0 → −90° without a change in χ²).
 
 Near a finite bound the map is exponential (x − l ≈ (u − l) e^{θ}), so parameters that span
 decades (D0, v0) are effectively fitted on a log scale there.
@@ -25,20 +32,37 @@ _INTERIOR = 1e-6
 class BoxTransform(eqx.Module):
     """Elementwise bijection between ℝᵖ and the box [lower, upper] (module docstring).
 
-    **Fields:** `lower`, `upper` — arrays of shape `(p,)`, ±inf for an open side.
+    **Fields:** `lower`, `upper` — arrays of shape `(p,)`, ±inf for an open side; `periodic`
+    (optional, shape `(p,)`): True where the box [lower, upper) is one period of the model.
     """
 
     lower: Float[Array, " p"]
     upper: Float[Array, " p"]
+    periodic: Bool[Array, " p"] | None = None
+
+    def _wraps(self):
+        if self.periodic is None:
+            return jnp.zeros(jnp.shape(self.lower), bool)
+        return self.periodic
 
     def _kinds(self):
         lower_finite = jnp.isfinite(self.lower)
         upper_finite = jnp.isfinite(self.upper)
+        boxed = ~self._wraps()
         return (
-            lower_finite & upper_finite,
+            lower_finite & upper_finite & boxed,
             lower_finite & ~upper_finite,
             ~lower_finite & upper_finite,
         )
+
+    def take(self, count: int) -> "BoxTransform":
+        """The transform of the first `count` coordinates."""
+        periodic = None if self.periodic is None else self.periodic[:count]
+        return BoxTransform(self.lower[:count], self.upper[:count], periodic)
+
+    def _wrapped(self, theta):
+        lower, upper = self._safe()
+        return lower + jnp.mod(theta - lower, jnp.where(self._wraps(), upper - lower, 1.0))
 
     def _safe(self):
         lower = jnp.where(jnp.isfinite(self.lower), self.lower, 0.0)
@@ -49,7 +73,7 @@ class BoxTransform(eqx.Module):
         """x(θ): unconstrained → bounded."""
         both, lower_only, upper_only = self._kinds()
         lower, upper = self._safe()
-        return jnp.where(
+        x = jnp.where(
             both,
             lower + (upper - lower) * jax.nn.sigmoid(theta),
             jnp.where(
@@ -58,6 +82,7 @@ class BoxTransform(eqx.Module):
                 jnp.where(upper_only, upper - jnp.exp(-jnp.where(upper_only, theta, 0.0)), theta),
             ),
         )
+        return jnp.where(self._wraps(), self._wrapped(theta), x)
 
     def to_unconstrained(self, x: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
         """θ(x): bounded → unconstrained; values on or outside a bound move just inside first."""
@@ -68,11 +93,12 @@ class BoxTransform(eqx.Module):
         tiny = jnp.finfo(jnp.result_type(float)).tiny
         above = jnp.maximum(x - lower, jnp.maximum(_INTERIOR * jnp.abs(lower), tiny))
         below = jnp.maximum(upper - x, jnp.maximum(_INTERIOR * jnp.abs(upper), tiny))
-        return jnp.where(
+        theta = jnp.where(
             both,
             jnp.log(fraction) - jnp.log1p(-fraction),
             jnp.where(lower_only, jnp.log(above), jnp.where(upper_only, -jnp.log(below), x)),
         )
+        return jnp.where(self._wraps(), self._wrapped(x), theta)
 
     def derivative(self, theta: Float[Array, "*batch p"]) -> Float[Array, "*batch p"]:
         """dx/dθ, elementwise."""
@@ -116,4 +142,4 @@ class BoxTransform(eqx.Module):
         scale_upper = jnp.where(both, upper - lower, jnp.abs(upper) + 1)
         near_lower = jnp.isfinite(self.lower) & (x - lower <= tolerance * scale_lower)
         near_upper = jnp.isfinite(self.upper) & (upper - x <= tolerance * scale_upper)
-        return near_lower | near_upper
+        return (near_lower | near_upper) & ~self._wraps()
