@@ -206,6 +206,7 @@ def _report(
         "benchmark": "nlsq_recovery",
         "options": {k: v for k, v in options.items()},
         "seed": args.seed,
+        "phi0_span": args.phi0_span,
         "rate": n_reached / len(records) if records else None,
         "n_cases": len(records),
         "n_reached": n_reached,
@@ -273,6 +274,12 @@ def main() -> None:
         default=True,
         help="time a local fit (starts=1) from the same start first (default on)",
     )
+    parser.add_argument(
+        "--phi0-span",
+        type=float,
+        default=60.0,
+        help="phi0 drawn in [-span, span] degrees (90: the whole period, flows near ±90° too)",
+    )
     parser.add_argument("--only", help="run only the cases whose name contains this")
     parser.add_argument(
         "--issue-cases",
@@ -292,7 +299,7 @@ def main() -> None:
     options: dict[str, Any] = {}
     if args.starts is not None:
         options["starts"] = args.starts
-    cases = recovery_cases(args.cases, args.seed)
+    cases = recovery_cases(args.cases, args.seed, args.phi0_span)
     if args.issue_cases:
         cases += [issue_case_false_minimum(), issue_case_saturating(args.issue_frames)]
     if args.only:

@@ -9,7 +9,8 @@ other features mixed in at random:
 
 - geometry: q log-uniform in [0.005, 0.02] Å⁻¹, dt log-uniform in [0.01, 0.5] s, frames 100–200
   (40–100 with `few_frames`; at most 120 with `many_angles`), t = dt·(1 … frames); 2–6 angles
-  (16–23 with `many_angles`) spread over 180° with a random origin; phi0 uniform in [−60°, 60°];
+  (16–23 with `many_angles`) spread over 180° with a random origin; phi0 uniform in [−60°, 60°]
+  (`phi0_span`: [−90°, 90°), the whole period, with 90);
 - transport: each component's decay over the window, K_n = q²·∫J_n dt (trapezoid on the grid),
   log-uniform in [0.3, 30] (capped so that D0 ≤ 5e5), the two at least a factor 2 apart unless
   `similar_rates` (D0_ref within 20 % of D0_sample, same exponent); `static_reference`:
@@ -274,7 +275,9 @@ def _check_inside_bounds(values: Mapping[str, float], name: str) -> None:
             raise AssertionError(f"case {name}: {spec.name} = {value} outside its bounds")
 
 
-def _draw_case(index: int, category: str, rng: np.random.Generator) -> RecoveryCase:
+def _draw_case(
+    index: int, category: str, rng: np.random.Generator, phi0_span: float = 60.0
+) -> RecoveryCase:
     uniform = rng.uniform
     many_angles = category == "many_angles"
     few_frames = category == "few_frames" or uniform() < 0.2
@@ -311,7 +314,7 @@ def _draw_case(index: int, category: str, rng: np.random.Generator) -> RecoveryC
     origin = uniform(0.0, 180.0)
     phi = origin + spacing * (np.arange(n_angles) + uniform(-0.2, 0.2, n_angles))
     phi = np.round((phi + 180.0) % 360.0 - 180.0, 1)
-    phi0 = round(uniform(-60.0, 60.0), 2)
+    phi0 = round(uniform(-phi0_span, phi0_span), 2)
 
     alpha_ref = alpha_sample = beta = 0.0
     if ageing:
@@ -390,20 +393,22 @@ def _draw_case(index: int, category: str, rng: np.random.Generator) -> RecoveryC
     )
 
 
-def recovery_cases(n: int = 48, seed: int = 0) -> list[RecoveryCase]:
+def recovery_cases(n: int = 48, seed: int = 0, phi0_span: float = 60.0) -> list[RecoveryCase]:
     """`n` cases cycling through `CATEGORIES`; case i depends only on (seed, i).
 
     **Arguments:**
 
     - `n`: the number of cases (any n ≥ 9 covers every category).
     - `seed`: the seed of the draw (of the parameters and of the noise).
+    - `phi0_span`: phi0 is drawn uniform in [−span, span] degrees; 90 is the whole period,
+        flows near ±90° included. Every other draw of a case is the same for any span.
 
     **Returns:** a list of `RecoveryCase`.
     """
     if n < 0:
         raise ValueError(f"`n` must be non-negative; got {n}.")
     return [
-        _draw_case(i, CATEGORIES[i % len(CATEGORIES)], np.random.default_rng([seed, i]))
+        _draw_case(i, CATEGORIES[i % len(CATEGORIES)], np.random.default_rng([seed, i]), phi0_span)
         for i in range(n)
     ]
 
