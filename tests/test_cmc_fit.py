@@ -196,3 +196,28 @@ def test_chains_are_split_across_local_devices():
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "ok 2" in completed.stdout
+
+
+def test_a_flow_near_the_wrap_of_phi0_is_sampled_whole():
+    """φ0 = 89°: its posterior (sd of a few degrees) straddles ±90°. Sampled on the period
+    centred on the NLSQ value, no box edge cuts it: the draws run past 90° and their mean
+    lies near the truth (modulo 180°), where a box ending at 90° would truncate them."""
+    truth = TRUTH.replace(phi0=89.0, v0=30.0)
+    free = ("D0_sample", "v0", "phi0")
+    fixed = [n for n in hj.PARAMETER_NAMES if n not in free]
+    t = 0.5 * np.arange(1, 31)
+    data = hj.simulate(
+        truth, t, q=0.01, phi=[0.0, 60.0], contrast=0.4, offset=1.0, noise=0.01, key=jr.key(2)
+    )
+    start = truth.replace(D0_sample=1.2e3, v0=28.0, phi0=-88.0)
+    nlsq = hj.fit_nlsq(start, data, fixed=fixed, scaling="constant", starts=1, errors="formal")
+    assert "phi0" not in nlsq.quality.at_bounds
+    phi0 = float(nlsq.parameters()["phi0"])
+    settings = dict(shards=1, chains=2, warmup=150, samples=150, progress=False)
+    result = hj.fit_cmc(truth, data, nlsq=nlsq, key=jr.key(0), **settings)
+    draws = np.asarray(result.samples["phi0"])
+    assert phi0 - 90.0 <= draws.min() and draws.max() <= phi0 + 90.0
+    row = result.table()["phi0"]
+    assert 1.0 < row["sd"] < 30.0
+    assert abs((row["mean"] - 89.0 + 90.0) % 180.0 - 90.0) < 4 * row["sd"]
+    assert np.mean(np.abs(draws) > 90.0) > 0.05  # the part beyond ±90° is sampled too

@@ -124,6 +124,29 @@ class _Setup(NamedTuple):
     noise: str
 
 
+def _angle_windows(model: HeterodyneModel, fixed, bounds) -> dict:
+    """`bounds` with the box of every free angle (a parameter whose box is one period of the
+    model, `ParameterSpec.wraps`: φ0 on [−90°, 90°)) moved to the period centred on the start
+    (the NLSQ value where given): [φ̂0 − 90°, φ̂0 + 90°].
+
+    The box of an angle is a window on a circle. Its prior (uniform over one period) is the
+    same wherever the window lies, but a window whose edge cuts the posterior leaves NUTS a
+    truncated piece at each end (a flow at 88° ± 3° would be sampled up to 90° and never from
+    −90° on). Centred on the mode, the window's edges lie half a period from it; draws are
+    reported in that window (e.g. 95° for −85°).
+    """
+    bounds = dict(bounds or {})
+    values = model.to_dict()
+    for spec in model.parameter_specs:
+        if spec.name in fixed or spec.period <= 0:
+            continue
+        lower, upper = bounds.get(spec.name, (spec.lower, spec.upper))
+        if spec.with_bounds(float(lower), float(upper)).wraps:
+            centre = float(values[spec.name])
+            bounds[spec.name] = (centre - spec.period / 2, centre + spec.period / 2)
+    return bounds
+
+
 def _problem_setup(
     model,
     data,
@@ -148,6 +171,7 @@ def _problem_setup(
         )
         template = nlsq.model
     fixed = () if fixed is None else tuple(fixed)
+    bounds = _angle_windows(template, fixed, bounds)
     scaling = "auto" if scaling is None else scaling
     phi = np.asarray(data.phi)
     resolved = resolve_scaling(scaling, phi, order=fourier_order, q=np.asarray(data.q))
@@ -175,7 +199,7 @@ def _problem_setup(
         offset=np.broadcast_to(start_offset, phi.shape),
         sigma=sigma,
         bins=nlsq.bins if nlsq is not None and roi is None else fit_bins(template, data, roi=roi),
-        periodic=False,  # the posterior lives on the box: phi0's stays bounded
+        periodic=False,  # a posterior needs a bounded window: `_angle_windows` centres it
     )
     names = problem.names
     if not names:
@@ -637,7 +661,9 @@ def fit_cmc(
     - `combine`: `"consensus"` or `"mixture"`.
     - `fixed`, `bounds`, `scaling`, `fourier_order`, `contrast`, `offset`: as in `fit_nlsq`;
         default: those of `nlsq`, else nothing fixed, default bounds, `"auto"` scaling and
-        contrast/offset estimated from the data.
+        contrast/offset estimated from the data. A free φ0 on its whole period is sampled on
+        the period centred on its start, [φ̂0 − 90°, φ̂0 + 90°] (`_angle_windows`), so that no
+        box edge cuts its posterior; its draws are reported in that window.
     - `sigma`: σ per entry or per map; default `data.sigma`, else the σ per map of `nlsq`, else
         a noise estimate from the maps.
     - `priors`: `"uniform"` (on the box, default) or `"informed"` (Gaussian around the NLSQ

@@ -335,9 +335,10 @@ def fit_nlsq(
 
     The solution is reported in the canonical form of its exact symmetries (`_symmetry`):
     φ0 ∈ [−90°, 90°) (one period of c2, fitted as an angle across its wrap: `BoxTransform`),
-    v0 ≥ 0 by the bounds, and at constant fraction the slower component as the reference. When local fits end in different basins with similar χ², the solution sits
-    on the α_ref ↔ α_sample ridge, or a bound stopped a power law on the ridge of its prefactor
-    and exponent, the quality report says so and `quality.ok` is False.
+    v0 ≥ 0 by the bounds, and at constant fraction the slower component as the reference.
+    When local fits end in different basins with similar χ², the solution sits on the
+    α_ref ↔ α_sample ridge, or a bound stopped a power law on the ridge of its prefactor and
+    exponent, the quality report says so and `quality.ok` is False.
 
     **Arguments:**
 

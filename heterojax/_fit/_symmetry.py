@@ -1,11 +1,12 @@
 """Exact symmetries of the model, and one canonical form for each family of equivalent fits.
 
 c2 depends on the flow only through cos(φ + φ0)·∫v, so φ0 → φ0 + 180° and v → −v change nothing;
-the box picks one representative (φ0 ∈ [−90°, 90°), fitted as an angle on that period; v0 ≥ 0). The third symmetry is the
-exchange of reference and sample with f_s ↔ f_r = 1 − f_s: the numerator of c2 is symmetric in
-the two components except for the phase, and cos is even, so the exchange is exact whenever the
-fraction is constant in time. The canonical labelling then calls the slower component (smaller
-J at the middle of the window) the reference, as the experiment usually does.
+the box picks one representative (φ0 ∈ [−90°, 90°), fitted as an angle on that period;
+v0 ≥ 0). The third symmetry is the exchange of reference and sample with f_s ↔ f_r = 1 − f_s:
+the numerator of c2 is symmetric in the two components except for the phase, and cos is even,
+so the exchange is exact whenever the fraction is constant in time. The canonical labelling
+then calls the slower component (smaller J at the middle of the window) the reference, as the
+experiment usually does.
 """
 
 from typing import NamedTuple
