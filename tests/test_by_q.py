@@ -99,3 +99,16 @@ def test_a_prefactor_with_a_free_exponent_is_tested_on_the_log_scale():
     assert log_power > 0.85 and linear_power < 0.6
     equal_weights = consistency_test(names, values[0], np.full((3, 2), 0.1) * values[0])[0][0]
     assert equal_weights == pytest.approx(np.exp(np.mean(np.log(values[0, :, 0]))))
+
+
+def test_ring_angles_are_compared_modulo_their_period():
+    """Rings whose φ0 estimates sit at 89° and −89° agree (2° apart on the circle): they are
+    taken nearest the joint value before the drift test, not 178° apart."""
+    from heterojax._fit._by_q import _near_the_joint
+
+    values = np.array([[89.0, 10.0], [-89.0, 11.0]])
+    near = _near_the_joint(values, ("phi0", "v0"), {"phi0": 89.5, "v0": 10.0}, {"phi0": 180.0})
+    np.testing.assert_allclose(near, [[89.0, 10.0], [91.0, 11.0]])
+    errors = np.array([[1.0, 1.0], [1.0, 1.0]])
+    _, chi2, _, p_value = consistency_test(("phi0", "v0"), near, errors)
+    assert chi2[0] == pytest.approx(2.0) and p_value[0] > 0.1

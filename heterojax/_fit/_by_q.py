@@ -70,7 +70,8 @@ class QDependence:
 
     - `q`: each ring's q (Å⁻¹), ascending; `names`: the free physics parameters tested.
     - `values`, `errors`: `(ring, parameter)` estimates and honest standard errors of the ring
-      fits (NaN error: undetermined in that ring).
+      fits (NaN error: undetermined in that ring); φ0's taken modulo 180° nearest the joint
+      value (`_near_the_joint`), so they may lie past ±90°.
     - `mean`: θ̄ per parameter (inverse-variance mean over the rings where it is determined;
       for a prefactor tested on the log scale, the weighted geometric mean).
     - `joint_values`, `joint_errors`: the fit of all rings together.
@@ -141,6 +142,20 @@ def consistency_test(names: tuple[str, ...], values: np.ndarray, errors: np.ndar
         np.where(logarithmic, np.log(safe), values), np.where(logarithmic, errors / safe, errors)
     )
     return np.where(logarithmic, np.exp(np.where(logarithmic, mean, 0.0)), mean), chi2, dof, p_value
+
+
+def _near_the_joint(
+    values: np.ndarray, names: tuple[str, ...], joint: dict[str, float], periods: dict[str, float]
+) -> np.ndarray:
+    """The ring estimates with those of every angle (`periods`, `NLSQResult.periods`: φ0)
+    taken modulo its period nearest the `joint` value, so that rings at 89° and −89° test (and
+    plot) as 2° apart, not 178°."""
+    values = values.copy()
+    for name, period in periods.items():
+        if name in names:
+            k, centre = names.index(name), joint[name]
+            values[:, k] = centre + (values[:, k] - centre + period / 2) % period - period / 2
+    return values
 
 
 def _consistency(values: np.ndarray, errors: np.ndarray):
@@ -219,6 +234,7 @@ def fit_by_q(
     names = tuple(n for n in joint.names if n in PARAMETER_NAMES)
     values = np.array([[r.parameters()[n] for n in names] for r in results], float)
     errors = np.array([[r.stderr.get(n, np.nan) for n in names] for r in results], float)
+    values = _near_the_joint(values, names, joint.parameters(), joint.periods())
     mean, chi2, dof, p_value = consistency_test(names, values, errors)
     threshold = float(alpha) / max(len(names), 1)
     drifting = tuple(n for n, p in zip(names, p_value) if np.isfinite(p) and p < threshold)
