@@ -262,6 +262,21 @@ def test_competing_minima_make_the_report_not_ok_and_are_named():
     assert _report([10_000.0, 10_001.0], [best, best]).ok
 
 
+def test_an_angle_differs_the_shorter_way_round():
+    """Two solutions with φ0 = 89.5° and −89.5° are 1° apart (φ0 has period 180°), not 179°:
+    no competitor; 60° apart they are one."""
+    arguments = _report_arguments([[100.0, 0.0, 2000.0, 89.5]])
+    arguments.update(names=("D0_ref", "alpha_ref", "D0_sample", "phi0"))
+    arguments["stderr"] = np.array([1.0, 0.01, 10.0, 1.0])
+    periods = np.array([0.0, 0.0, 0.0, 180.0])
+    for other, competes in ((-89.5, False), (29.5, True)):
+        values = np.array([[100.0, 0.0, 2000.0, 89.5], [100.0, 0.0, 2000.0, other]])
+        arguments.update(start_values=values, start_chi2=np.array([10_000.0, 10_010.0]))
+        report = build_quality_report(**arguments, periods=periods)
+        assert report.ok is not competes, other
+        assert bool(report.competing) is competes
+
+
 def test_a_rival_is_judged_on_the_noise_of_its_chi2_difference():
     """With the noise of each rival's Δχ² known (`chi2_noise`), Δχ² = 200 is decisive when
     independent noise could move it by ~28 (2·√200), and not when correlated noise could move

@@ -275,6 +275,7 @@ def _report(
         noise_known=noise != "estimated",
         roi=problem.bins is not None,
         bin_widths=bin_widths(data.bins),
+        periods=np.asarray(problem.transform.periods()),
     )
 
 

@@ -138,6 +138,17 @@ def chi2_band(reduced_chi2: float) -> str:
     return "poor"
 
 
+def _difference(a: np.ndarray, b: np.ndarray, periods: np.ndarray | None) -> np.ndarray:
+    """a − b, the shorter way round for the coordinates with a period."""
+    difference = np.asarray(a, float) - np.asarray(b, float)
+    if periods is None:
+        return difference
+    periods = np.asarray(periods, float)
+    safe = np.where(periods > 0, periods, 1.0)
+    wrapped = (difference + safe / 2) % safe - safe / 2
+    return np.where(periods > 0, wrapped, difference)
+
+
 def build_quality_report(
     *,
     names: tuple[str, ...],
@@ -158,6 +169,7 @@ def build_quality_report(
     roi: bool | None = None,
     bin_widths: tuple[float, float] | None = None,
     chi2_noise: np.ndarray | None = None,
+    periods: np.ndarray | None = None,
 ) -> QualityReport:
     """Runs every check; see `QualityReport` for what each one means.
 
@@ -169,6 +181,8 @@ def build_quality_report(
     `noise_known` (σ given by the data or the caller, not estimated) with `dof` enables the
     χ²-excess check. `chi2_noise` (per start, the sd of its χ² difference from the best under
     the fit's noise model; NaN where not known) replaces the √(2·dof) scale for that start.
+    `periods` (per parameter, 0 for none; `BoxTransform.periods`) makes an angle's difference
+    between two solutions the shorter way round the circle (φ0 at 89° and −89°: 2°).
     """
     warnings = []
     band = chi2_band(reduced_chi2)
@@ -245,7 +259,7 @@ def build_quality_report(
         if k == best_index or not np.isfinite(chi2):
             continue
         delta = (chi2 - start_chi2[best_index]) / scale
-        shifts = np.abs(vector[:n_physics] - best[:n_physics]) / physics_error
+        shifts = np.abs(_difference(vector, best, periods)[:n_physics]) / physics_error
         within = max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * float(spread[k]))
         if delta < within and np.max(shifts, initial=0.0) > DISTINCT_STANDARD_ERRORS:
             distinct.append((k, float(delta), float(np.max(shifts))))

@@ -55,6 +55,11 @@ class BoxTransform(eqx.Module):
             ~lower_finite & upper_finite,
         )
 
+    def periods(self) -> Float[Array, " p"]:
+        """The period of each coordinate fitted as an angle, 0 for the others."""
+        lower, upper = self._safe()
+        return jnp.where(self._wraps(), upper - lower, 0.0)
+
     def take(self, count: int) -> "BoxTransform":
         """The transform of the first `count` coordinates."""
         periodic = None if self.periodic is None else self.periodic[:count]
