@@ -41,6 +41,7 @@ from ._intervals import log_scale_parameters
 from ._nlsq import fit_nlsq
 from ._nlsq_result import NLSQResult
 from ._scaling import q_rings
+from ._transforms import shorter_way_round
 
 
 def select_maps(data: XPCSData, index: np.ndarray) -> XPCSData:
@@ -154,7 +155,7 @@ def _near_the_joint(
     for name, period in periods.items():
         if name in names:
             k, centre = names.index(name), joint[name]
-            values[:, k] = centre + (values[:, k] - centre + period / 2) % period - period / 2
+            values[:, k] = centre + shorter_way_round(values[:, k] - centre, period)
     return values
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from ._intervals import POWER_LAWS
 from ._roi import are_wide
+from ._transforms import shorter_way_round
 
 
 # Reduced χ² bands (with σ known or estimated, a good fit gives ≈ 1).
@@ -138,17 +139,6 @@ def chi2_band(reduced_chi2: float) -> str:
     return "poor"
 
 
-def _difference(a: np.ndarray, b: np.ndarray, periods: np.ndarray | None) -> np.ndarray:
-    """a − b, the shorter way round for the coordinates with a period."""
-    difference = np.asarray(a, float) - np.asarray(b, float)
-    if periods is None:
-        return difference
-    periods = np.asarray(periods, float)
-    safe = np.where(periods > 0, periods, 1.0)
-    wrapped = (difference + safe / 2) % safe - safe / 2
-    return np.where(periods > 0, wrapped, difference)
-
-
 def build_quality_report(
     *,
     names: tuple[str, ...],
@@ -259,7 +249,10 @@ def build_quality_report(
         if k == best_index or not np.isfinite(chi2):
             continue
         delta = (chi2 - start_chi2[best_index]) / scale
-        shifts = np.abs(_difference(vector, best, periods)[:n_physics]) / physics_error
+        difference = vector - best
+        if periods is not None:
+            difference = shorter_way_round(difference, periods)
+        shifts = np.abs(difference[:n_physics]) / physics_error
         within = max(SIMILAR_CHI2, SIMILAR_CHI2_SIGMAS * float(spread[k]))
         if delta < within and np.max(shifts, initial=0.0) > DISTINCT_STANDARD_ERRORS:
             distinct.append((k, float(delta), float(np.max(shifts))))

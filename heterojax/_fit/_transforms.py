@@ -21,7 +21,16 @@ decades (D0, v0) are effectively fitted on a log scale there.
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float
+
+
+def shorter_way_round(difference: ArrayLike, periods: ArrayLike) -> np.ndarray:
+    """A difference of parameter values taken the shorter way round for the coordinates with
+    a period (> 0; `BoxTransform.periods`), in [−P/2, P/2); unchanged for the others (0)."""
+    difference, periods = np.asarray(difference, float), np.asarray(periods, float)
+    safe = np.where(periods > 0, periods, 1.0)
+    return np.where(periods > 0, (difference + safe / 2) % safe - safe / 2, difference)
 
 
 # Starting points are pulled this far (as a fraction of the range) inside a two-sided box, so
