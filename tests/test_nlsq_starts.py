@@ -4,13 +4,19 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import heterojax as hj
 from heterojax._fit._estimate import cut_changes
 from heterojax._fit._nlsq import _build
 from heterojax._fit._quality import build_quality_report
 from heterojax._fit._solve import LocalSolver
-from heterojax._fit._strategies import SearchOutcome, _screening_stride, resolve_starts
+from heterojax._fit._strategies import (
+    SearchOutcome,
+    _screening_stride,
+    _two_angle_mirrors,
+    resolve_starts,
+)
 from heterojax._fit._symmetry import canonical, exchanged
 
 
@@ -581,3 +587,43 @@ def test_the_medium_stage_is_every_map_on_the_screening_grid():
     assert strategy._medium(problem, 1) is None
     few, _ = _problem(truth, _data(truth, frames=24))
     assert strategy._medium(few, 3) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    phi0=st.floats(-89.0, 89.0),
+    first=st.floats(-180.0, 180.0),
+    gap=st.floats(20.0, 160.0),
+)
+def test_two_angles_cannot_tell_a_flow_from_its_mirror(phi0, first, gap):
+    """Without a velocity offset, the mirrored φ0 (with v rescaled) gives the same maps at both
+    angles to rounding: the exact second solution the search tries as a move."""
+    model = hj.HeterodyneModel().replace(D0_sample=800.0, v0=150.0, beta=0.3, f0=0.4, phi0=phi0)
+    phi = np.array([first, first + gap])
+    t = np.linspace(0.05, 3.0, 24)
+    mirrors = _two_angle_mirrors(model, phi, t)
+    if not mirrors:  # a fringe-free angle (cos(φ + φ0) = 0): nothing to mirror
+        assert np.min(np.abs(np.cos(np.deg2rad(phi + phi0)))) < 1e-6
+        return
+    (mirror,) = mirrors
+    assert -90.0 <= float(mirror.phi0) < 90.0
+    np.testing.assert_allclose(
+        mirror.c2(jnp.asarray(t), q=0.01, phi=phi),
+        model.c2(jnp.asarray(t), q=0.01, phi=phi),
+        atol=1e-9,
+    )
+    assert _two_angle_mirrors(model, np.array([first, first + gap, first + gap / 2]), t) == []
+
+
+def test_a_reversing_two_angle_flow_gets_its_branches_mirrored_too():
+    model = hj.HeterodyneModel().replace(v0=470.0, beta=-0.46, v_offset=-490.0, phi0=-5.0)
+    t = np.linspace(0.0137, 2.7, 197)
+    mirrors = _two_angle_mirrors(model, np.array([133.9, -156.8]), t)
+    assert len(mirrors) >= 2
+    phi0 = float(mirrors[0].phi0)
+    assert abs(phi0 + 5.0) > 30.0  # the recovery case that this move fixed: −5° → about −70°
+    assert all(float(m.phi0) == phi0 for m in mirrors)
+    assert all(float(m.to_dict()["v_offset"]) == -490.0 for m in mirrors[1:])  # kept (fixed fits)
+    # Mirroring twice comes back (an involution).
+    back = _two_angle_mirrors(mirrors[0], np.array([133.9, -156.8]), t)[0]
+    assert float(back.phi0) == pytest.approx(-5.0, abs=1e-9)

@@ -182,8 +182,9 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     """Starts one move away from the fit x along the model's near-degeneracies: its other flow
     branches (with a velocity offset, `_estimate.velocity_branches` of |v| at three ages), its
     fraction growing to saturation, decaying from 1 or held steady (`_fraction_shapes`,
-    `_steady`), and its free transport exponents moved apart both ways (the α trade-off,
-    `_exponent_trades`)."""
+    `_steady`), its free transport exponents moved apart both ways (the α trade-off,
+    `_exponent_trades`), and with two angles the other flow direction that fits them
+    (`_two_angle_mirrors`)."""
     model = problem.unpack(jnp.asarray(x))[0]
     t = np.asarray(problem.t)
     t_mid = float(t[len(t) // 2])
@@ -199,6 +200,8 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     if "f1" in names:
         models += _fraction_shapes(model, t) + [_steady(model, t_mid, ())]
     models += _exponent_trades(model, t_mid, names)
+    if "phi0" in names:
+        models += _two_angle_mirrors(model, np.asarray(problem.phi), t)
     if not models:
         return np.zeros((0, x.shape[0]))
     lower, upper = _bounds(problem)
@@ -227,6 +230,46 @@ def _screening_stride(problem: FitProblem, frames: int) -> int:
     changes = cut_changes(np.asarray(problem.data), np.asarray(problem.weights) > 0, limit)
     smooth = np.cumprod(changes <= _COARSE_CHANGE).astype(bool)
     return int(max(1, np.count_nonzero(smooth)))
+
+
+def _two_angle_mirrors(model: HeterodyneModel, phi: np.ndarray, t: np.ndarray) -> list:
+    """With two distinct angles (modulo 180°), the other φ0 that they cannot tell apart.
+
+    The fringes of angle a see the phase q·cos(φ_a + φ0)·∫v, with cos even: the data fix
+    |cos(φ_a + φ0)|·v(t) for a = 1, 2 and no more. With u = φ1 + φ0 and d = φ2 − φ1,
+    cos(u + d)/cos u = cos d − sin d · tan u, so tan u' = 2 cot d − tan u gives the same ratio
+    with the other sign, and v' = v·|cos u|/|cos u'| the same products. Without a velocity
+    offset that is an exact second solution; with one (a flow that reverses) the offset does
+    not scale, v' is only approximately a law of the same form, and the mirror is a rival basin
+    whose χ² can be far below or above this one's (measured: the recovery suite with φ0 over
+    its whole period, a two-angle reversing flow at φ0 = −70° fitted at −5.3°, Δχ² = +964 over
+    the truth, reported ok). The moves: φ0', v0 and v_offset scaled by |cos u|/|cos u'|, and
+    with a velocity offset also the branches of `velocity_branches` through the scaled speeds
+    (v_offset kept, for a fit that holds it fixed)."""
+    angles = np.unique(np.round(np.mod(np.asarray(phi, float), 180.0), 9))
+    values = model.to_dict()
+    if angles.size != 2 or not {"phi0", "v0", "v_offset"} <= set(values):
+        return []  # (a custom velocity law: no known way to rescale it)
+    first, second = np.deg2rad(angles)
+    u = first + np.deg2rad(float(values["phi0"]))
+    if abs(math.cos(u)) < 1e-9 or abs(math.sin(second - first)) < 1e-9:
+        return []
+    mirrored_u = math.atan(2.0 / math.tan(second - first) - math.tan(u))
+    cosine = abs(math.cos(mirrored_u))
+    if cosine < 1e-9:
+        return []
+    phi0 = (math.degrees(mirrored_u - first) + 90.0) % 180.0 - 90.0
+    scale = abs(math.cos(u)) / cosine
+    v0, v_offset = float(values["v0"]), float(values["v_offset"])
+    models = [model.replace(phi0=phi0, v0=v0 * scale, v_offset=v_offset * scale)]
+    if v_offset != 0.0:
+        ages = t[0] + (t[-1] - t[0]) * np.array([1.0, 3.0, 5.0]) / 6.0
+        speeds = scale * np.abs(np.asarray(model.velocity(jnp.asarray(ages))))
+        models += [
+            model.replace(phi0=phi0, v0=branch_v0, beta=beta)
+            for branch_v0, beta in velocity_branches(ages, speeds, v_offset)
+        ]
+    return models
 
 
 def _exponent_trades(
