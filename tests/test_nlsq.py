@@ -445,3 +445,15 @@ def test_phi0_is_fitted_as_an_angle_through_its_wrap():
     )
     assert narrowed.periods() == {}
     assert 80.0 < narrowed.parameters()["phi0"] <= 90.0
+
+
+def test_two_angles_name_the_twin_flow_direction():
+    """With two angles and no velocity offset the mirrored φ0 (v0 rescaled) fits exactly alike:
+    the report says so, with both answers, and does not call it a failure of the fit."""
+    data = _simulate(TRUTH, n_frames=24, phi=np.array([0.0, 60.0]), contrast=CONTRAST[:2])
+    fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3")
+    result = hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1)
+    (warning,) = [w for w in result.quality.warnings if w.startswith("Two angles")]
+    assert "third angle" in warning and f"{result.parameters()['phi0']:.4g}°" in warning
+    three = hj.fit_nlsq(TRUTH, _simulate(TRUTH, n_frames=24), fixed=fixed, starts=1)
+    assert not any(w.startswith("Two angles") for w in three.quality.warnings)

@@ -14,8 +14,8 @@ from heterojax._fit._solve import LocalSolver
 from heterojax._fit._strategies import (
     SearchOutcome,
     _screening_stride,
-    _two_angle_mirrors,
     resolve_starts,
+    two_angle_mirrors,
 )
 from heterojax._fit._symmetry import canonical, exchanged
 
@@ -601,7 +601,7 @@ def test_two_angles_cannot_tell_a_flow_from_its_mirror(phi0, first, gap):
     model = hj.HeterodyneModel().replace(D0_sample=800.0, v0=150.0, beta=0.3, f0=0.4, phi0=phi0)
     phi = np.array([first, first + gap])
     t = np.linspace(0.05, 3.0, 24)
-    mirrors = _two_angle_mirrors(model, phi, t)
+    mirrors = two_angle_mirrors(model, phi, t)
     if not mirrors:  # a fringe-free angle (cos(φ + φ0) = 0): nothing to mirror
         assert np.min(np.abs(np.cos(np.deg2rad(phi + phi0)))) < 1e-6
         return
@@ -612,18 +612,18 @@ def test_two_angles_cannot_tell_a_flow_from_its_mirror(phi0, first, gap):
         model.c2(jnp.asarray(t), q=0.01, phi=phi),
         atol=1e-9,
     )
-    assert _two_angle_mirrors(model, np.array([first, first + gap, first + gap / 2]), t) == []
+    assert two_angle_mirrors(model, np.array([first, first + gap, first + gap / 2]), t) == []
 
 
 def test_a_reversing_two_angle_flow_gets_its_branches_mirrored_too():
     model = hj.HeterodyneModel().replace(v0=470.0, beta=-0.46, v_offset=-490.0, phi0=-5.0)
     t = np.linspace(0.0137, 2.7, 197)
-    mirrors = _two_angle_mirrors(model, np.array([133.9, -156.8]), t)
+    mirrors = two_angle_mirrors(model, np.array([133.9, -156.8]), t)
     assert len(mirrors) >= 2
     phi0 = float(mirrors[0].phi0)
     assert abs(phi0 + 5.0) > 30.0  # the recovery case that this move fixed: −5° → about −70°
     assert all(float(m.phi0) == phi0 for m in mirrors)
     assert all(float(m.to_dict()["v_offset"]) == -490.0 for m in mirrors[1:])  # kept (fixed fits)
     # Mirroring twice comes back (an involution).
-    back = _two_angle_mirrors(mirrors[0], np.array([133.9, -156.8]), t)[0]
+    back = two_angle_mirrors(mirrors[0], np.array([133.9, -156.8]), t)[0]
     assert float(back.phi0) == pytest.approx(-5.0, abs=1e-9)

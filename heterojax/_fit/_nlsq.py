@@ -4,6 +4,7 @@
 choose the solution (in its canonical form) → uncertainty → quality report → result.
 """
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -22,7 +23,7 @@ from ._quality import build_quality_report, similar_chi2
 from ._roi import bin_widths, describe_model, fit_bins
 from ._scaling import estimate_contrast_offset, resolve_scaling
 from ._solve import SUCCESSFUL, LocalSolver, Solved, listening, result_message
-from ._strategies import AbstractStarts, SearchOutcome, resolve_starts
+from ._strategies import AbstractStarts, SearchOutcome, resolve_starts, two_angle_mirrors
 from ._symmetry import (
     basin_signature,
     canonical,
@@ -254,7 +255,7 @@ def _report(
     start_chi2[best] = float(evaluation.ssr)
     rivals = np.isfinite(start_chi2) & (np.arange(len(start_chi2)) != best)
     chi2_noise = _difference_noise(problem, x, evaluation.maps, rivals, start_values, errors)
-    return build_quality_report(
+    report = build_quality_report(
         names=problem.names,
         values=np.asarray(x),
         stderr=uncertainty.stderr_vector,
@@ -276,6 +277,29 @@ def _report(
         roi=problem.bins is not None,
         bin_widths=bin_widths(data.bins),
         periods=np.asarray(problem.transform.periods()),
+    )
+    twin = _mirror_warning(problem, terms["model"])
+    if twin is None:
+        return report
+    return dataclasses.replace(report, warnings=(*report.warnings, twin))
+
+
+def _mirror_warning(problem: FitProblem, model: HeterodyneModel) -> str | None:
+    """The warning that two angles leave φ0 a twin (`two_angle_mirrors`), where the twin is
+    exact: bin-centre model, and v rescalable (no velocity offset, or a free one)."""
+    values = model.to_dict()
+    if problem.bins is not None or "phi0" not in problem.names or "v0" not in problem.names:
+        return None
+    if values.get("v_offset", 0.0) != 0.0 and "v_offset" not in problem.names:
+        return None
+    mirrors = two_angle_mirrors(model, np.asarray(problem.phi), np.asarray(problem.t))
+    if not mirrors:
+        return None
+    twin = mirrors[0].to_dict()
+    return (
+        f"Two angles fix only |cos(φ + φ0)|·v(t): φ0 = {values['phi0']:.4g}° with "
+        f"v0 = {values['v0']:.4g} and φ0 = {twin['phi0']:.4g}° with v0 = {twin['v0']:.4g} fit "
+        "these data exactly alike. Measure a third angle (or fix φ0) to tell them apart."
     )
 
 

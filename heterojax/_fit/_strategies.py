@@ -174,6 +174,10 @@ _SCREEN_MARGIN_FLOOR = 25.0
 # Screened solutions whose predictions (`basin_signature`: log-rates, log-speed and fraction at
 # three times) differ by less than this everywhere are one basin.
 _SAME_BASIN = 0.05
+# A hop wins only if it lowers χ² by more than this fraction of it: the exact twin of a fit (the
+# two-angle mirror without a velocity offset) converges to the same χ² within optimiser
+# tolerance, and whether it lands a hair below is chance, not a better solution.
+_SAME_CHI2 = 1e-8
 # The α trade-off: anchors with the exponents moved apart by this much, J at mid-window kept.
 _EXPONENT_SHIFT = 0.6
 
@@ -184,7 +188,7 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
     fraction growing to saturation, decaying from 1 or held steady (`_fraction_shapes`,
     `_steady`), its free transport exponents moved apart both ways (the α trade-off,
     `_exponent_trades`), and with two angles the other flow direction that fits them
-    (`_two_angle_mirrors`)."""
+    (`two_angle_mirrors`)."""
     model = problem.unpack(jnp.asarray(x))[0]
     t = np.asarray(problem.t)
     t_mid = float(t[len(t) // 2])
@@ -201,7 +205,7 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
         models += _fraction_shapes(model, t) + [_steady(model, t_mid, ())]
     models += _exponent_trades(model, t_mid, names)
     if "phi0" in names:
-        models += _two_angle_mirrors(model, np.asarray(problem.phi), t)
+        models += two_angle_mirrors(model, np.asarray(problem.phi), t)
     if not models:
         return np.zeros((0, x.shape[0]))
     lower, upper = _bounds(problem)
@@ -232,7 +236,7 @@ def _screening_stride(problem: FitProblem, frames: int) -> int:
     return int(max(1, np.count_nonzero(smooth)))
 
 
-def _two_angle_mirrors(model: HeterodyneModel, phi: np.ndarray, t: np.ndarray) -> list:
+def two_angle_mirrors(model: HeterodyneModel, phi: np.ndarray, t: np.ndarray) -> list:
     """With two distinct angles (modulo 180°), the other φ0 that they cannot tell apart.
 
     The fringes of angle a see the phase q·cos(φ_a + φ0)·∫v, with cos even: the data fix
@@ -575,7 +579,8 @@ class AutoStarts(AbstractStarts):
         if not kept:
             return None
         found = self._polish(problem, medium, screened.values[kept], solve, final.chi2[best])
-        return found if np.nanmin(found.chi2) < final.chi2[best] else None
+        gain = final.chi2[best] - np.nanmin(found.chi2)
+        return found if gain > _SAME_CHI2 * abs(final.chi2[best]) else None
 
     def _survivors(self, coarse: FitProblem, screened: Solved) -> np.ndarray:
         """Indices of distinct screened basins within the margin of the best, best first."""
