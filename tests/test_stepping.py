@@ -40,6 +40,18 @@ def test_the_newton_point_of_a_linear_problem_is_its_minimum():
     np.testing.assert_allclose(proposal * np.asarray(z_scale), solution, rtol=1e-7, atol=1e-9)
 
 
+def test_no_newton_point_where_the_curvature_is_singular():
+    """Two columns of A equal: χ² is flat along their difference, and the difference-quotient
+    Hessian is singular (to rounding). No Newton point (LM goes on), and no exception."""
+    rng = np.random.default_rng(1)
+    column = rng.normal(size=(12, 1))
+    a = jnp.asarray(np.hstack([column, column, rng.normal(size=(12, 1))]))
+    y = jnp.asarray(rng.normal(size=12))
+    evaluate = _terms_of(lambda x: a @ x - y, lambda x: a)
+    z_scale, z = jnp.ones(3), jnp.asarray([0.3, -0.2, 1.0])
+    assert newton_point(_stepper(3, 12.0), evaluate, z, evaluate(z), z_scale, None) is None
+
+
 def test_the_newton_finish_ends_the_crawl_of_gauss_newton_on_a_large_residual_problem():
     """Dennis & Schnabel's r(x) = [x + 1, λx² + x − 1]: minimum at x = 0, where ½‖r‖² has
     curvature 1 − λ against Gauss–Newton's 1, so each Gauss–Newton step near it only multiplies

@@ -183,11 +183,20 @@ def newton_point(stepper: Stepper, evaluate: Evaluate, z, terms, z_scale, refere
         columns.append(np.asarray(_gradient(stepper, shifted, there, z_scale)) - gradient)
     hessian = np.array(columns).T / _NEWTON_DIFFERENCE
     hessian = (hessian + hessian.T) / 2
-    if not np.all(np.isfinite(hessian)) or np.linalg.eigvalsh(hessian)[0] <= 0:
+    if not np.all(np.isfinite(hessian)):
+        return None
+    eigenvalues = np.linalg.eigvalsh(hessian)
+    # Positive definite to working precision, or no Newton step: a direction the difference
+    # quotient finds flat (measured: a two-angle recovery case whose LU met a zero pivot
+    # although the smallest eigenvalue came out positive) is LM's to handle.
+    if eigenvalues[0] <= gradient.size * np.finfo(hessian.dtype).eps * eigenvalues[-1]:
         return None
     best, chi2 = None, float(terms[2])
     for _ in range(_NEWTON_STEPS):
-        step = -np.linalg.solve(hessian, gradient)
+        try:
+            step = -np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            break
         proposal = jnp.asarray(np.asarray(z) + step)
         there = evaluate(stepper.point(proposal, z_scale, reference))
         if not float(there[2]) < chi2:
