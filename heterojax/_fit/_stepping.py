@@ -193,10 +193,7 @@ def newton_point(stepper: Stepper, evaluate: Evaluate, z, terms, z_scale, refere
         return None
     best, chi2 = None, float(terms[2])
     for _ in range(_NEWTON_STEPS):
-        try:
-            step = -np.linalg.solve(hessian, gradient)
-        except np.linalg.LinAlgError:
-            break
+        step = -np.linalg.solve(hessian, gradient)
         proposal = jnp.asarray(np.asarray(z) + step)
         there = evaluate(stepper.point(proposal, z_scale, reference))
         if not float(there[2]) < chi2:
