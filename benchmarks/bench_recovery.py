@@ -45,7 +45,7 @@ quality report said ok, fitted and true values of the free physics parameters),
 `cases`.
 
 Usage: `python benchmarks/bench_recovery.py [--cases 48] [--seed 0] [--starts N|auto]
-[--only SUBSTRING] [--issue-cases] [--progress] [--output FILE]`.
+[--phi0-span 60] [--only SUBSTRING] [--skip N] [--issue-cases] [--progress] [--output FILE]`.
 """
 
 import argparse
@@ -281,6 +281,7 @@ def main() -> None:
         help="phi0 drawn in [-span, span] degrees (90: the whole period, flows near ±90° too)",
     )
     parser.add_argument("--only", help="run only the cases whose name contains this")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N cases (resume)")
     parser.add_argument(
         "--issue-cases",
         action="store_true",
@@ -299,7 +300,7 @@ def main() -> None:
     options: dict[str, Any] = {}
     if args.starts is not None:
         options["starts"] = args.starts
-    cases = recovery_cases(args.cases, args.seed, args.phi0_span)
+    cases = recovery_cases(args.cases, args.seed, args.phi0_span)[args.skip :]
     if args.issue_cases:
         cases += [issue_case_false_minimum(), issue_case_saturating(args.issue_frames)]
     if args.only:
