@@ -29,7 +29,8 @@ log-normal upper end for a power law's prefactor with its exponent free:
 target of the issue (90 % intervals cover 82–96 %, median |z| 0.5–0.85) and one record per case.
 
 Usage: `python benchmarks/bench_calibration.py [--cases 40] [--seed 0] [--detector NAME]
-[--starts N|auto] [--errors NAME] [--only SUBSTRING] [--skip N] [--progress] [--output FILE]`.
+[--phi0-span 60] [--starts N|auto] [--errors NAME] [--only SUBSTRING] [--skip N] [--progress]
+[--output FILE]`.
 """
 
 import argparse
@@ -127,6 +128,7 @@ def _summary(records: list[dict[str, Any]], args) -> dict[str, Any]:
         "n_cases": len(records),
         "seed": args.seed,
         "detector": {"name": args.detector, **DETECTORS[args.detector]},
+        "phi0_span": args.phi0_span,
         "options": {"starts": args.starts or "truth (starts=1)", "errors": args.errors},
         "coverage": coverage(every("z")),
         "coverage_by_parameter": _coverage_by_parameter(records, "z"),
@@ -159,6 +161,12 @@ def main() -> None:
         default="speckle",
         help="pixels and counts of the draw (photon-starved: 0.01–1 counts a pixel)",
     )
+    parser.add_argument(
+        "--phi0-span",
+        type=float,
+        default=60.0,
+        help="phi0 drawn in [-span, span] degrees (90: the whole period, flows near ±90° too)",
+    )
     parser.add_argument("--starts", type=_starts_option, help="fit_nlsq(starts=...) (default 1)")
     parser.add_argument("--errors", help="fit_nlsq(errors=...) (default: the library's)")
     parser.add_argument("--only", help="run only the cases whose name contains this")
@@ -170,7 +178,7 @@ def main() -> None:
     options: dict[str, Any] = {"starts": 1 if args.starts is None else args.starts}
     if args.errors:
         options["errors"] = args.errors
-    cases = calibration_cases(args.cases, args.seed, args.detector)
+    cases = calibration_cases(args.cases, args.seed, args.detector, args.phi0_span)
     cases = cases[args.skip :]
     if args.only:
         cases = [case for case in cases if args.only in case.name]

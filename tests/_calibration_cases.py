@@ -7,7 +7,8 @@ Shared by `benchmarks/bench_calibration.py` (all cases) and `tests/test_nlsq_cal
 depending only on (seed, i), alternating stationary and time-varying physics:
 
 - geometry: q log-uniform in [0.005, 0.02] Å⁻¹, 100–400 frames, 2–8 angles spread over 180°
-  with a random origin, phi0 uniform in [−60°, 60°];
+  with a random origin, phi0 uniform in [−60°, 60°] (`phi0_span`: [−90°, 90°), the whole
+  period, with 90; every other draw of a case is the same for any span);
 - detector: 100–2000 pixels per bin and 1–50 mean counts per pixel (both log-uniform), speckle
   contrast β in [0.1, 0.5] (⌈1/β⌉ coherent modes a pixel); with `detector="photon-starved"`,
   1 000–10 000 pixels per bin and 0.01–1 counts per pixel (photon noise dominates the speckle
@@ -89,7 +90,9 @@ def _log_uniform(rng, low, high):
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _case(seed: int, index: int, detector: str = "speckle") -> CalibrationCase:
+def _case(
+    seed: int, index: int, detector: str = "speckle", phi0_span: float = 60.0
+) -> CalibrationCase:
     ranges = DETECTORS[detector]
     rng = np.random.default_rng([seed, index])
     varying = index % 2 == 1
@@ -98,7 +101,7 @@ def _case(seed: int, index: int, detector: str = "speckle") -> CalibrationCase:
     frames = int(rng.integers(100, 401))
     angles = int(rng.integers(2, 9))
     phi = np.mod(rng.uniform(0, 180) + 180.0 * np.arange(angles) / angles, 360.0) - 180.0
-    phi0 = float(rng.uniform(-60, 60))
+    phi0 = float(rng.uniform(-phi0_span, phi0_span))
     pixels = int(round(_log_uniform(rng, *ranges["pixels"])))
     counts = _log_uniform(rng, *ranges["counts"])
     contrast = float(rng.uniform(0.1, 0.5))
@@ -164,11 +167,14 @@ def _case(seed: int, index: int, detector: str = "speckle") -> CalibrationCase:
     )
 
 
-def calibration_cases(n: int, seed: int = 0, detector: str = "speckle") -> list[CalibrationCase]:
-    """The first `n` cases of the suite drawn with `seed` for a `detector` of `DETECTORS`."""
+def calibration_cases(
+    n: int, seed: int = 0, detector: str = "speckle", phi0_span: float = 60.0
+) -> list[CalibrationCase]:
+    """The first `n` cases of the suite drawn with `seed` for a `detector` of `DETECTORS`, phi0
+    uniform in [−`phi0_span`, `phi0_span`] degrees (90: the whole period)."""
     if detector not in DETECTORS:
         raise ValueError(f"`detector` must be one of {tuple(DETECTORS)}; got {detector!r}.")
-    return [_case(seed, i, detector) for i in range(n)]
+    return [_case(seed, i, detector, phi0_span) for i in range(n)]
 
 
 def _differences(case: CalibrationCase, result) -> dict[str, float]:
