@@ -447,13 +447,30 @@ def test_phi0_is_fitted_as_an_angle_through_its_wrap():
     assert 80.0 < narrowed.parameters()["phi0"] <= 90.0
 
 
-def test_two_angles_name_the_twin_flow_direction():
+def test_two_angles_report_the_twin_flow_direction():
     """With two angles and no velocity offset the mirrored φ0 (v0 rescaled) fits exactly alike:
-    the report says so, with both answers, and does not call it a failure of the fit."""
+    the report gives that second answer (`quality.twin`), names both in a warning, and the fit
+    is not ok (φ0 and v0 each have two values the data cannot choose between). A third angle
+    or a fixed φ0 removes it."""
     data = _simulate(TRUTH, n_frames=24, phi=np.array([0.0, 60.0]), contrast=CONTRAST[:2])
     fixed = FIXED + ("alpha_ref", "alpha_sample", "beta", "f1", "f3")
     result = hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1)
+    twin = result.quality.twin
+    assert set(twin) == {"phi0", "v0"}
+    fitted = result.model
+    other = fitted.replace(**twin)
+    assert abs(twin["phi0"] - float(fitted.phi0)) > 1.0  # a different flow direction...
+    kwargs = dict(q=data.q, phi=data.phi, contrast=result.contrast, offset=result.offset)
+    np.testing.assert_allclose(  # ...with the same maps
+        other.c2(data.t, **kwargs), fitted.c2(data.t, **kwargs), rtol=0, atol=1e-9
+    )
     (warning,) = [w for w in result.quality.warnings if w.startswith("Two angles")]
     assert "third angle" in warning and f"{result.parameters()['phi0']:.4g}°" in warning
+    assert not result.quality.ok
+    assert any(f.startswith("two angles") for f in result.quality.failures)
+    assert result.quality.to_dict()["twin"] == twin
     three = hj.fit_nlsq(TRUTH, _simulate(TRUTH, n_frames=24), fixed=fixed, starts=1)
+    assert three.quality.twin is None
     assert not any(w.startswith("Two angles") for w in three.quality.warnings)
+    known = hj.fit_nlsq(TRUTH, data, fixed=(*fixed, "phi0"), starts=1)
+    assert known.quality.twin is None

@@ -278,15 +278,22 @@ def _report(
         bin_widths=bin_widths(data.bins),
         periods=np.asarray(problem.transform.periods()),
     )
-    twin = _mirror_warning(problem, terms["model"])
+    twin = _exact_twin(problem, terms["model"])
     if twin is None:
         return report
-    return dataclasses.replace(report, warnings=(*report.warnings, twin))
+    values = terms["model"].to_dict()
+    warning = (
+        f"Two angles fix only |cos(φ + φ0)|·v(t): φ0 = {values['phi0']:.4g}° with "
+        f"v0 = {values['v0']:.4g} and φ0 = {twin['phi0']:.4g}° with v0 = {twin['v0']:.4g} fit "
+        "these data exactly alike. Measure a third angle (or fix φ0) to tell them apart."
+    )
+    return dataclasses.replace(report, twin=twin, warnings=(*report.warnings, warning))
 
 
-def _mirror_warning(problem: FitProblem, model: HeterodyneModel) -> str | None:
-    """The warning that two angles leave φ0 a twin (`two_angle_mirrors`), where the twin is
-    exact: bin-centre model, and v rescalable (no velocity offset, or a free one)."""
+def _exact_twin(problem: FitProblem, model: HeterodyneModel) -> dict[str, float] | None:
+    """The flow of the second solution that two angles leave (`two_angle_mirrors`): φ0, v0
+    and a free velocity offset, where the twin is exact (bin-centre model, and v rescalable:
+    no velocity offset, or a free one); else None."""
     values = model.to_dict()
     if problem.bins is not None or "phi0" not in problem.names or "v0" not in problem.names:
         return None
@@ -296,11 +303,8 @@ def _mirror_warning(problem: FitProblem, model: HeterodyneModel) -> str | None:
     if not mirrors:
         return None
     twin = mirrors[0].to_dict()
-    return (
-        f"Two angles fix only |cos(φ + φ0)|·v(t): φ0 = {values['phi0']:.4g}° with "
-        f"v0 = {values['v0']:.4g} and φ0 = {twin['phi0']:.4g}° with v0 = {twin['v0']:.4g} fit "
-        "these data exactly alike. Measure a third angle (or fix φ0) to tell them apart."
-    )
+    flow = ("phi0", "v0") + (("v_offset",) if "v_offset" in problem.names else ())
+    return {name: float(twin[name]) for name in flow}
 
 
 def fit_nlsq(

@@ -70,6 +70,9 @@ class QualityReport:
       inconsistent with the stated noise), else None.
     - `q_drift`: the physics parameters that `fit_by_q` found to drift with q beyond the
       honest errors (set on `QDependence.joint`; empty when the check was not run or passed).
+    - `twin`: with two angles, the physics values (φ0, v0 and any velocity offset) of the
+      second solution that fits the data exactly as well (`_strategies.two_angle_mirrors`:
+      two angles fix only |cos(φ + φ0)|·v(t)), where that twin is exact; else None.
     - `warnings`: the readable sentences for all of the above.
     - `ok` and `failures` (properties): whether the numbers can be taken as they are, and if
       not, one short reason per failed check.
@@ -91,14 +94,16 @@ class QualityReport:
     chi2_excess: float | None = None
     q_drift: tuple[str, ...] = ()
     bound_ridges: tuple[tuple[str, str, float], ...] = ()
+    twin: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
         """True when the band is not poor and nothing above calls the numbers into question
-        (`failures` is empty): not singular, no competing minimum, not on the exponent ridge,
-        no power law stopped on its ridge by a bound, χ² consistent with a stated σ, no drift
-        with q. A parameter at a bound alone (a fraction baseline at 0, a static reference)
-        does not count: its value is the constrained optimum, listed in `at_bounds`."""
+        (`failures` is empty): not singular, no competing minimum (nor an exact two-angle
+        twin), not on the exponent ridge, no power law stopped on its ridge by a bound, χ²
+        consistent with a stated σ, no drift with q. A parameter at a bound alone (a fraction
+        baseline at 0, a static reference) does not count: its value is the constrained
+        optimum, listed in `at_bounds`."""
         return not self.failures
 
     @property
@@ -112,6 +117,7 @@ class QualityReport:
                 bool(self.distinct_minima),
                 "other starts reached a different solution with a similar χ²",
             ),
+            (self.twin is not None, f"two angles: {self._twin_text()} fits exactly alike"),
             (self.ridge is not None, "the solution sits on the α_ref ↔ α_sample ridge"),
             *(
                 (True, f"a bound stopped {prefactor}·t^{exponent} on its ridge")
@@ -124,6 +130,10 @@ class QualityReport:
             (bool(self.q_drift), f"drift with q: {', '.join(self.q_drift)}"),
         )
         return tuple(reason for failed, reason in checks if failed)
+
+    def _twin_text(self) -> str:
+        twin = self.twin or {}
+        return ", ".join(f"{name} = {value:.4g}" for name, value in twin.items())
 
     def to_dict(self) -> dict:
         """Every field, `ok` and `failures`, as plain values (what `save_result` writes)."""
