@@ -94,3 +94,22 @@ def test_a_photon_starved_detector_changes_only_the_pixels_and_counts_of_a_case(
         assert 1000 <= other.pixels <= 10000 and 0.01 <= other.counts <= 1.0
     with pytest.raises(ValueError, match="detector"):
         calibration_cases(2, detector="bright")
+
+
+def test_the_whole_period_of_phi0_changes_only_phi0():
+    """`phi0_span=90` draws phi0 over its whole period and leaves every other draw of a case as
+    it was (so a suite with the whole period compares case by case with the default one)."""
+    default, whole = calibration_cases(12), calibration_cases(12, phi0_span=90.0)
+    for a, b in zip(default, whole):
+        first = {k: float(v) for k, v in a.truth.to_dict().items()}
+        second = {k: float(v) for k, v in b.truth.to_dict().items()}
+        assert second["phi0"] == pytest.approx(first["phi0"] * 1.5, rel=1e-12)
+        assert {k: v for k, v in first.items() if k != "phi0"} == {
+            k: v for k, v in second.items() if k != "phi0"
+        }
+        assert (a.q, a.pixels, a.counts, a.contrast, a.free, a.data_seed) == (
+            b.q, b.pixels, b.counts, b.contrast, b.free, b.data_seed
+        )  # fmt: skip
+        np.testing.assert_array_equal(a.phi, b.phi)
+        np.testing.assert_array_equal(a.t, b.t)
+    assert max(abs(float(c.truth.to_dict()["phi0"])) for c in whole) > 60.0
