@@ -12,7 +12,8 @@ programs, `warm` reuses them. The issue's target is `warm_ratio` = ROI warm / ce
 Reported per model: wall times (cold, warm), reduced χ², LM steps, the node rule of the ROI
 model; then the ratios and the machine's load average.
 
-Usage: `python benchmarks/bench_roi_fit.py [--frames 150] [--pixels 400] [--counts 5] [--v0 20]`.
+Usage: `python benchmarks/bench_roi_fit.py [--frames 150] [--pixels 400] [--counts 5] [--v0 20]
+[--starts auto|N]` (the issue's example used `--frames 400 --starts 8`).
 """
 
 import argparse
@@ -32,13 +33,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cmc_roi import FREE, TRUTH, make_data  # noqa: E402  (the same problem)
 
 
-def fit_twice(truth, data, roi: bool, seed: int) -> dict:
+def fit_twice(truth, data, roi: bool, seed: int, starts="auto") -> dict:
     fixed = [n for n in hj.PARAMETER_NAMES if n not in FREE]
     start = truth.replace(D0_sample=0.7 * TRUTH["D0_sample"], v0=1.1 * TRUTH["v0"], f0=0.5)
     walls, result = [], None
     for _ in range(2):
         began = time.perf_counter()
-        result = hj.fit_nlsq(start, data, fixed=fixed, scaling="individual", roi=roi, seed=seed)
+        result = hj.fit_nlsq(
+            start, data, fixed=fixed, scaling="individual", roi=roi, seed=seed, starts=starts
+        )
         walls.append(time.perf_counter() - began)
     return {
         "model": "roi" if roi else "bin centre",
@@ -58,11 +61,15 @@ def main() -> None:
     parser.add_argument("--counts", type=float, default=5.0, help="mean photons per pixel")
     parser.add_argument("--v0", type=float, default=20.0, help="true flow, Å/s")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--starts", default="auto", help="fit_nlsq(starts=...): 'auto' (default) or a number"
+    )
     args = parser.parse_args()
+    starts = args.starts if args.starts == "auto" else int(args.starts)
     load_before = os.getloadavg()[0]
     truth, data = make_data(args)
-    roi = fit_twice(truth, data, True, args.seed)
-    centre = fit_twice(truth, data, False, args.seed)
+    roi = fit_twice(truth, data, True, args.seed, starts)
+    centre = fit_twice(truth, data, False, args.seed, starts)
     report = {
         "benchmark": "roi_fit",
         "settings": vars(args) | {"free": FREE, "truth": TRUTH},
