@@ -137,6 +137,23 @@ def test_verdict_fails_when_the_likelihood_adjustment_was_replaced():
     )
 
 
+def test_verdict_fails_when_two_angles_leave_a_second_flow():
+    """A two-angle twin is a second posterior mode as high as the first that no chain visits:
+    the verdict fails and names it, with advice that settles it."""
+    verdict = make_verdict(
+        names=("v0", "f0", "phi0"),
+        shard_diagnostics=_diagnostics(n_parameters=3),
+        agreement=np.zeros((2, 3)),
+        thresholds=Thresholds(),
+        settings=_settings(),
+        twin={"phi0": -62.62, "v0": 19.36},
+    )
+    assert not verdict.passed
+    (line,) = verdict.failures
+    assert line.startswith("phi0, v0: two angles fit a second flow exactly alike")
+    assert "phi0 = -62.62, v0 = 19.36" in line and "third angle" in line
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

@@ -221,3 +221,5 @@ def test_a_flow_near_the_wrap_of_phi0_is_sampled_whole():
     assert 1.0 < row["sd"] < 30.0
     assert abs((row["mean"] - 89.0 + 90.0) % 180.0 - 90.0) < 4 * row["sd"]
     assert np.mean(np.abs(draws) > 90.0) > 0.05  # the part beyond ±90° is sampled too
+    # Two angles: the mirrored flow fits exactly alike, a mode these chains do not visit.
+    assert any(line.startswith("phi0, v0: two angles") for line in result.verdict.failures)

@@ -32,6 +32,7 @@ from .._fit._nlsq_result import NLSQResult
 from .._fit._problem import FitProblem, build_problem
 from .._fit._roi import describe_model, fit_bins
 from .._fit._scaling import estimate_contrast_offset, resolve_scaling
+from .._fit._strategies import exact_two_angle_twin
 from .._model._heterodyne import HeterodyneModel
 from ._adjustment import (
     AbstractLikelihoodAdjustment,
@@ -479,10 +480,10 @@ def _per_shard_diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _diagnose(
-    names, draws: _Draws, run: NUTSRun, coordinates: _Coordinates, thresholds, settings
+    names, draws: _Draws, run: NUTSRun, coordinates: _Coordinates, thresholds, settings, twin
 ) -> tuple[dict, dict, dict, Any]:
     """Per-shard diagnostics (after canonicalisation), their worst values, those of the combined
-    draws, and the verdict."""
+    draws, and the verdict (`twin`: the second flow of two-angle data, which no chain visits)."""
     n_shards = draws.x_shards.shape[0]
     n_parameters = len(names)
     per_shard = _per_shard_diagnostics(draws.x_shards)
@@ -532,6 +533,7 @@ def _diagnose(
         thresholds=thresholds,
         settings=settings,
         adjustment_review=coordinates.adjustment_review,
+        twin=twin,
     )
     return diagnostics, shard_diagnostics, combined_diagnostics, verdict
 
@@ -809,8 +811,9 @@ def fit_cmc(
         nlsq=nlsq is not None,
         shard_strategy=shard_strategy,
     )
+    twin = exact_two_angle_twin(problem, problem.unpack(jnp.asarray(setup.center_x))[0])
     diagnostics, shard_diagnostics, combined_diagnostics, verdict = _diagnose(
-        names, draws, run, coordinates, thresholds, settings
+        names, draws, run, coordinates, thresholds, settings, twin
     )
     x_mean = jnp.asarray(draws.x_combined.reshape(-1, len(names)).mean(0))
     return CMCResult(

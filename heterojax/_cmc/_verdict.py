@@ -185,6 +185,7 @@ def make_verdict(
     thresholds: Thresholds,
     settings: RunSettings,
     adjustment_review: str | None = None,
+    twin: dict[str, float] | None = None,
 ) -> CMCVerdict:
     """Checks every threshold and writes one line per failing parameter, then one per failing
     run-level check (divergences, tree depth, E-BFMI), each with one piece of advice that this
@@ -196,7 +197,10 @@ def make_verdict(
     `(shard, p)` (the Gaussian-shard checks, made when K > 1); `agreement` `(shard, p)`,
     |μ_k − μ*| / sd_k; the thresholds; the run's `settings`; `adjustment_review`, why the
     likelihood adjustment was replaced (`AbstractLikelihoodAdjustment.review`), a failure: the
-    intervals then rest on a likelihood that is not Gaussian on the scale of the honest errors.
+    intervals then rest on a likelihood that is not Gaussian on the scale of the honest errors;
+    `twin`, the flow (φ0, v0, …) of the second solution that two angles leave
+    (`_fit._strategies.exact_two_angle_twin`), a failure: the posterior has a second mode there,
+    as high as the first, and chains started in one mode do not cross to the other.
     """
     t, run = thresholds, settings
     failures = []
@@ -241,6 +245,13 @@ def make_verdict(
         failures.append(
             f"adjustment: {adjustment_review} → fix a parameter the data cannot determine, or "
             "measure more frames or pixels; the intervals are approximate."
+        )
+    if twin is not None:
+        flow = ", ".join(f"{name} = {value:.4g}" for name, value in twin.items())
+        failures.append(
+            f"{', '.join(twin)}: two angles fit a second flow exactly alike ({flow}), a second "
+            "mode of the posterior that the chains do not visit; the intervals hold one of the "
+            "two answers → fix phi0 or measure a third angle."
         )
     return CMCVerdict(passed=not failures, failures=tuple(failures), thresholds=thresholds)
 

@@ -23,7 +23,12 @@ from ._quality import build_quality_report, similar_chi2
 from ._roi import bin_widths, describe_model, fit_bins
 from ._scaling import estimate_contrast_offset, resolve_scaling
 from ._solve import SUCCESSFUL, LocalSolver, Solved, listening, result_message
-from ._strategies import AbstractStarts, SearchOutcome, resolve_starts, two_angle_mirrors
+from ._strategies import (
+    AbstractStarts,
+    SearchOutcome,
+    exact_two_angle_twin,
+    resolve_starts,
+)
 from ._symmetry import (
     basin_signature,
     canonical,
@@ -278,7 +283,7 @@ def _report(
         bin_widths=bin_widths(data.bins),
         periods=np.asarray(problem.transform.periods()),
     )
-    twin = _exact_twin(problem, terms["model"])
+    twin = exact_two_angle_twin(problem, terms["model"])
     if twin is None:
         return report
     values = terms["model"].to_dict()
@@ -288,23 +293,6 @@ def _report(
         "these data exactly alike. Measure a third angle (or fix φ0) to tell them apart."
     )
     return dataclasses.replace(report, twin=twin, warnings=(*report.warnings, warning))
-
-
-def _exact_twin(problem: FitProblem, model: HeterodyneModel) -> dict[str, float] | None:
-    """The flow of the second solution that two angles leave (`two_angle_mirrors`): φ0, v0
-    and a free velocity offset, where the twin is exact (bin-centre model, and v rescalable:
-    no velocity offset, or a free one); else None."""
-    values = model.to_dict()
-    if problem.bins is not None or "phi0" not in problem.names or "v0" not in problem.names:
-        return None
-    if values.get("v_offset", 0.0) != 0.0 and "v_offset" not in problem.names:
-        return None
-    mirrors = two_angle_mirrors(model, np.asarray(problem.phi), np.asarray(problem.t))
-    if not mirrors:
-        return None
-    twin = mirrors[0].to_dict()
-    flow = ("phi0", "v0") + (("v_offset",) if "v_offset" in problem.names else ())
-    return {name: float(twin[name]) for name in flow}
 
 
 def fit_nlsq(

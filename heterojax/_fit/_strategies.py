@@ -276,6 +276,23 @@ def two_angle_mirrors(model: HeterodyneModel, phi: np.ndarray, t: np.ndarray) ->
     return models
 
 
+def exact_two_angle_twin(problem: FitProblem, model: HeterodyneModel) -> dict[str, float] | None:
+    """The flow of the second solution that two angles leave (`two_angle_mirrors`): φ0, v0
+    and a free velocity offset, where the twin is exact (bin-centre model, and v rescalable:
+    no velocity offset, or a free one) and φ0 and v0 are free; else None."""
+    values = model.to_dict()
+    if problem.bins is not None or "phi0" not in problem.names or "v0" not in problem.names:
+        return None
+    if values.get("v_offset", 0.0) != 0.0 and "v_offset" not in problem.names:
+        return None
+    mirrors = two_angle_mirrors(model, np.asarray(problem.phi), np.asarray(problem.t))
+    if not mirrors:
+        return None
+    twin = mirrors[0].to_dict()
+    flow = ("phi0", "v0") + (("v_offset",) if "v_offset" in problem.names else ())
+    return {name: float(twin[name]) for name in flow}
+
+
 def _exponent_trades(
     model: HeterodyneModel, t_mid: float, names: tuple[str, ...]
 ) -> list[HeterodyneModel]:
