@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .._fit._quality import describe_twin
+
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
@@ -247,9 +249,9 @@ def make_verdict(
             "measure more frames or pixels; the intervals are approximate."
         )
     if twin is not None:
-        flow = ", ".join(f"{name} = {value:.4g}" for name, value in twin.items())
         failures.append(
-            f"{', '.join(twin)}: two angles fit a second flow exactly alike ({flow}), a second "
+            f"{', '.join(twin)}: two angles fit a second flow exactly alike "
+            f"({describe_twin(twin)}), a second "
             "mode of the posterior that the chains do not visit; the intervals hold one of the "
             "two answers → fix phi0 or measure a third angle."
         )

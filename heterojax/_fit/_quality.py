@@ -35,6 +35,11 @@ EXCESS_CHI2_SIGMAS = 5.0
 _EXPONENTS = ("alpha_ref", "alpha_sample")
 
 
+def describe_twin(twin: dict[str, float]) -> str:
+    """A two-angle twin's flow (`QualityReport.twin`) as text: "phi0 = -62.62, v0 = 19.36"."""
+    return ", ".join(f"{name} = {value:.4g}" for name, value in twin.items())
+
+
 def similar_chi2(dof: int | None) -> float:
     """The χ² difference within which two minima count as similar: max(SIMILAR_CHI2,
     SIMILAR_CHI2_SIGMAS·√(2·dof)), or SIMILAR_CHI2 without dof."""
@@ -117,7 +122,10 @@ class QualityReport:
                 bool(self.distinct_minima),
                 "other starts reached a different solution with a similar χ²",
             ),
-            (self.twin is not None, f"two angles: {self._twin_text()} fits exactly alike"),
+            (
+                self.twin is not None,
+                f"two angles: {describe_twin(self.twin or {})} fits exactly alike",
+            ),
             (self.ridge is not None, "the solution sits on the α_ref ↔ α_sample ridge"),
             *(
                 (True, f"a bound stopped {prefactor}·t^{exponent} on its ridge")
@@ -130,10 +138,6 @@ class QualityReport:
             (bool(self.q_drift), f"drift with q: {', '.join(self.q_drift)}"),
         )
         return tuple(reason for failed, reason in checks if failed)
-
-    def _twin_text(self) -> str:
-        twin = self.twin or {}
-        return ", ".join(f"{name} = {value:.4g}" for name, value in twin.items())
 
     def to_dict(self) -> dict:
         """Every field, `ok` and `failures`, as plain values (what `save_result` writes)."""
