@@ -9,11 +9,17 @@ perturbed truth, once with the ROI model (`roi=None`, the default for data with 
 with the bin centres (`roi=False`), each twice in a row: `cold` includes compiling its
 programs, `warm` reuses them. The issue's target is `warm_ratio` = ROI warm / centre warm ≤ 2.
 
+`--aps-file RING` fits one q bin of a correlator-written file instead (the issue's example: 7
+maps): `bench_whole_file.py`'s 42-map file (6 q rings × 8 sectors, one empty, written by
+`hj.save_aps` with its pixel geometry), read back with `hj.load_aps(path, q=...)` at ring RING
+(0–5), its bins rebuilt from the pixels.
+
 Reported per model: wall times (cold, warm), reduced χ², LM steps, the node rule of the ROI
 model; then the ratios and the machine's load average.
 
 Usage: `python benchmarks/bench_roi_fit.py [--frames 150] [--pixels 400] [--counts 5] [--v0 20]
-[--starts auto|N]` (the issue's example used `--frames 400 --starts 8`).
+[--starts auto|N] [--aps-file RING]` (the issue's example: `--frames 400 --starts 8
+--aps-file 2`).
 """
 
 import argparse
@@ -21,6 +27,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import jax
@@ -54,6 +61,18 @@ def fit_twice(truth, data, roi: bool, seed: int, starts="auto") -> dict:
     }
 
 
+def file_bin(args):
+    """The truth and q ring `args.aps_file` of `bench_whole_file.py`'s file, read back."""
+    from bench_whole_file import Q_RINGS, make_file
+
+    TRUTH["v0"] = args.v0  # (shared with make_file, as make_data sets it)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "file.h5")
+        make_file(path, args)
+        data = hj.load_aps(path, q=float(Q_RINGS[args.aps_file]))
+    return hj.HeterodyneModel.from_dict(TRUTH), data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150)
@@ -64,15 +83,18 @@ def main() -> None:
     parser.add_argument(
         "--starts", default="auto", help="fit_nlsq(starts=...): 'auto' (default) or a number"
     )
+    parser.add_argument(
+        "--aps-file", type=int, metavar="RING", help="fit q ring RING of a correlator-written file"
+    )
     args = parser.parse_args()
     starts = args.starts if args.starts == "auto" else int(args.starts)
     load_before = os.getloadavg()[0]
-    truth, data = make_data(args)
+    truth, data = make_data(args) if args.aps_file is None else file_bin(args)
     roi = fit_twice(truth, data, True, args.seed, starts)
     centre = fit_twice(truth, data, False, args.seed, starts)
     report = {
         "benchmark": "roi_fit",
-        "settings": vars(args) | {"free": FREE, "truth": TRUTH},
+        "settings": vars(args) | {"free": FREE, "truth": TRUTH, "maps": len(data.phi)},
         "device": str(jax.devices()[0]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "load_before": load_before,
