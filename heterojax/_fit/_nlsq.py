@@ -4,7 +4,6 @@
 choose the solution (in its canonical form) → uncertainty → quality report → result.
 """
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -260,7 +259,7 @@ def _report(
     start_chi2[best] = float(evaluation.ssr)
     rivals = np.isfinite(start_chi2) & (np.arange(len(start_chi2)) != best)
     chi2_noise = _difference_noise(problem, x, evaluation.maps, rivals, start_values, errors)
-    report = build_quality_report(
+    return build_quality_report(
         names=problem.names,
         values=np.asarray(x),
         stderr=uncertainty.stderr_vector,
@@ -282,17 +281,8 @@ def _report(
         roi=problem.bins is not None,
         bin_widths=bin_widths(data.bins),
         periods=np.asarray(problem.transform.periods()),
+        twin=exact_two_angle_twin(problem, terms["model"]),
     )
-    twin = exact_two_angle_twin(problem, terms["model"])
-    if twin is None:
-        return report
-    values = terms["model"].to_dict()
-    warning = (
-        f"Two angles fix only |cos(φ + φ0)|·v(t): φ0 = {values['phi0']:.4g}° with "
-        f"v0 = {values['v0']:.4g} and φ0 = {twin['phi0']:.4g}° with v0 = {twin['v0']:.4g} fit "
-        "these data exactly alike. Measure a third angle (or fix φ0) to tell them apart."
-    )
-    return dataclasses.replace(report, twin=twin, warnings=(*report.warnings, warning))
 
 
 def fit_nlsq(

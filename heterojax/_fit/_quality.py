@@ -174,6 +174,7 @@ def build_quality_report(
     bin_widths: tuple[float, float] | None = None,
     chi2_noise: np.ndarray | None = None,
     periods: np.ndarray | None = None,
+    twin: dict[str, float] | None = None,
 ) -> QualityReport:
     """Runs every check; see `QualityReport` for what each one means.
 
@@ -186,7 +187,8 @@ def build_quality_report(
     χ²-excess check. `chi2_noise` (per start, the sd of its χ² difference from the best under
     the fit's noise model; NaN where not known) replaces the √(2·dof) scale for that start.
     `periods` (per parameter, 0 for none; `BoxTransform.periods`) makes an angle's difference
-    between two solutions the shorter way round the circle (φ0 at 89° and −89°: 2°).
+    between two solutions the shorter way round the circle (φ0 at 89° and −89°: 2°). `twin`
+    is the exact two-angle twin's flow (`_strategies.exact_two_angle_twin`), if any.
     """
     warnings = []
     band = chi2_band(reduced_chi2)
@@ -320,6 +322,13 @@ def build_quality_report(
             "otherwise). Fix one of them, fit a window that reaches t = 1 s, or widen the "
             "bound if it is not physical."
         )
+    if twin is not None:
+        fitted = dict(zip(names, np.asarray(values, float)))
+        warnings.append(
+            f"Two angles fix only |cos(φ + φ0)|·v(t): φ0 = {fitted['phi0']:.4g}° with "
+            f"v0 = {fitted['v0']:.4g} and φ0 = {twin['phi0']:.4g}° with v0 = {twin['v0']:.4g} "
+            "fit these data exactly alike. Measure a third angle (or fix φ0) to tell them apart."
+        )
     return QualityReport(
         band=band,
         at_bounds=bounded,
@@ -334,6 +343,7 @@ def build_quality_report(
         ridge=ridge,
         chi2_excess=chi2_excess,
         bound_ridges=bound_ridges,
+        twin=twin,
     )
 
 
