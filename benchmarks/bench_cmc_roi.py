@@ -34,7 +34,7 @@ v0 ≤ 60 Å/s by its volume. At `--v0 100` (6 rad) the flow is identified and t
 the sampler on a posterior that is there to be sampled.
 
 Usage: `python benchmarks/bench_cmc_roi.py [--frames 150] [--pixels 400] [--counts 5]
-[--v0 20] [--models roi centre] [--seed 0] [--scaling marginal|sampled]`.
+[--v0 20] [--models roi centre] [--seed 0] [--scaling marginal|sampled] [--max-samples N]`.
 """
 
 import argparse
@@ -90,7 +90,8 @@ def run_model(truth, data, roi: bool, args) -> dict:
     began = time.perf_counter()
     result = hj.fit_cmc(
         nlsq.model, data, nlsq=nlsq, key=jr.key(args.seed + 1), chains=args.chains,
-        warmup=args.warmup, samples=args.samples, roi=roi, progress=args.progress,
+        warmup=args.warmup, samples=args.samples, max_samples=args.max_samples, roi=roi,
+        progress=args.progress,
         sampler=hj.NUTS(scaling=args.scaling),
     )  # fmt: skip
     cmc_time = time.perf_counter() - began
@@ -103,6 +104,7 @@ def run_model(truth, data, roi: bool, args) -> dict:
         "nlsq_reduced_chi2": float(nlsq.reduced_chi2),
         "cmc_time_s": round(cmc_time, 1),
         "n_shards": int(result.n_shards),
+        "samples_drawn": int(result.n_samples),
         "adjustment": str(result.adjustment),
         "r_hat_max": float(np.nanmax(diagnostics["r_hat"])),
         "ess_bulk_min": float(np.nanmin(diagnostics["ess_bulk"])),
@@ -126,6 +128,10 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument(
+        "--max-samples", type=int, default=None,
+        help="fit_cmc(max_samples=...): draw more while an ESS is short (default: no more)",
+    )  # fmt: skip
     parser.add_argument("--models", nargs="+", default=["roi", "centre"], choices=["roi", "centre"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

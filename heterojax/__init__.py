@@ -29,7 +29,7 @@ from ._cmc._combine import (
 from ._cmc._fit import fit_cmc as fit_cmc
 from ._cmc._result import CMCResult as CMCResult
 from ._cmc._settings import NUTS as NUTS
-from ._cmc._verdict import CMCVerdict as CMCVerdict
+from ._cmc._verdict import CMCVerdict as CMCVerdict, Thresholds as Thresholds
 from ._data._aps import load_aps as load_aps
 from ._data._correlator import two_time as two_time
 from ._data._flat import load as load

@@ -106,6 +106,26 @@ def test_sequential_chains_reproduce_vectorized_draws(result, data, nlsq):
     assert sequential.chain_method == "sequential"
 
 
+def test_a_short_ess_draws_more_up_to_max_samples(data, nlsq, result, capfd):
+    # 4 chains × 200 draws cannot reach an ESS of 1 500: the run continues its chains, as many
+    # draws as the verdict would ask for, but no more than max_samples per chain.
+    thresholds = hj.Thresholds(ess_bulk=1500.0, ess_tail=1500.0)
+    settings = {**SETTINGS, "progress": True}
+    extended = hj.fit_cmc(
+        TRUTH, data, nlsq=nlsq, key=jr.key(0), thresholds=thresholds, max_samples=300, **settings
+    )
+    assert "100 more draws per chain (300 in all)" in capfd.readouterr().err
+    assert extended.n_samples == 300
+    assert extended.shard_draws.shape == (2, 4, 300, 5)
+    # The first 200 draws are the run without extension, draw for draw (physics; the
+    # contrast/offset are drawn afresh from their conditional).
+    np.testing.assert_allclose(extended.shard_draws[:, :, :200, :3], result.shard_draws[..., :3])
+    assert extended.sample_stats["energy"].shape == (2, 4, 300)
+    # Still short: the verdict asks for more than was drawn.
+    assert "draw more samples (samples=" in str(extended.verdict)
+    assert "samples=300)" not in str(extended.verdict)
+
+
 def test_without_nlsq_and_with_mixture(data):
     start = TRUTH.replace(D0_sample=1.1e3, v0=99.0, f0=0.48)
     mixed = hj.fit_cmc(

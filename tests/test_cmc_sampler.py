@@ -63,6 +63,44 @@ def test_draws_follow_each_shard_target(vectorized):
     assert np.all(np.asarray(run.acceptance).mean(axis=2) > 0.6)
 
 
+@pytest.mark.parametrize("chain_method", ["vectorized", "sequential"])
+def test_a_continuation_draws_on_with_the_adapted_metric(vectorized, chain_method):
+    run, _ = vectorized
+    more, _ = run_nuts(
+        _Gaussian(SCALE),
+        _shards([0.0, 2.0]),
+        run.position[:, :, -1],
+        jr.key(7),
+        warmup=0,
+        samples=300,
+        chain_method=chain_method,
+        progress=False,
+        adapted=run.adapted(),
+    )
+    # No warmup: the step size and metric are the first run's, unchanged.
+    np.testing.assert_array_equal(more.step_size, run.step_size)
+    np.testing.assert_array_equal(more.inverse_mass_matrix, run.inverse_mass_matrix)
+    assert more.position.shape == (2, 3, 300, 3)
+    assert int(np.sum(more.warmup_divergences)) == 0
+    draws = np.asarray(more.position).reshape(2, -1, 3)
+    for shard, centre in enumerate([0.0, 2.0]):
+        mean, sd = draws[shard].mean(axis=0), draws[shard].std(axis=0)
+        assert np.all(np.abs(mean - centre) < 5 * np.asarray(SCALE) / np.sqrt(200))
+        np.testing.assert_allclose(sd, SCALE, rtol=0.25)
+    joined = run.followed_by(more)
+    assert joined.position.shape == (2, 3, 700, 3)
+    np.testing.assert_array_equal(joined.position[:, :, :400], run.position)
+    np.testing.assert_array_equal(joined.energy[:, :, 400:], more.energy)
+    np.testing.assert_array_equal(joined.step_size, run.step_size)
+
+
+def test_draws_without_warmup_need_an_adapted_metric():
+    with pytest.raises(ValueError, match="adapted"):
+        run_nuts(
+            _Gaussian(SCALE), _shards([0.0]), jnp.zeros((1, 2, 3)), jr.key(0), warmup=0, samples=10
+        )
+
+
 def test_sequential_chains_use_the_same_random_numbers():
     runs = [
         run_nuts(

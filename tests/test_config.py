@@ -187,6 +187,7 @@ ALTERNATIVES = {
     "cmc.chains": 2,
     "cmc.warmup": 100,
     "cmc.samples": 100,
+    "cmc.max_samples": 400,
     "cmc.combine": "mixture",
     "cmc.priors": "informed",
     "cmc.prior_width": 3.0,

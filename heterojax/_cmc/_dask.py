@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._sampler import NUTSRun, run_nuts
+from ._sampler import AdaptedMetric, NUTSRun, run_nuts
 
 
 def _to_numpy(tree):
@@ -38,7 +38,9 @@ def _to_numpy(tree):
     return jax.tree.map(convert, tree)
 
 
-def sample_shard(log_density, shard_data, positions, key, index: int, n_shards: int, options):
+def sample_shard(
+    log_density, shard_data, positions, adapted, key, index: int, n_shards: int, options
+):
     """The Dask task of shard `index` of `n_shards`: `(run, n_devices, worker address)`."""
     from distributed import get_worker
 
@@ -49,9 +51,15 @@ def sample_shard(log_density, shard_data, positions, key, index: int, n_shards: 
         key,
         key_shards=(index, n_shards),
         progress=False,
+        adapted=adapted,
         **options,
     )
     return _to_numpy(run), n_devices, get_worker().address
+
+
+def _shard(tree, k: int):
+    """Shard `k` of a pytree with a leading shard axis (kept, of length 1), as NumPy."""
+    return _to_numpy(jax.tree.map(lambda a: a[k : k + 1], tree))
 
 
 def _concatenate(runs: list[NUTSRun]) -> NUTSRun:
@@ -66,6 +74,7 @@ def run_nuts_on_dask(
     key,
     *,
     progress: bool,
+    adapted: AdaptedMetric | None = None,
     **options,
 ) -> tuple[NUTSRun, int, tuple[str, ...]]:
     """`run_nuts` of every shard as a Dask task on `client` (`True`: an embedded
@@ -93,8 +102,9 @@ def run_nuts_on_dask(
             dask.submit(
                 sample_shard,
                 density,
-                _to_numpy(jax.tree.map(lambda a, k=k: a[k : k + 1], shard_data)),
+                _shard(shard_data, k),
                 np.asarray(positions[k : k + 1]),
+                None if adapted is None else _shard(adapted, k),
                 key,
                 k,
                 n_shards,

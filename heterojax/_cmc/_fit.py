@@ -14,6 +14,7 @@
 """
 
 import dataclasses
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -64,7 +65,14 @@ from ._result import CMCResult
 from ._sampler import CHAIN_METHODS, NUTSRun, resolve_chain_method, run_nuts
 from ._settings import NUTS
 from ._shards import SHARD_STRATEGIES, Shards, make_shards
-from ._verdict import RunSettings, Thresholds, chain_separation, make_verdict
+from ._verdict import (
+    RunSettings,
+    Thresholds,
+    chain_separation,
+    ess_shortfall,
+    make_verdict,
+    samples_for_ess,
+)
 
 
 COMBINE_METHODS = ("consensus", "mixture")
@@ -418,27 +426,74 @@ def _per_map_scaling(problem: FitProblem, x):
     return contrast.reshape(shape), offset.reshape(shape)
 
 
-def _shard_theta(coordinates: "_Coordinates", run: NUTSRun, key) -> tuple[jax.Array, int]:
+def _shard_theta(coordinates: "_Coordinates", run: NUTSRun, key) -> tuple[jax.Array, str]:
     """Every shard's draws as full vectors in θ: the sampled coordinates mapped back, and with
     a marginalised posterior the scaling coefficients drawn from their conditional
-    (`_marginal.complete_scaling`); with the number of those that fell outside their box."""
+    (`_marginal.complete_scaling`); with a warning when some of those fell outside their box
+    ("" when none did)."""
     whitened = coordinates.whitened
     posterior = coordinates.posterior.posterior
     sampled = whitened.preconditioner.shards_to_theta(run.position)
     theta = sheared_to_theta(coordinates.posterior.shear, sampled)
     if not posterior.marginal_scaling:
-        return theta, 0
+        return theta, ""
     theta, outside = complete_scaling(posterior, theta, whitened.data, key)
     outside = int(outside)
-    if outside:
-        total = int(np.prod(theta.shape[:-1])) * (theta.shape[-1] - posterior.n_sampled)
-        warnings.warn(
-            f"fit_cmc: {outside} of {total} contrast/offset draws fell outside their bounds "
-            "(moved onto them): integrated out, their box prior is a Gaussian of the box's "
-            "mean and variance. Widen the bounds, or sample them with NUTS(scaling='sampled').",
-            stacklevel=3,
-        )
-    return theta, outside
+    if not outside:
+        return theta, ""
+    total = int(np.prod(theta.shape[:-1])) * (theta.shape[-1] - posterior.n_sampled)
+    return theta, (
+        f"fit_cmc: {outside} of {total} contrast/offset draws fell outside their bounds "
+        "(moved onto them): integrated out, their box prior is a Gaussian of the box's "
+        "mean and variance. Widen the bounds, or sample them with NUTS(scaling='sampled')."
+    )
+
+
+def _sample(density, coordinates: "_Coordinates", positions, key, *, client, **options):
+    """`run_nuts` of every shard × chain, in this process (`client` None) or one Dask task per
+    shard: `(run, n_devices, the worker of each shard)`."""
+    if client is None:
+        run, n_devices = run_nuts(density, coordinates.whitened, positions, key, **options)
+        return run, n_devices, ()
+    from ._dask import run_nuts_on_dask
+
+    return run_nuts_on_dask(client, density, coordinates.whitened, positions, key, **options)
+
+
+def _sample_until_effective(
+    density, coordinates: "_Coordinates", start, key, draws_of, *, max_samples, thresholds,
+    client, **options,
+):  # fmt: skip
+    """Phases 3 and 4: warmup and `samples` draws per chain, then — while a shard's bulk or
+    tail ESS falls short of `thresholds` and `max_samples` allows — more draws of every chain,
+    continued from its last draw with its adapted step size and metric, as many as the
+    shortfall asks (`samples_for_ess`, the number the verdict would advise), at most
+    `max_samples` per chain in all. `draws_of(run)` is phase 4 (`_Draws` and a warning).
+
+    **Returns:** `(run, draws, warning, n_devices, workers)`.
+    """
+    run, n_devices, workers = _sample(density, coordinates, start, key, client=client, **options)
+    drawn, extensions = options["samples"], 0
+    while True:
+        draws, warning = draws_of(run)
+        shortfall = ess_shortfall(_per_shard_diagnostics(draws.x_shards), thresholds)
+        wanted = min(samples_for_ess(drawn, shortfall), max_samples)
+        if shortfall <= 1.0 or wanted <= drawn:
+            return run, draws, warning, n_devices, workers
+        if options["progress"]:
+            print(
+                f"[heterojax.fit_cmc] an ESS {shortfall:.2f}× short of its threshold: "
+                f"{wanted - drawn} more draws per chain ({wanted} in all)",
+                file=sys.stderr,
+                flush=True,
+            )
+        extensions += 1
+        continuation = {**options, "warmup": 0, "samples": wanted - drawn}
+        more, _, _ = _sample(
+            density, coordinates, run.position[:, :, -1], jr.fold_in(key, extensions),
+            client=client, adapted=run.adapted(), **continuation,
+        )  # fmt: skip
+        run, drawn = run.followed_by(more), wanted
 
 
 def _combine_draws(problem: FitProblem, theta_shards, combine, key):
@@ -597,6 +652,7 @@ def fit_cmc(
     chains: int = 4,
     warmup: int = 500,
     samples: int = 1000,
+    max_samples: int | None = None,
     combine: str = "consensus",
     fixed: Iterable[str] | None = None,
     bounds: Mapping[str, tuple[float, float]] | None = None,
@@ -660,6 +716,12 @@ def fit_cmc(
     - `shards`: K, or `"auto"` (above).
     - `shard_strategy`: `"random"` or `"stratified"` (by lag; every shard sees every lag range).
     - `chains`, `warmup`, `samples`: chains per shard, adaptation steps and kept draws per chain.
+    - `max_samples`: when given (≥ `samples`), a run whose bulk or tail ESS falls short of
+        `thresholds` in some shard draws more: every chain continues from its last draw with
+        its adapted step size and metric, as many draws as the verdict would advise (ESS
+        grows in proportion to the draws; `samples_for_ess`), until the ESS holds or each
+        chain has `max_samples` (the result's `n_samples`). Default: `samples`, no more.
+        With `client`, each round of draws is a round of Dask tasks.
     - `combine`: `"consensus"` or `"mixture"`.
     - `fixed`, `bounds`, `scaling`, `fourier_order`, `contrast`, `offset`: as in `fit_nlsq`;
         default: those of `nlsq`, else nothing fixed, default bounds, `"auto"` scaling and
@@ -729,6 +791,8 @@ def fit_cmc(
     chains = _check_positive_int("chains", chains)
     warmup = _check_positive_int("warmup", warmup, 1)
     samples = _check_positive_int("samples", samples, 4)
+    if max_samples is not None:
+        max_samples = _check_positive_int("max_samples", max_samples, samples)
     if combine not in COMBINE_METHODS:
         raise ValueError(f"`combine` must be one of {COMBINE_METHODS}; got {combine!r}.")
     if shard_strategy not in SHARD_STRATEGIES:
@@ -779,23 +843,21 @@ def fit_cmc(
         chain_method=chain_method,
     )
     density = PreconditionedPosterior(coordinates.posterior)
-    shard_workers: tuple[str, ...] = ()
-    if client is None:
-        run, n_devices = run_nuts(
-            density, coordinates.whitened, start, sample_key, progress=progress, **nuts_options
-        )
-    else:
-        from ._dask import run_nuts_on_dask
 
-        run, n_devices, shard_workers = run_nuts_on_dask(
-            client, density, coordinates.whitened, start, sample_key, progress=progress,
-            **nuts_options,
-        )  # fmt: skip
+    # 4. combination (of every round of draws: see `_sample_until_effective`)
+    def draws_of(run: NUTSRun) -> tuple[_Draws, str]:
+        theta_shards, warning = _shard_theta(coordinates, run, jr.fold_in(mixture_key, 1))
+        return _combine_draws(problem, theta_shards, combine, mixture_key), warning
+
+    run, draws, warning, n_devices, shard_workers = _sample_until_effective(
+        density, coordinates, start, sample_key, draws_of,
+        max_samples=samples if max_samples is None else max_samples, thresholds=thresholds,
+        client=client, progress=progress, **nuts_options,
+    )  # fmt: skip
     sampling_time = time.perf_counter() - sampling_began
-
-    # 4. combination
-    theta_shards, _ = _shard_theta(coordinates, run, jr.fold_in(mixture_key, 1))
-    draws = _combine_draws(problem, theta_shards, combine, mixture_key)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    samples = int(run.position.shape[2])
 
     # 5. diagnostics
     settings = RunSettings(

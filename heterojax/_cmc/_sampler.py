@@ -90,6 +90,32 @@ class NUTSRun(eqx.Module):
     inverse_mass_matrix: Float[Array, "shard chain p *p"]
     warmup_divergences: Int[Array, "shard chain"]
 
+    def adapted(self) -> "AdaptedMetric":
+        """The step size and metric the draws used, to draw more with them (`run_nuts`)."""
+        return AdaptedMetric(self.step_size, self.inverse_mass_matrix)
+
+    def followed_by(self, more: "NUTSRun") -> "NUTSRun":
+        """This run's draws followed by those of `more`, a continuation (`run_nuts` with
+        `adapted=self.adapted()` from the last draws): per-transition records joined along the
+        draw axis; step size, metric and warmup divergences are this run's."""
+        per_draw = ("position", "divergent", "energy", "acceptance", "n_steps", "tree_depth")
+        return eqx.tree_at(
+            lambda run: tuple(getattr(run, name) for name in per_draw),
+            self,
+            tuple(
+                jnp.concatenate([getattr(self, name), getattr(more, name)], axis=2)
+                for name in per_draw
+            ),
+        )
+
+
+class AdaptedMetric(NamedTuple):
+    """The step size `(shard, chain)` and inverse mass matrix `(shard, chain, p[, p])` of every
+    chain, as warmup adapted them."""
+
+    step_size: Float[Array, "shard chain"]
+    inverse_mass_matrix: Float[Array, "shard chain p *p"]
+
 
 class _Adaptation(NamedTuple):
     step_state: object
@@ -133,15 +159,15 @@ def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: i
     def density(shard):
         return lambda z: log_density(z, shard)
 
-    def init(position, shard):
+    def init(position, step_size, inverse_mass_matrix, shard):
+        """The NUTS state at `position` and the adaptation starting from `step_size` and
+        `inverse_mass_matrix`; draws without warmup use them as they are."""
         state = blackjax.nuts.init(position, density(shard))
-        mass_state = mass_init(n_parameters)
-        adaptation = _Adaptation(
-            step_init(_INITIAL_STEP_SIZE),
-            mass_state,
-            jnp.asarray(_INITIAL_STEP_SIZE, position.dtype),
-            mass_state.inverse_mass_matrix,
-        )
+        mass_state = mass_init(n_parameters, inverse_mass_matrix)
+        step_state = step_init(step_size)
+        # The draws' step size is the dual-averaging mean (`step_final`): it starts at this one.
+        step_state = step_state._replace(log_step_size_avg=jnp.log(step_size))
+        adaptation = _Adaptation(step_state, mass_state, step_size, inverse_mass_matrix)
         return state, adaptation
 
     def window_end(adaptation: _Adaptation) -> _Adaptation:
@@ -320,13 +346,13 @@ def _slot_keys(step_key, n_shards: int, n_chains: int, first, total: int | None)
 
 @eqx.filter_jit
 def _run_vectorized(
-    log_density, shard_data, positions, key, settings: _Settings, first=None, total=None
+    log_density, shard_data, positions, adapted, key, settings: _Settings, first=None, total=None
 ):
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
     n_steps = settings.warmup + settings.samples
     stages, ends = _schedule(settings.warmup, settings.samples)
-    states, adaptations = _over_chains(init)(positions, shard_data)
+    states, adaptations = _over_chains(init)(positions, *adapted, shard_data)
 
     def body(carry, xs):
         states, adaptations = carry
@@ -349,7 +375,16 @@ def _run_vectorized(
 
 @eqx.filter_jit
 def _run_chain(
-    log_density, shard_data, positions, key, settings: _Settings, run, slot, first=None, total=None
+    log_density,
+    shard_data,
+    positions,
+    adapted,
+    key,
+    settings: _Settings,
+    run,
+    slot,
+    first=None,
+    total=None,
 ):
     """Warmup and draws of one (shard, chain) slot (traced: one program serves every slot),
     with the random numbers that slot draws in the vectorized run; `run` numbers its progress."""
@@ -359,7 +394,11 @@ def _run_chain(
     stages, ends = _schedule(settings.warmup, settings.samples)
     shard_index, chain_index = slot // n_chains, slot % n_chains
     shard = jax.tree.map(lambda a: a[shard_index], shard_data)
-    state, adaptation = init(positions[shard_index, chain_index], shard)
+    state, adaptation = init(
+        positions[shard_index, chain_index],
+        *(a[shard_index, chain_index] for a in adapted),
+        shard,
+    )
 
     def body(carry, xs):
         state, adaptation = carry
@@ -385,7 +424,7 @@ def _cpu_cores() -> int:
 
 
 def _run_sequential(
-    log_density, shard_data, positions, key, settings: _Settings, first=None, total=None
+    log_density, shard_data, positions, adapted, key, settings: _Settings, first=None, total=None
 ):
     """Every (shard, chain) slot as its own run of `_run_chain`, as many side by side as the
     CPU has cores (threads: a compiled program runs without the GIL, and XLA's CPU programs
@@ -396,7 +435,7 @@ def _run_sequential(
     run = next(_RUN_NUMBERS)
     _CHAIN_RUNS[run] = _ChainProgress(n_slots, n_steps, settings.warmup)
     number = jnp.asarray(run, jnp.int32)
-    arguments = (log_density, shard_data, positions, key, settings, number)
+    arguments = (log_density, shard_data, positions, adapted, key, settings, number)
     # Compiled here, before the threads start: when the threads' first calls compiled it,
     # the second chain waited for the first one's whole run (measured, jax 0.10: two chains
     # one after the other, not side by side).
@@ -418,13 +457,13 @@ def _run_sequential(
     return jax.tree.map(reshape, records), jax.tree.map(reshape, adaptations)
 
 
-def _place_on_devices(shard_data: ShardData | WhitenedShard, positions):
+def _place_on_devices(shard_data: ShardData | WhitenedShard, positions, adapted):
     """Splits the shard (or chain) axis across local devices when more than one exists."""
     devices = jax.local_devices()
     n_devices = len(devices)
     n_shards, n_chains = positions.shape[:2]
     if n_devices < 2:
-        return shard_data, positions, 1
+        return shard_data, positions, adapted, 1
     mesh = jax.sharding.Mesh(np.array(devices), ("devices",))
     spec = jax.sharding.PartitionSpec
     if n_shards % n_devices == 0:
@@ -432,10 +471,12 @@ def _place_on_devices(shard_data: ShardData | WhitenedShard, positions):
     elif n_chains % n_devices == 0:
         shard_spec, position_spec = spec(), spec(None, "devices")
     else:
-        return shard_data, positions, 1
+        return shard_data, positions, adapted, 1
     shard_data = jax.device_put(shard_data, jax.sharding.NamedSharding(mesh, shard_spec))
-    positions = jax.device_put(positions, jax.sharding.NamedSharding(mesh, position_spec))
-    return shard_data, positions, n_devices
+    positions, adapted = jax.device_put(
+        (positions, adapted), jax.sharding.NamedSharding(mesh, position_spec)
+    )
+    return shard_data, positions, adapted, n_devices
 
 
 def resolve_chain_method(chain_method: str, shard_data: ShardData | WhitenedShard) -> str:
@@ -466,6 +507,7 @@ def run_nuts(
     chain_method: str = "auto",
     progress: bool = True,
     key_shards: tuple[int, int] | None = None,
+    adapted: AdaptedMetric | None = None,
 ) -> tuple[NUTSRun, int]:
     """Warmup and NUTS draws for every (shard, chain), all in one compiled program.
 
@@ -487,10 +529,17 @@ def run_nuts(
     - `key_shards`: `(first, total)` when the shards given are shards `first, first + 1, …` of
         a run of `total` shards: their chains then draw the random numbers they draw in that
         run (`fit_cmc` runs each shard as a Dask task this way). Default: the whole run.
+    - `adapted`: the step size and metric of every chain (`NUTSRun.adapted()` of an earlier
+        run) to start from; with `warmup=0` the draws use them unchanged, so that a run from
+        an earlier run's last draws continues its chains (`NUTSRun.followed_by`). Default: a
+        unit step size and metric, as Stan's warmup starts.
 
     **Returns:** `(run, n_devices)`: a `NUTSRun` and the number of devices used.
     """
     chain_method = resolve_chain_method(chain_method, shard_data)
+    if warmup == 0 and adapted is None:
+        raise ValueError("`warmup=0` draws with an adapted metric: pass `adapted`.")
+    adapted = _starting_metric(positions, dense_mass) if adapted is None else adapted
     settings = _Settings(
         int(warmup),
         int(samples),
@@ -511,13 +560,15 @@ def run_nuts(
     _CLOCK["start"] = time.perf_counter()
     n_devices = 1
     if chain_method == "vectorized":
-        shard_data, positions, n_devices = _place_on_devices(shard_data, positions)
+        shard_data, positions, adapted, n_devices = _place_on_devices(
+            shard_data, positions, adapted
+        )
         records, adaptations = _run_vectorized(
-            log_density, shard_data, positions, key, settings, first, total
+            log_density, shard_data, positions, adapted, key, settings, first, total
         )
     else:
         records, adaptations = _run_sequential(
-            log_density, shard_data, positions, key, settings, first, total
+            log_density, shard_data, positions, adapted, key, settings, first, total
         )
     position, divergent, energy, acceptance, n_steps, depth = (np.asarray(r) for r in records)
     step_size = jax.vmap(jax.vmap(_final_step_size(settings)))(adaptations)
@@ -534,6 +585,16 @@ def run_nuts(
         warmup_divergences=jnp.asarray(divergent[:, :, warm].sum(axis=2), jnp.int32),
     )
     return run, n_devices
+
+
+def _starting_metric(positions: Float[Array, "shard chain p"], dense: bool) -> AdaptedMetric:
+    """Stan's start of warmup: a unit step size and metric for every chain."""
+    n_shards, n_chains, p = positions.shape
+    unit = jnp.eye(p, dtype=positions.dtype) if dense else jnp.ones(p, positions.dtype)
+    return AdaptedMetric(
+        jnp.full((n_shards, n_chains), _INITIAL_STEP_SIZE, positions.dtype),
+        jnp.broadcast_to(unit, (n_shards, n_chains) + unit.shape),
+    )
 
 
 def _final_step_size(settings: _Settings):

@@ -93,6 +93,25 @@ class RunSettings:
     shard_strategy: str
 
 
+def samples_for_ess(samples: int, shortfall: float) -> int:
+    """Draws per chain that bring an ESS `shortfall` times short of its threshold (threshold /
+    ESS) up to it, from a run of `samples`: ESS grows in proportion to the draws; 20 % more for
+    the scatter of ESS estimates, rounded up to a hundred."""
+    return int(math.ceil(1.2 * samples * shortfall / 100) * 100)
+
+
+def ess_shortfall(diagnostics: dict[str, np.ndarray], thresholds: Thresholds) -> float:
+    """The largest threshold / ESS of any parameter in any shard, bulk or tail (≤ 1: none is
+    short); `diagnostics` holds `"ess_bulk"` and `"ess_tail"` `(shard, p)`."""
+    ratios = [1.0]
+    for kind, limit in (("ess_bulk", thresholds.ess_bulk), ("ess_tail", thresholds.ess_tail)):
+        values = np.asarray(diagnostics[kind], float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            ratios.append(limit / max(float(values.min()), 1.0))
+    return max(ratios)
+
+
 def _worst(values: np.ndarray, larger_is_worse: bool) -> tuple[int, float]:
     """(shard index, value) of the worst finite entry of a per-shard vector."""
     finite = np.where(np.isfinite(values), values, -np.inf if larger_is_worse else np.inf)
@@ -175,7 +194,7 @@ def _parameter_line(name: str, p: int, diagnostics, agreement, t: Thresholds, ru
                 kinds.add("gaussian")
     if not figures:
         return None
-    wanted = int(math.ceil(1.2 * run.samples * max(ratios) / 100) * 100)
+    wanted = samples_for_ess(run.samples, max(ratios))
     return f"{name}: {'; '.join(figures)} → {_parameter_advice(kinds, run, wanted)}."
 
 

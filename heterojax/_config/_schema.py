@@ -284,6 +284,11 @@ class CMCSection(Section):
         default=500, description="Adaptation steps per chain."
     )
     samples: Annotated[int, Field(ge=4)] = Field(default=1000, description="Kept draws per chain.")
+    max_samples: Annotated[int, Field(ge=4)] | None = Field(
+        default=None,
+        description="While a bulk or tail ESS falls short of its threshold, draw more per chain, "
+        "up to this many in all (null = samples: no more).",
+    )
     combine: Literal["consensus", "mixture"] = Field(
         default="consensus", description="How shard posteriors are combined."
     )
