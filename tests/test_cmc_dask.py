@@ -107,6 +107,22 @@ def test_a_scheduler_address_and_progress_per_shard(data, cluster, in_process, o
     assert "warmup:" not in err and "sampling:" not in err
 
 
+@pytest.mark.slow
+def test_more_draws_on_dask_are_the_in_process_ones(data, cluster, in_process):
+    from distributed import Client
+
+    # 2 chains × 20 draws are far short of an ESS of 400: both runs draw 20 more per chain, as
+    # a second round of tasks on Dask.
+    settings = {**SETTINGS, "max_samples": 40}
+    local = hj.fit_cmc(TRUTH, data, progress=False, **settings)
+    with Client(cluster) as client:
+        remote = hj.fit_cmc(TRUTH, data, progress=False, client=client, **settings)
+    assert local.n_samples == remote.n_samples == 40
+    _assert_same_run(local, remote)
+    # The first 20 draws of the physics are those of the run without more draws.
+    np.testing.assert_array_equal(local.shard_draws[:, :, :20, :3], in_process.shard_draws[..., :3])
+
+
 def test_a_bad_client_is_refused_before_any_work(data):
     with pytest.raises(TypeError, match="client"):
         hj.fit_cmc(TRUTH, data, client=4, **SETTINGS)

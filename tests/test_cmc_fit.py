@@ -159,6 +159,7 @@ def test_informed_priors_narrow_the_posterior(data, nlsq, result):
     [
         ({"combine": "average"}, ValueError, "combine"),
         ({"chains": 0}, ValueError, "chains"),
+        ({"max_samples": 100}, ValueError, "max_samples"),
         ({"priors": "informed"}, ValueError, "nlsq"),
         ({"target_accept": 1.5}, ValueError, "target_accept"),
         ({"chain_method": "parallel"}, ValueError, "chain_method"),

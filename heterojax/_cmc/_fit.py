@@ -7,7 +7,8 @@
    whitened coordinates NUTS samples in (`_coordinates`); `shards="auto"` lowers K here while
    a shard is not Gaussian;
 3. `run_nuts` (`_sampler`): warmup and draws of every shard × chain, in this process, or one
-   Dask task per shard with `client` (`_dask`);
+   Dask task per shard with `client` (`_dask`); with `max_samples`, more draws of every chain
+   while an ESS falls short (`_sample_until_effective`);
 4. `_combine_draws`: draws back in θ, put in the canonical labelling of the exchange symmetry,
    combined (consensus or mixture) and mapped to the bounded parameters;
 5. `_diagnose`: per-shard R̂, ESS, E-BFMI, divergences, the Gaussian-shard checks, the verdict.
