@@ -425,6 +425,30 @@ def test_sampler_progress_lines_are_parsed(capsys):
     assert target.getvalue() == "something else\n"
 
 
+def test_sampler_progress_starts_again_over_more_draws(caplog):
+    import io
+    import logging
+
+    from heterojax._cli._progress import _SamplerStream
+
+    more = "[heterojax.fit_cmc] an ESS 1.33× short of its threshold: 30 more draws per chain"
+    target = io.StringIO()
+    stream = _SamplerStream(target, warmup=10, samples=10, interactive=True)
+    stream.write("[heterojax.fit_cmc] chains: 40/40 steps (100 %)  1.0 s\n")
+    stream.write(f"{more} (40 in all)\n")
+    assert stream.bar is not None and stream.bar.n == 0 and stream.bar.total == 30
+    stream.write("[heterojax.fit_cmc] chains: 30/60 steps ( 50 %)  (chain 1: sampling 15/30)\n")
+    assert stream.bar.n == 30 and stream.bar.total == 60
+    stream.close()
+    assert "CMC an ESS 1.33× short" in target.getvalue()
+    # Without a terminal the line goes to the log, and the sampling lines count from 0.
+    quiet = _SamplerStream(io.StringIO(), warmup=10, samples=10, interactive=False)
+    with caplog.at_level(logging.INFO, logger="heterojax.cli"):
+        quiet.write(f"{more} (40 in all)\n[heterojax.fit_cmc] sampling: 30/30 (100 %)  1 s\n")
+    assert "30 more draws per chain" in caplog.text and "sampling: 30/30" in caplog.text
+    assert quiet.warmup == 0 and quiet.total == 30
+
+
 def test_python_dash_m_entry_point():
     import subprocess
     import sys

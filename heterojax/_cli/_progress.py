@@ -16,6 +16,9 @@ _CMC_LINE = re.compile(r"\[heterojax\.fit_cmc\]\s+(\w[\w ]*):\s+(\d+)/(\d+)")
 # Chains run side by side: "[heterojax.fit_cmc] chains: 640/3200 steps ( 20 %)  (chain 1:
 # warmup 300/300; chain 2: warmup 20/300)  3.2 s", the steps of all chains together.
 _CHAIN_LINE = re.compile(r"\[heterojax\.fit_cmc\]\s+chains:\s+(\d+)/(\d+) steps")
+# A round of more draws (`fit_cmc(max_samples=...)`): "[heterojax.fit_cmc] an ESS 1.33× short
+# of its threshold: 300 more draws per chain (800 in all)".
+_MORE_LINE = re.compile(r"\[heterojax\.fit_cmc\].*:\s+(\d+) more draws per chain")
 
 
 def _tqdm():
@@ -122,6 +125,10 @@ class _SamplerStream:
         return len(text)
 
     def _line(self, line: str) -> None:
+        more = _MORE_LINE.search(line)
+        if more is not None:
+            self._more_draws(line, int(more.group(1)))
+            return
         chain = _CHAIN_LINE.search(line)
         if chain is not None:
             self._chain_line(line, chain)
@@ -141,6 +148,16 @@ class _SamplerStream:
         total = int(match.group(3))
         level = logging.INFO if done == total else logging.DEBUG
         _LOG.log(level, line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+
+    def _more_draws(self, line: str, extra: int) -> None:
+        """A round of more draws without warmup: the bar starts again over them."""
+        self.warmup, self.total = 0, extra
+        if self.bar is None:
+            _LOG.info(line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+            return
+        self._write(line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+        self.bar.reset(total=extra)
+        self.bar.set_description("CMC more draws")
 
     def _write(self, line: str) -> None:
         """Any other line, printed above the bar (never into it)."""
