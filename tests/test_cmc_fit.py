@@ -126,6 +126,30 @@ def test_a_short_ess_draws_more_up_to_max_samples(data, nlsq, result, capfd):
     assert "samples=300)" not in str(extended.verdict)
 
 
+def test_auto_shards_halve_while_the_draws_are_not_gaussian(data, nlsq, monkeypatch, capfd):
+    import heterojax._cmc._fit as cmc_fit
+    import heterojax._cmc._shards as cmc_shards
+
+    # Smaller shards, so that "auto" starts at K = 2 (1 560 pairs), and draws whose shards read
+    # as not Gaussian while K > 1: K is halved (here to 1, which has no consensus product).
+    monkeypatch.setattr(cmc_shards, "AUTO_POINTS_PER_SHARD", 700)
+    seen = []
+
+    def not_gaussian(names, diagnostics, agreement, thresholds):
+        seen.append(agreement.shape[0])
+        return "v0: shard 1 mean 5.0 sd from the combined mean (> 4)"
+
+    monkeypatch.setattr(cmc_fit, "shards_not_gaussian", not_gaussian)
+    settings = {**SETTINGS, "shards": "auto", "progress": True}
+    result = hj.fit_cmc(TRUTH, data, nlsq=nlsq, key=jr.key(0), **settings)
+    assert seen == [2]
+    assert result.n_shards == 1 and result.shard_draws.shape[0] == 1
+    err = capfd.readouterr().err
+    assert "K = 2 shards are not Gaussian (v0: shard 1 mean 5.0 sd" in err
+    assert "sampling again with K = 1" in err
+    assert "shards=" not in str(result.verdict)  # one shard: no consensus product to doubt
+
+
 def test_without_nlsq_and_with_mixture(data):
     start = TRUTH.replace(D0_sample=1.1e3, v0=99.0, f0=0.48)
     mixed = hj.fit_cmc(

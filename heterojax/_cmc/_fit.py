@@ -73,6 +73,7 @@ from ._verdict import (
     ess_shortfall,
     make_verdict,
     samples_for_ess,
+    shards_not_gaussian,
 )
 
 
@@ -352,11 +353,14 @@ def _coordinates_for(
 
 
 def _shards_and_coordinates(
-    setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq
-) -> _Coordinates:
+    setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq,
+    adjusted=None, started_from: int | None = None,
+) -> _Coordinates:  # fmt: skip
     """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
     K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT` (the adjusted
-    posterior is built once: it does not depend on K).
+    posterior is built once: it does not depend on K). `adjusted` (posterior, review): that of
+    an earlier call, reused; `started_from`: the K an earlier call started from (for
+    `reduced_from`), when this call is `fit_cmc`'s K / 2 after non-Gaussian draws.
 
     Up to `MAPS_MAX_SHARDS` shards, this phase holds the shards as whole maps (`ShardData`,
     `"maps"`): each shard then has the shapes of the full data, so the programs of the Laplace
@@ -367,9 +371,10 @@ def _shards_and_coordinates(
     index = make_shards(mask, shards, strategy=shard_strategy, seed=seed)
     layout = "maps" if index.n_shards <= MAPS_MAX_SHARDS else "tiles"
     shard_data = gather_shard_data(index, c2, setup.sigma, layout)
-    adjusted = _adjusted_posterior(setup, data, shard_data, sampler, adjustment, nlsq)
+    if adjusted is None:
+        adjusted = _adjusted_posterior(setup, data, shard_data, sampler, adjustment, nlsq)
     coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
-    first = index.n_shards
+    first = index.n_shards if started_from is None else started_from
     while shards == "auto" and index.n_shards > 1:
         if not np.max(coordinates.gaussian_defect) > AUTO_GAUSSIAN_DEFECT:
             break
@@ -537,9 +542,10 @@ def _per_shard_diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
 
 def _diagnose(
     names, draws: _Draws, run: NUTSRun, coordinates: _Coordinates, thresholds, settings, twin
-) -> tuple[dict, dict, dict, Any]:
+) -> tuple[dict, dict, dict, Any, str | None]:
     """Per-shard diagnostics (after canonicalisation), their worst values, those of the combined
-    draws, and the verdict (`twin`: the second flow of two-angle data, which no chain visits)."""
+    draws, the verdict (`twin`: the second flow of two-angle data, which no chain visits), and
+    the first failed check of the consensus product (`shards_not_gaussian`; None for K = 1)."""
     n_shards = draws.x_shards.shape[0]
     n_parameters = len(names)
     per_shard = _per_shard_diagnostics(draws.x_shards)
@@ -591,7 +597,81 @@ def _diagnose(
         adjustment_review=coordinates.adjustment_review,
         twin=twin,
     )
-    return diagnostics, shard_diagnostics, combined_diagnostics, verdict
+    not_gaussian = None
+    if n_shards > 1:
+        not_gaussian = shards_not_gaussian(names, shard_diagnostics, agreement, thresholds)
+    return diagnostics, shard_diagnostics, combined_diagnostics, verdict, not_gaussian
+
+
+class _Sampled(NamedTuple):
+    """What phases 3–5 hand on."""
+
+    run: NUTSRun
+    draws: "_Draws"
+    warning: str
+    n_devices: int
+    shard_workers: tuple[str, ...]
+    chain_method: str
+    sampling_time: float
+    diagnostics: dict
+    shard_diagnostics: dict
+    combined_diagnostics: dict
+    verdict: Any
+    not_gaussian: str | None
+
+
+def _sample_and_diagnose(
+    setup: _Setup, coordinates: _Coordinates, sampler: NUTS, *, chains, warmup, samples,
+    max_samples, combine, chain_method, progress, thresholds, client, shards_auto, nlsq,
+    shard_strategy, twin, keys,
+):  # fmt: skip
+    """Phases 3–5 for the shards and coordinates of phase 2: NUTS from jittered starts (more
+    draws while an ESS falls short, `_sample_until_effective`), the combination, and the
+    diagnostics and verdict."""
+    problem = setup.problem
+    init_key, sample_key, mixture_key = keys
+    n_shards = coordinates.shards.n_shards
+    n_sampled = coordinates.posterior.posterior.n_sampled
+    start = sampler.init_jitter * jr.normal(init_key, (n_shards, chains, n_sampled))
+    chain_method = resolve_chain_method(chain_method, coordinates.whitened)
+    began = time.perf_counter()
+    nuts_options = dict(
+        warmup=warmup,
+        samples=samples,
+        target_accept=float(sampler.target_accept),
+        max_tree_depth=int(sampler.max_tree_depth),
+        dense_mass=sampler.dense(n_sampled),
+        chain_method=chain_method,
+    )
+    density = PreconditionedPosterior(coordinates.posterior)
+
+    def draws_of(run: NUTSRun) -> tuple[_Draws, str]:  # 4. combination, of every round of draws
+        theta_shards, warning = _shard_theta(coordinates, run, jr.fold_in(mixture_key, 1))
+        return _combine_draws(problem, theta_shards, combine, mixture_key), warning
+
+    run, draws, warning, n_devices, shard_workers = _sample_until_effective(
+        density, coordinates, start, sample_key, draws_of,
+        max_samples=samples if max_samples is None else max_samples, thresholds=thresholds,
+        client=client, progress=progress, **nuts_options,
+    )  # fmt: skip
+    sampling_time = time.perf_counter() - began
+    settings = RunSettings(  # 5. diagnostics
+        warmup=warmup,
+        samples=int(run.position.shape[2]),
+        chains=chains,
+        n_shards=n_shards,
+        shards_auto=shards_auto,
+        reduced_from=coordinates.reduced_from,
+        target_accept=float(sampler.target_accept),
+        max_tree_depth=int(sampler.max_tree_depth),
+        dense_mass=sampler.dense(n_sampled),
+        nlsq=nlsq,
+        shard_strategy=shard_strategy,
+    )
+    diagnosed = _diagnose(problem.names, draws, run, coordinates, thresholds, settings, twin)
+    return _Sampled(
+        run, draws, warning, n_devices, shard_workers, chain_method, sampling_time, *diagnosed
+    )
 
 
 # ------------------------------------------------------------------ the entry point
@@ -824,60 +904,38 @@ def fit_cmc(
     # 2. shards and coordinates
     shard_key, init_key, sample_key, mixture_key = jr.split(key, 4)
     seed = int(jr.randint(shard_key, (), 0, 2**31 - 1))
-    coordinates = _shards_and_coordinates(
-        setup, data, shards=shards, shard_strategy=shard_strategy, seed=seed, sampler=sampler,
-        adjustment=adjustment, nlsq=nlsq,
-    )  # fmt: skip
-    n_shards = coordinates.shards.n_shards
-    n_sampled = coordinates.posterior.posterior.n_sampled
-    start = sampler.init_jitter * jr.normal(init_key, (n_shards, chains, n_sampled))
-    chain_method = resolve_chain_method(chain_method, coordinates.whitened)
-
-    # 3. sampling
-    sampling_began = time.perf_counter()
-    nuts_options = dict(
-        warmup=warmup,
-        samples=samples,
-        target_accept=float(sampler.target_accept),
-        max_tree_depth=int(sampler.max_tree_depth),
-        dense_mass=sampler.dense(n_sampled),
-        chain_method=chain_method,
+    phase_two = dict(
+        shard_strategy=shard_strategy, seed=seed, sampler=sampler, adjustment=adjustment, nlsq=nlsq
     )
-    density = PreconditionedPosterior(coordinates.posterior)
-
-    # 4. combination (of every round of draws: see `_sample_until_effective`)
-    def draws_of(run: NUTSRun) -> tuple[_Draws, str]:
-        theta_shards, warning = _shard_theta(coordinates, run, jr.fold_in(mixture_key, 1))
-        return _combine_draws(problem, theta_shards, combine, mixture_key), warning
-
-    run, draws, warning, n_devices, shard_workers = _sample_until_effective(
-        density, coordinates, start, sample_key, draws_of,
-        max_samples=samples if max_samples is None else max_samples, thresholds=thresholds,
-        client=client, progress=progress, **nuts_options,
-    )  # fmt: skip
-    sampling_time = time.perf_counter() - sampling_began
-    if warning:
-        warnings.warn(warning, stacklevel=2)
-    samples = int(run.position.shape[2])
-
-    # 5. diagnostics
-    settings = RunSettings(
-        warmup=warmup,
-        samples=samples,
-        chains=chains,
-        n_shards=n_shards,
-        shards_auto=shards == "auto",
-        reduced_from=coordinates.reduced_from,
-        target_accept=float(sampler.target_accept),
-        max_tree_depth=int(sampler.max_tree_depth),
-        dense_mass=sampler.dense(n_sampled),
-        nlsq=nlsq is not None,
-        shard_strategy=shard_strategy,
-    )
+    coordinates = _shards_and_coordinates(setup, data, shards=shards, **phase_two)
     twin = exact_two_angle_twin(problem, problem.unpack(jnp.asarray(setup.center_x))[0])
-    diagnostics, shard_diagnostics, combined_diagnostics, verdict = _diagnose(
-        names, draws, run, coordinates, thresholds, settings, twin
-    )
+    run_options = dict(
+        chains=chains, warmup=warmup, samples=samples, max_samples=max_samples, combine=combine,
+        chain_method=chain_method, progress=progress, thresholds=thresholds, client=client,
+        shards_auto=shards == "auto", nlsq=nlsq is not None, shard_strategy=shard_strategy,
+        twin=twin, keys=(init_key, sample_key, mixture_key),
+    )  # fmt: skip
+    # 3.–5. sampling, combination, diagnostics; with shards="auto", while the draws show a
+    # shard that is not Gaussian (the consensus product would be biased), again with K / 2.
+    sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
+    while shards == "auto" and coordinates.shards.n_shards > 1 and sampled.not_gaussian:
+        fewer = coordinates.shards.n_shards // 2
+        if progress:
+            print(
+                f"[heterojax.fit_cmc] K = {coordinates.shards.n_shards} shards are not "
+                f"Gaussian ({sampled.not_gaussian}): sampling again with K = {fewer}",
+                file=sys.stderr,
+                flush=True,
+            )
+        coordinates = _shards_and_coordinates(
+            setup, data, shards=fewer, **phase_two,
+            adjusted=(coordinates.posterior.posterior, coordinates.adjustment_review),
+            started_from=coordinates.reduced_from or coordinates.shards.n_shards,
+        )  # fmt: skip
+        sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
+    if sampled.warning:
+        warnings.warn(sampled.warning, stacklevel=2)
+    run, draws, n_shards = sampled.run, sampled.draws, coordinates.shards.n_shards
     x_mean = jnp.asarray(draws.x_combined.reshape(-1, len(names)).mean(0))
     return CMCResult(
         names=names,
@@ -887,10 +945,10 @@ def fit_cmc(
         shard_draws=draws.x_shards,
         model=problem.unpack(x_mean)[0],
         combine=combine,
-        diagnostics=diagnostics,
-        shard_diagnostics=shard_diagnostics,
-        combined_diagnostics=combined_diagnostics,
-        verdict=verdict,
+        diagnostics=sampled.diagnostics,
+        shard_diagnostics=sampled.shard_diagnostics,
+        combined_diagnostics=sampled.combined_diagnostics,
+        verdict=sampled.verdict,
         sample_stats={
             "diverging": np.asarray(run.divergent),
             "energy": np.asarray(run.energy),
@@ -905,18 +963,18 @@ def fit_cmc(
         shard_strategy=shard_strategy,
         chains=chains,
         warmup=warmup,
-        n_samples=samples,
-        chain_method=chain_method,
-        n_devices=n_devices,
+        n_samples=int(run.position.shape[2]),
+        chain_method=sampled.chain_method,
+        n_devices=sampled.n_devices,
         priors=priors,
         prior_width=float(prior_width),
         sigma=np.sqrt(np.mean(setup.sigma**2, axis=(1, 2))),
         noise=setup.noise,
         wall_time=time.perf_counter() - began,
-        sampling_time=sampling_time,
+        sampling_time=sampled.sampling_time,
         metadata=dict(data.metadata),
         model_description=describe_model(problem.bins),
         exchanged_draws=draws.n_exchanged,
         adjustment=describe_adjustment(coordinates.posterior.posterior),
-        shard_workers=shard_workers,
+        shard_workers=sampled.shard_workers,
     )

@@ -150,6 +150,48 @@ def _parameter_advice(kinds: set[str], run: RunSettings, ess_wanted: int) -> str
     return "fix it or a parameter it trades off against"
 
 
+def _shard_checks(p: int, diagnostics, agreement, t: Thresholds) -> list[tuple[str, str]]:
+    """The failed checks of the consensus product for parameter `p` (K > 1), as (kind, figure):
+    `"agreement"` (a shard's mean too far from the combined mean) or `"gaussian"` (a shard too
+    wide for its Laplace approximation, or skewed)."""
+    failed = []
+    shard, value = _worst(agreement[:, p], larger_is_worse=True)
+    if value > t.shard_agreement:
+        failed.append(
+            (
+                "agreement",
+                f"shard {shard} mean {value:.1f} sd from the combined mean "
+                f"(> {t.shard_agreement:g})",
+            )
+        )
+    for key, limit, text in (
+        (
+            "width_ratio",
+            t.shard_width,
+            "shard {shard} {value:.1f}× as wide as its Laplace approximation (> {limit:g})",
+        ),
+        ("skewness", t.shard_skewness, "skewness {value:.2f} in shard {shard} (> {limit:g})"),
+    ):
+        if diagnostics.get(key) is None:
+            continue
+        shard, value = _worst(np.abs(diagnostics[key][:, p]), larger_is_worse=True)
+        if value > limit:
+            failed.append(("gaussian", text.format(shard=shard, value=value, limit=limit)))
+    return failed
+
+
+def shards_not_gaussian(
+    names: tuple[str, ...], diagnostics: dict[str, np.ndarray], agreement, t: Thresholds
+) -> str | None:
+    """The first failed check of the consensus product ("name: figure"), None when every
+    shard's draws agree with the combined mean and look Gaussian (`_shard_checks`)."""
+    for p, name in enumerate(names):
+        failed = _shard_checks(p, diagnostics, agreement, t)
+        if failed:
+            return f"{name}: {failed[0][1]}"
+    return None
+
+
 def _parameter_line(name: str, p: int, diagnostics, agreement, t: Thresholds, run: RunSettings):
     """The one line of a parameter with failed checks (None when it passes them all)."""
     figures, kinds, ratios = [], set(), [1.0]
@@ -171,27 +213,9 @@ def _parameter_line(name: str, p: int, diagnostics, agreement, t: Thresholds, ru
             kinds.add(kind)
             ratios.append(limit / max(value, 1.0))
     if run.n_shards > 1:
-        shard, value = _worst(agreement[:, p], larger_is_worse=True)
-        if value > t.shard_agreement:
-            figures.append(
-                f"shard {shard} mean {value:.1f} sd from the combined mean "
-                f"(> {t.shard_agreement:g})"
-            )
-            kinds.add("agreement")
-        for key, limit, text in (
-            (
-                "width_ratio",
-                t.shard_width,
-                "shard {shard} {value:.1f}× as wide as its Laplace approximation (> {limit:g})",
-            ),
-            ("skewness", t.shard_skewness, "skewness {value:.2f} in shard {shard} (> {limit:g})"),
-        ):
-            if diagnostics.get(key) is None:
-                continue
-            shard, value = _worst(np.abs(diagnostics[key][:, p]), larger_is_worse=True)
-            if value > limit:
-                figures.append(text.format(shard=shard, value=value, limit=limit))
-                kinds.add("gaussian")
+        for kind, figure in _shard_checks(p, diagnostics, agreement, t):
+            figures.append(figure)
+            kinds.add(kind)
     if not figures:
         return None
     wanted = samples_for_ess(run.samples, max(ratios))
