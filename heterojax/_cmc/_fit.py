@@ -785,7 +785,11 @@ def fit_cmc(
       ≥ 20 000 points and small data are not split; then, while a shard's log density departs
       from its Laplace approximation by more than `AUTO_GAUSSIAN_DEFECT` nats within two sds
       (`_coordinates.gaussian_defect`), K is halved: the consensus product is exact only for
-      Gaussian shards. An explicit K is used as given (the verdict reports non-Gaussian shards).
+      Gaussian shards. After sampling, while the draws show a shard that is not Gaussian (the
+      verdict's checks of the consensus product: a shard's mean more than
+      `Thresholds.shard_agreement` sds from the combined mean, a shard too wide for its Laplace
+      approximation, or skewed), the run samples again with K / 2. An explicit K is used as
+      given (the verdict reports non-Gaussian shards).
 
     **Arguments:**
 
