@@ -467,25 +467,26 @@ def _sample(density, coordinates: "_Coordinates", positions, key, *, client, **o
 
 
 def _sample_until_effective(
-    density, coordinates: "_Coordinates", start, key, draws_of, *, max_samples, thresholds,
+    density, coordinates: "_Coordinates", start, key, assess, *, max_samples, thresholds,
     client, **options,
 ):  # fmt: skip
-    """Phases 3 and 4: warmup and `samples` draws per chain, then — while a shard's bulk or
-    tail ESS falls short of `thresholds` and `max_samples` allows — more draws of every chain,
+    """Phases 3–5: warmup and `samples` draws per chain, then — while a shard's bulk or tail
+    ESS falls short of `thresholds` and `max_samples` allows — more draws of every chain,
     continued from its last draw with its adapted step size and metric, as many as the
     shortfall asks (`samples_for_ess`, the number the verdict would advise), at most
-    `max_samples` per chain in all. `draws_of(run)` is phase 4 (`_Draws` and a warning).
+    `max_samples` per chain in all. `assess(run)` is phases 4–5 of the draws so far
+    (`_Assessed`); no more are drawn once it asks for fewer shards.
 
-    **Returns:** `(run, draws, warning, n_devices, workers)`.
+    **Returns:** `(run, assessed, n_devices, workers)`.
     """
     run, n_devices, workers = _sample(density, coordinates, start, key, client=client, **options)
     drawn, extensions = options["samples"], 0
     while True:
-        draws, warning = draws_of(run)
-        shortfall = ess_shortfall(_per_shard_diagnostics(draws.x_shards), thresholds)
+        assessed = assess(run)
+        shortfall = ess_shortfall(assessed.diagnosed[1], thresholds)
         wanted = min(samples_for_ess(drawn, shortfall), max_samples)
-        if shortfall <= 1.0 or wanted <= drawn:
-            return run, draws, warning, n_devices, workers
+        if assessed.fewer_shards or shortfall <= 1.0 or wanted <= drawn:
+            return run, assessed, n_devices, workers
         if options["progress"]:
             print(
                 f"[heterojax.fit_cmc] an ESS {shortfall:.2f}× short of its threshold: "
@@ -603,6 +604,16 @@ def _diagnose(
     return diagnostics, shard_diagnostics, combined_diagnostics, verdict, not_gaussian
 
 
+class _Assessed(NamedTuple):
+    """Phases 4–5 of the draws so far: the combined `draws`, a warning ("" for none), what
+    `_diagnose` returns, and whether `shards="auto"` should sample again with K / 2."""
+
+    draws: "_Draws"
+    warning: str
+    diagnosed: tuple
+    fewer_shards: bool
+
+
 class _Sampled(NamedTuple):
     """What phases 3–5 hand on."""
 
@@ -627,7 +638,8 @@ def _sample_and_diagnose(
 ):  # fmt: skip
     """Phases 3–5 for the shards and coordinates of phase 2: NUTS from jittered starts (more
     draws while an ESS falls short, `_sample_until_effective`), the combination, and the
-    diagnostics and verdict."""
+    diagnostics and verdict (`not_gaussian` asks `shards="auto"` for K / 2: then no more draws
+    are spent on these shards)."""
     problem = setup.problem
     init_key, sample_key, mixture_key = keys
     n_shards = coordinates.shards.n_shards
@@ -645,33 +657,35 @@ def _sample_and_diagnose(
     )
     density = PreconditionedPosterior(coordinates.posterior)
 
-    def draws_of(run: NUTSRun) -> tuple[_Draws, str]:  # 4. combination, of every round of draws
+    def assess(run: NUTSRun) -> _Assessed:  # 4. combination and 5. diagnostics
         theta_shards, warning = _shard_theta(coordinates, run, jr.fold_in(mixture_key, 1))
-        return _combine_draws(problem, theta_shards, combine, mixture_key), warning
+        draws = _combine_draws(problem, theta_shards, combine, mixture_key)
+        settings = RunSettings(
+            warmup=warmup,
+            samples=int(run.position.shape[2]),
+            chains=chains,
+            n_shards=n_shards,
+            shards_auto=shards_auto,
+            reduced_from=coordinates.reduced_from,
+            target_accept=float(sampler.target_accept),
+            max_tree_depth=int(sampler.max_tree_depth),
+            dense_mass=sampler.dense(n_sampled),
+            nlsq=nlsq,
+            shard_strategy=shard_strategy,
+        )
+        diagnosed = _diagnose(problem.names, draws, run, coordinates, thresholds, settings, twin)
+        fewer_shards = shards_auto and n_shards > 1 and diagnosed[4] is not None
+        return _Assessed(draws, warning, diagnosed, fewer_shards)
 
-    run, draws, warning, n_devices, shard_workers = _sample_until_effective(
-        density, coordinates, start, sample_key, draws_of,
+    run, assessed, n_devices, shard_workers = _sample_until_effective(
+        density, coordinates, start, sample_key, assess,
         max_samples=samples if max_samples is None else max_samples, thresholds=thresholds,
         client=client, progress=progress, **nuts_options,
     )  # fmt: skip
-    sampling_time = time.perf_counter() - began
-    settings = RunSettings(  # 5. diagnostics
-        warmup=warmup,
-        samples=int(run.position.shape[2]),
-        chains=chains,
-        n_shards=n_shards,
-        shards_auto=shards_auto,
-        reduced_from=coordinates.reduced_from,
-        target_accept=float(sampler.target_accept),
-        max_tree_depth=int(sampler.max_tree_depth),
-        dense_mass=sampler.dense(n_sampled),
-        nlsq=nlsq,
-        shard_strategy=shard_strategy,
-    )
-    diagnosed = _diagnose(problem.names, draws, run, coordinates, thresholds, settings, twin)
     return _Sampled(
-        run, draws, warning, n_devices, shard_workers, chain_method, sampling_time, *diagnosed
-    )
+        run, assessed.draws, assessed.warning, n_devices, shard_workers, chain_method,
+        time.perf_counter() - began, *assessed.diagnosed,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ the entry point
