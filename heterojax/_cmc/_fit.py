@@ -483,7 +483,7 @@ def _sample_until_effective(
     drawn, extensions = options["samples"], 0
     while True:
         assessed = assess(run)
-        shortfall = ess_shortfall(assessed.diagnosed[1], thresholds)
+        shortfall = ess_shortfall(assessed.diagnosed.shard_diagnostics, thresholds)
         wanted = min(samples_for_ess(drawn, shortfall), max_samples)
         if assessed.fewer_shards or shortfall <= 1.0 or wanted <= drawn:
             return run, assessed, n_devices, workers
@@ -541,9 +541,19 @@ def _per_shard_diagnostics(draws: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+class _Diagnosed(NamedTuple):
+    """What phase 5 hands on (`_diagnose`)."""
+
+    diagnostics: dict
+    shard_diagnostics: dict
+    combined_diagnostics: dict
+    verdict: Any
+    not_gaussian: str | None  # the first failed check of the consensus product
+
+
 def _diagnose(
     names, draws: _Draws, run: NUTSRun, coordinates: _Coordinates, thresholds, settings, twin
-) -> tuple[dict, dict, dict, Any, str | None]:
+) -> _Diagnosed:
     """Per-shard diagnostics (after canonicalisation), their worst values, those of the combined
     draws, the verdict (`twin`: the second flow of two-angle data, which no chain visits), and
     the first failed check of the consensus product (`shards_not_gaussian`; None for K = 1)."""
@@ -601,16 +611,16 @@ def _diagnose(
     not_gaussian = None
     if n_shards > 1:
         not_gaussian = shards_not_gaussian(names, shard_diagnostics, agreement, thresholds)
-    return diagnostics, shard_diagnostics, combined_diagnostics, verdict, not_gaussian
+    return _Diagnosed(diagnostics, shard_diagnostics, combined_diagnostics, verdict, not_gaussian)
 
 
 class _Assessed(NamedTuple):
-    """Phases 4–5 of the draws so far: the combined `draws`, a warning ("" for none), what
-    `_diagnose` returns, and whether `shards="auto"` should sample again with K / 2."""
+    """Phases 4–5 of the draws so far: the combined `draws`, a warning ("" for none), the
+    diagnostics, and whether `shards="auto"` should sample again with K / 2."""
 
     draws: "_Draws"
     warning: str
-    diagnosed: tuple
+    diagnosed: _Diagnosed
     fewer_shards: bool
 
 
@@ -618,17 +628,11 @@ class _Sampled(NamedTuple):
     """What phases 3–5 hand on."""
 
     run: NUTSRun
-    draws: "_Draws"
-    warning: str
+    assessed: _Assessed
     n_devices: int
     shard_workers: tuple[str, ...]
     chain_method: str
     sampling_time: float
-    diagnostics: dict
-    shard_diagnostics: dict
-    combined_diagnostics: dict
-    verdict: Any
-    not_gaussian: str | None
 
 
 def _sample_and_diagnose(
@@ -638,8 +642,8 @@ def _sample_and_diagnose(
 ):  # fmt: skip
     """Phases 3–5 for the shards and coordinates of phase 2: NUTS from jittered starts (more
     draws while an ESS falls short, `_sample_until_effective`), the combination, and the
-    diagnostics and verdict (`not_gaussian` asks `shards="auto"` for K / 2: then no more draws
-    are spent on these shards)."""
+    diagnostics and verdict (`_Assessed.fewer_shards` asks `shards="auto"` for K / 2: then no
+    more draws are spent on these shards)."""
     problem = setup.problem
     init_key, sample_key, mixture_key = keys
     n_shards = coordinates.shards.n_shards
@@ -674,7 +678,7 @@ def _sample_and_diagnose(
             shard_strategy=shard_strategy,
         )
         diagnosed = _diagnose(problem.names, draws, run, coordinates, thresholds, settings, twin)
-        fewer_shards = shards_auto and n_shards > 1 and diagnosed[4] is not None
+        fewer_shards = shards_auto and diagnosed.not_gaussian is not None
         return _Assessed(draws, warning, diagnosed, fewer_shards)
 
     run, assessed, n_devices, shard_workers = _sample_until_effective(
@@ -682,10 +686,8 @@ def _sample_and_diagnose(
         max_samples=samples if max_samples is None else max_samples, thresholds=thresholds,
         client=client, progress=progress, **nuts_options,
     )  # fmt: skip
-    return _Sampled(
-        run, assessed.draws, assessed.warning, n_devices, shard_workers, chain_method,
-        time.perf_counter() - began, *assessed.diagnosed,
-    )  # fmt: skip
+    sampling_time = time.perf_counter() - began
+    return _Sampled(run, assessed, n_devices, shard_workers, chain_method, sampling_time)
 
 
 # ------------------------------------------------------------------ the entry point
@@ -936,12 +938,13 @@ def fit_cmc(
     # 3.–5. sampling, combination, diagnostics; with shards="auto", while the draws show a
     # shard that is not Gaussian (the consensus product would be biased), again with K / 2.
     sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
-    while shards == "auto" and coordinates.shards.n_shards > 1 and sampled.not_gaussian:
+    while sampled.assessed.fewer_shards:
         fewer = coordinates.shards.n_shards // 2
         if progress:
             print(
                 f"[heterojax.fit_cmc] K = {coordinates.shards.n_shards} shards are not "
-                f"Gaussian ({sampled.not_gaussian}): sampling again with K = {fewer}",
+                f"Gaussian ({sampled.assessed.diagnosed.not_gaussian}): sampling again with "
+                f"K = {fewer}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -951,9 +954,10 @@ def fit_cmc(
             started_from=coordinates.reduced_from or coordinates.shards.n_shards,
         )  # fmt: skip
         sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
-    if sampled.warning:
-        warnings.warn(sampled.warning, stacklevel=2)
-    run, draws, n_shards = sampled.run, sampled.draws, coordinates.shards.n_shards
+    run, draws, diagnosed = sampled.run, sampled.assessed.draws, sampled.assessed.diagnosed
+    if sampled.assessed.warning:
+        warnings.warn(sampled.assessed.warning, stacklevel=2)
+    n_shards = coordinates.shards.n_shards
     x_mean = jnp.asarray(draws.x_combined.reshape(-1, len(names)).mean(0))
     return CMCResult(
         names=names,
@@ -963,10 +967,10 @@ def fit_cmc(
         shard_draws=draws.x_shards,
         model=problem.unpack(x_mean)[0],
         combine=combine,
-        diagnostics=sampled.diagnostics,
-        shard_diagnostics=sampled.shard_diagnostics,
-        combined_diagnostics=sampled.combined_diagnostics,
-        verdict=sampled.verdict,
+        diagnostics=diagnosed.diagnostics,
+        shard_diagnostics=diagnosed.shard_diagnostics,
+        combined_diagnostics=diagnosed.combined_diagnostics,
+        verdict=diagnosed.verdict,
         sample_stats={
             "diverging": np.asarray(run.divergent),
             "energy": np.asarray(run.energy),
