@@ -10,6 +10,7 @@ from heterojax._cmc._combine import (
     consensus_gaussian,
     mixture_combine,
     mixture_gaussian,
+    shard_agreement,
     shard_moments,
 )
 
@@ -124,3 +125,11 @@ def test_combination_rejects_draws_without_a_sample_axis():
         consensus_combine(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="shape"):
         mixture_combine(np.zeros((4, 3)), jr.key(0))
+
+
+def test_shard_agreement_measures_each_shard_against_the_consensus():
+    # Precisions 1 and 1/4: the consensus mean is (0 · 1 + 3 / 4) / (5 / 4) = 0.6.
+    agreement = shard_agreement(np.array([[0.0], [3.0]]), np.array([[[1.0]], [[4.0]]]))
+    np.testing.assert_allclose(agreement, [[0.6], [1.2]])
+    # Identical shards agree exactly.
+    np.testing.assert_allclose(shard_agreement(np.ones((3, 2)), np.tile(np.eye(2), (3, 1, 1))), 0)

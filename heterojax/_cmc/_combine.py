@@ -26,6 +26,7 @@ agree (distinct modes show up as distinct clusters), not a replacement for the c
 
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 
@@ -83,6 +84,19 @@ def consensus_gaussian(
     covariance = 0.5 * (covariance + covariance.T)
     mean = covariance @ jnp.einsum("kij,kj->i", precisions, means)
     return mean, covariance
+
+
+def shard_agreement(
+    means: Float[ArrayLike, "shard p"], covariances: Float[ArrayLike, "shard p p"]
+) -> np.ndarray:
+    """|μ_k − μ*| / sd_k, `(shard, p)`: each shard's mean against the consensus mean μ* of the
+    Gaussians N(μ_k, Σ_k) (`consensus_gaussian`), in that shard's sds. For shards whose
+    Gaussians describe them, μ_k − μ* has sd √((K − 1)/K) sd_k (independent shards), so a value
+    above 4 says a shard is not what its Gaussian claims and the product is biased."""
+    means, covariances = np.asarray(means), np.asarray(covariances)
+    combined = np.asarray(consensus_gaussian(means, covariances)[0])
+    sd = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
+    return np.abs(means - combined) / np.where(sd > 0, sd, np.inf)
 
 
 def consensus_combine(

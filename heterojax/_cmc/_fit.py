@@ -41,7 +41,7 @@ from ._adjustment import (
     describe_adjustment,
     resolve_adjustment,
 )
-from ._combine import consensus_combine, consensus_gaussian, mixture_combine, shard_moments
+from ._combine import consensus_combine, mixture_combine, shard_agreement, shard_moments
 from ._coordinates import (
     MAX_THETA_SD,
     ShearedPosterior,
@@ -244,6 +244,7 @@ class _Coordinates(NamedTuple):
     laplace_sd: np.ndarray  # (shard, p): sd of each shard's Laplace approximation in θ
     gaussian_defect: np.ndarray  # (shard,)
     reduced_from: int | None  # the K "auto" started from, when it lowered K
+    laplace_agreement: np.ndarray  # (shard, p): `shard_agreement` of the Laplace Gaussians
     adjustment_review: str | None = None  # why the adjustment's review replaced it
 
 
@@ -348,19 +349,23 @@ def _coordinates_for(
         laplace_sd,
         defect,
         None,
+        shard_agreement(modes, covariances),
         review,
     )
 
 
 def _shards_and_coordinates(
-    setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq,
+    setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq, thresholds,
     adjusted=None, started_from: int | None = None,
 ) -> _Coordinates:  # fmt: skip
     """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
-    K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT` (the adjusted
-    posterior is built once: it does not depend on K). `adjusted` (posterior, review): that of
-    an earlier call, reused; `started_from`: the K an earlier call started from (for
-    `reduced_from`), when this call is `fit_cmc`'s K / 2 after non-Gaussian draws.
+    K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT`, or its
+    Laplace mode lies more than `thresholds.shard_agreement` of its Laplace sds from the
+    consensus of all shards' Laplace Gaussians (the verdict's agreement check, before any
+    draw; `laplace_disagree`). The adjusted posterior is built once: it does not depend on K.
+    `adjusted` (posterior, review): that of an earlier call, reused; `started_from`: the K an
+    earlier call started from (for `reduced_from`), when this call is `fit_cmc`'s K / 2 after
+    non-Gaussian draws.
 
     Up to `MAPS_MAX_SHARDS` shards, this phase holds the shards as whole maps (`ShardData`,
     `"maps"`): each shard then has the shapes of the full data, so the programs of the Laplace
@@ -376,7 +381,8 @@ def _shards_and_coordinates(
     coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
     first = index.n_shards if started_from is None else started_from
     while shards == "auto" and index.n_shards > 1:
-        if not np.max(coordinates.gaussian_defect) > AUTO_GAUSSIAN_DEFECT:
+        defect = np.max(coordinates.gaussian_defect)
+        if not (defect > AUTO_GAUSSIAN_DEFECT or laplace_disagree(coordinates, thresholds)):
             break
         index = make_shards(mask, index.n_shards // 2, strategy=shard_strategy, seed=seed)
         shard_data = gather_shard_data(index, c2, setup.sigma, layout)
@@ -391,6 +397,16 @@ def _shards_and_coordinates(
             whitened=WhitenedShard(sampled_data, whitened.preconditioner)
         )
     return coordinates
+
+
+def laplace_disagree(coordinates: _Coordinates, thresholds: Thresholds) -> bool:
+    """Whether some shard's Laplace mode lies more than `thresholds.shard_agreement` of its
+    Laplace sds from the consensus mean of the shards' Laplace Gaussians: the shard is not
+    the Gaussian its curvature describes (measured on the 8-map ROI problem of
+    `bench_cmc_roi.py`, seed 4: at K = 4 the shards' f0 modes ranged over 0.12–0.96 against
+    Laplace sds of 0.7–0.9 in θ, agreement up to 4.7, while the probes of `gaussian_defect`
+    found at most 0.6 nats; sampled, that K gave a consensus φ0 5.4 sd from the truth)."""
+    return bool(np.nanmax(coordinates.laplace_agreement) > thresholds.shard_agreement)
 
 
 def _sampling_layout(n_shards: int) -> str:
@@ -594,11 +610,7 @@ def _diagnose(
         "ess_bulk": {n: ess_bulk(x_combined[..., p]) for p, n in enumerate(names)},
         "ess_tail": {n: ess_tail(x_combined[..., p]) for p, n in enumerate(names)},
     }
-    means, covariances = shard_moments(draws.theta_shards)
-    means, covariances = np.asarray(means), np.asarray(covariances)
-    combined_mean = np.asarray(consensus_gaussian(means, covariances)[0])
-    shard_sd = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
-    agreement = np.abs(means - combined_mean) / np.where(shard_sd > 0, shard_sd, np.inf)
+    agreement = shard_agreement(*shard_moments(draws.theta_shards))
     verdict = make_verdict(
         names=names,
         shard_diagnostics=shard_diagnostics,
@@ -925,8 +937,9 @@ def fit_cmc(
     shard_key, init_key, sample_key, mixture_key = jr.split(key, 4)
     seed = int(jr.randint(shard_key, (), 0, 2**31 - 1))
     phase_two = dict(
-        shard_strategy=shard_strategy, seed=seed, sampler=sampler, adjustment=adjustment, nlsq=nlsq
-    )
+        shard_strategy=shard_strategy, seed=seed, sampler=sampler, adjustment=adjustment,
+        nlsq=nlsq, thresholds=thresholds,
+    )  # fmt: skip
     coordinates = _shards_and_coordinates(setup, data, shards=shards, **phase_two)
     twin = exact_two_angle_twin(problem, problem.unpack(jnp.asarray(setup.center_x))[0])
     run_options = dict(
