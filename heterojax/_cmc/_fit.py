@@ -812,8 +812,10 @@ def fit_cmc(
     - `shards="auto"` takes K = clip(⌊n / 20 000⌋, 1, 64) for n used entries, so each shard keeps
       ≥ 20 000 points and small data are not split; then, while a shard's log density departs
       from its Laplace approximation by more than `AUTO_GAUSSIAN_DEFECT` nats within two sds
-      (`_coordinates.gaussian_defect`), K is halved: the consensus product is exact only for
-      Gaussian shards. After sampling, while the draws show a shard that is not Gaussian (the
+      (`_coordinates.gaussian_defect`), or its Laplace mode lies more than
+      `Thresholds.shard_agreement` of its Laplace sds from the consensus of the shards'
+      Laplace Gaussians (`laplace_disagree`), K is halved: the consensus product is exact only
+      for Gaussian shards. After sampling, while the draws show a shard that is not Gaussian (the
       verdict's checks of the consensus product: a shard's mean more than
       `Thresholds.shard_agreement` sds from the combined mean, a shard too wide for its Laplace
       approximation, or skewed), the run samples again with K / 2. An explicit K is used as
