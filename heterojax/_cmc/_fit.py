@@ -356,7 +356,7 @@ def _coordinates_for(
 
 def _shards_and_coordinates(
     setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq, thresholds,
-    adjusted=None, started_from: int | None = None,
+    adjusted=None, started_from: int | None = None, auto_from: int | None = None,
 ) -> _Coordinates:  # fmt: skip
     """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
     K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT`, or its
@@ -364,8 +364,8 @@ def _shards_and_coordinates(
     consensus of all shards' Laplace Gaussians (the verdict's agreement check, before any
     draw; `laplace_disagree`). The adjusted posterior is built once: it does not depend on K.
     `adjusted` (posterior, review): that of an earlier call, reused; `started_from`: the K an
-    earlier call started from (for `reduced_from`), when this call is `fit_cmc`'s K / 2 after
-    non-Gaussian draws.
+    earlier call started from (for `reduced_from`); `auto_from`: the K `"auto"` starts from
+    here — both when this call is `fit_cmc`'s K / 2 after non-Gaussian draws.
 
     Up to `MAPS_MAX_SHARDS` shards, this phase holds the shards as whole maps (`ShardData`,
     `"maps"`): each shard then has the shapes of the full data, so the programs of the Laplace
@@ -373,7 +373,8 @@ def _shards_and_coordinates(
     full-data checks). The data the sampler gets are in the layout whose gradient is cheaper
     (`_sampling_layout`)."""
     mask, c2 = np.asarray(data.mask), np.asarray(data.c2)
-    index = make_shards(mask, shards, strategy=shard_strategy, seed=seed)
+    first_k = shards if auto_from is None else auto_from
+    index = make_shards(mask, first_k, strategy=shard_strategy, seed=seed)
     layout = "maps" if index.n_shards <= MAPS_MAX_SHARDS else "tiles"
     shard_data = gather_shard_data(index, c2, setup.sigma, layout)
     if adjusted is None:
@@ -964,7 +965,7 @@ def fit_cmc(
                 flush=True,
             )
         coordinates = _shards_and_coordinates(
-            setup, data, shards=fewer, **phase_two,
+            setup, data, shards="auto", **phase_two, auto_from=fewer,
             adjusted=(coordinates.posterior.posterior, coordinates.adjustment_review),
             started_from=coordinates.reduced_from or coordinates.shards.n_shards,
         )  # fmt: skip
