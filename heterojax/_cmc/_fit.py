@@ -5,13 +5,15 @@
 1. `_problem_setup`: the fit problem (free parameters, bounds, scaling, σ) and the prior;
 2. `_shards_and_coordinates`: the data split into K shards, each shard's Laplace fit and the
    whitened coordinates NUTS samples in (`_coordinates`); `shards="auto"` lowers K here while
-   a shard is not Gaussian;
+   a shard is not Gaussian (Gaussian defect, or Laplace modes that disagree);
 3. `run_nuts` (`_sampler`): warmup and draws of every shard × chain, in this process, or one
    Dask task per shard with `client` (`_dask`); with `max_samples`, more draws of every chain
    while an ESS falls short (`_sample_until_effective`);
 4. `_combine_draws`: draws back in θ, put in the canonical labelling of the exchange symmetry,
    combined (consensus or mixture) and mapped to the bounded parameters;
-5. `_diagnose`: per-shard R̂, ESS, E-BFMI, divergences, the Gaussian-shard checks, the verdict.
+5. `_diagnose`: per-shard R̂, ESS, E-BFMI, divergences, the Gaussian-shard checks, the verdict;
+   with `shards="auto"`, draws whose shards fail those checks send the run back to phase 2
+   with K / 2 (phases 3–5 are `_sample_and_diagnose`).
 """
 
 import dataclasses
@@ -474,13 +476,18 @@ def _shard_theta(coordinates: "_Coordinates", run: NUTSRun, key) -> tuple[jax.Ar
 
 def _sample(density, coordinates: "_Coordinates", positions, key, *, client, **options):
     """`run_nuts` of every shard × chain, in this process (`client` None) or one Dask task per
-    shard: `(run, n_devices, the worker of each shard)`."""
+    shard: `(run, n_devices, the worker of each shard, seconds it took)`."""
+    began = time.perf_counter()
     if client is None:
         run, n_devices = run_nuts(density, coordinates.whitened, positions, key, **options)
-        return run, n_devices, ()
-    from ._dask import run_nuts_on_dask
+        workers = ()
+    else:
+        from ._dask import run_nuts_on_dask
 
-    return run_nuts_on_dask(client, density, coordinates.whitened, positions, key, **options)
+        run, n_devices, workers = run_nuts_on_dask(
+            client, density, coordinates.whitened, positions, key, **options
+        )
+    return run, n_devices, workers, time.perf_counter() - began
 
 
 def _sample_until_effective(
@@ -494,16 +501,18 @@ def _sample_until_effective(
     `max_samples` per chain in all. `assess(run)` is phases 4–5 of the draws so far
     (`_Assessed`); no more are drawn once it asks for fewer shards.
 
-    **Returns:** `(run, assessed, n_devices, workers)`.
+    **Returns:** `(run, assessed, n_devices, workers, seconds of warmup and draws)`.
     """
-    run, n_devices, workers = _sample(density, coordinates, start, key, client=client, **options)
+    run, n_devices, workers, seconds = _sample(
+        density, coordinates, start, key, client=client, **options
+    )
     drawn, extensions = options["samples"], 0
     while True:
         assessed = assess(run)
         shortfall = ess_shortfall(assessed.diagnosed.shard_diagnostics, thresholds)
         wanted = min(samples_for_ess(drawn, shortfall), max_samples)
         if assessed.fewer_shards or shortfall <= 1.0 or wanted <= drawn:
-            return run, assessed, n_devices, workers
+            return run, assessed, n_devices, workers, seconds
         if options["progress"]:
             print(
                 f"[heterojax.fit_cmc] an ESS {shortfall:.2f}× short of its threshold: "
@@ -513,11 +522,11 @@ def _sample_until_effective(
             )
         extensions += 1
         continuation = {**options, "warmup": 0, "samples": wanted - drawn}
-        more, _, _ = _sample(
+        more, _, _, more_seconds = _sample(
             density, coordinates, run.position[:, :, -1], jr.fold_in(key, extensions),
             client=client, adapted=run.adapted(), **continuation,
         )  # fmt: skip
-        run, drawn = run.followed_by(more), wanted
+        run, drawn, seconds = run.followed_by(more), wanted, seconds + more_seconds
 
 
 def _combine_draws(problem: FitProblem, theta_shards, combine, key):
@@ -645,7 +654,7 @@ class _Sampled(NamedTuple):
     n_devices: int
     shard_workers: tuple[str, ...]
     chain_method: str
-    sampling_time: float
+    sampling_time: float  # seconds of warmup and draws (every round of draws)
 
 
 def _sample_and_diagnose(
@@ -663,7 +672,6 @@ def _sample_and_diagnose(
     n_sampled = coordinates.posterior.posterior.n_sampled
     start = sampler.init_jitter * jr.normal(init_key, (n_shards, chains, n_sampled))
     chain_method = resolve_chain_method(chain_method, coordinates.whitened)
-    began = time.perf_counter()
     nuts_options = dict(
         warmup=warmup,
         samples=samples,
@@ -694,12 +702,12 @@ def _sample_and_diagnose(
         fewer_shards = shards_auto and diagnosed.not_gaussian is not None
         return _Assessed(draws, warning, diagnosed, fewer_shards)
 
-    run, assessed, n_devices, shard_workers = _sample_until_effective(
+    sampled = _sample_until_effective(
         density, coordinates, start, sample_key, assess,
         max_samples=samples if max_samples is None else max_samples, thresholds=thresholds,
         client=client, progress=progress, **nuts_options,
     )  # fmt: skip
-    sampling_time = time.perf_counter() - began
+    run, assessed, n_devices, shard_workers, sampling_time = sampled
     return _Sampled(run, assessed, n_devices, shard_workers, chain_method, sampling_time)
 
 
@@ -954,6 +962,7 @@ def fit_cmc(
     # 3.–5. sampling, combination, diagnostics; with shards="auto", while the draws show a
     # shard that is not Gaussian (the consensus product would be biased), again with K / 2.
     sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
+    sampling_time = sampled.sampling_time  # of every K sampled
     while sampled.assessed.fewer_shards:
         fewer = coordinates.shards.n_shards // 2
         if progress:
@@ -970,6 +979,7 @@ def fit_cmc(
             started_from=coordinates.reduced_from or coordinates.shards.n_shards,
         )  # fmt: skip
         sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
+        sampling_time += sampled.sampling_time
     run, draws, diagnosed = sampled.run, sampled.assessed.draws, sampled.assessed.diagnosed
     if sampled.assessed.warning:
         warnings.warn(sampled.assessed.warning, stacklevel=2)
@@ -1009,7 +1019,7 @@ def fit_cmc(
         sigma=np.sqrt(np.mean(setup.sigma**2, axis=(1, 2))),
         noise=setup.noise,
         wall_time=time.perf_counter() - began,
-        sampling_time=sampled.sampling_time,
+        sampling_time=sampling_time,
         metadata=dict(data.metadata),
         model_description=describe_model(problem.bins),
         exchanged_draws=draws.n_exchanged,
