@@ -447,6 +447,13 @@ def test_sampler_progress_starts_again_over_more_draws(caplog):
         quiet.write(f"{more} (40 in all)\n[heterojax.fit_cmc] sampling: 30/30 (100 %)  1 s\n")
     assert "30 more draws per chain" in caplog.text and "sampling: 30/30" in caplog.text
     assert quiet.warmup == 0 and quiet.total == 30
+    # shards="auto" samples again with fewer shards: warmup and draws, the bar over them again.
+    again = "[heterojax.fit_cmc] K = 2 shards are not Gaussian (v0: …): sampling again with K = 1"
+    stream = _SamplerStream(io.StringIO(), warmup=10, samples=10, interactive=True)
+    stream.write("[heterojax.fit_cmc] chains: 80/80 steps (100 %)  1.0 s\n" + again + "\n")
+    assert stream.bar is not None and stream.bar.n == 0 and stream.bar.total == 20
+    assert stream.warmup == 10 and stream.bar.desc.startswith("CMC warmup")
+    stream.close()
 
 
 def test_python_dash_m_entry_point():

@@ -19,6 +19,9 @@ _CHAIN_LINE = re.compile(r"\[heterojax\.fit_cmc\]\s+chains:\s+(\d+)/(\d+) steps"
 # A round of more draws (`fit_cmc(max_samples=...)`): "[heterojax.fit_cmc] an ESS 1.33× short
 # of its threshold: 300 more draws per chain (800 in all)".
 _MORE_LINE = re.compile(r"\[heterojax\.fit_cmc\].*:\s+(\d+) more draws per chain")
+# shards="auto" starts again with fewer shards: "[heterojax.fit_cmc] K = 4 shards are not
+# Gaussian (phi0: …): sampling again with K = 2" (warmup and draws again).
+_AGAIN_LINE = re.compile(r"\[heterojax\.fit_cmc\].*: sampling again with K = \d+")
 
 
 def _tqdm():
@@ -108,6 +111,7 @@ class _SamplerStream:
         self.target = target
         self.warmup = warmup
         self.total = warmup + samples
+        self.first_round = (warmup, warmup + samples)
         self.bar = None
         if interactive:
             tqdm = _tqdm()
@@ -127,7 +131,10 @@ class _SamplerStream:
     def _line(self, line: str) -> None:
         more = _MORE_LINE.search(line)
         if more is not None:
-            self._more_draws(line, int(more.group(1)))
+            self._restart(line, 0, int(more.group(1)), "CMC more draws")
+            return
+        if _AGAIN_LINE.search(line) is not None:
+            self._restart(line, *self.first_round, "CMC warmup")
             return
         chain = _CHAIN_LINE.search(line)
         if chain is not None:
@@ -147,17 +154,18 @@ class _SamplerStream:
                 return
         total = int(match.group(3))
         level = logging.INFO if done == total else logging.DEBUG
-        _LOG.log(level, line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+        _LOG.log(level, _as_log(line))
 
-    def _more_draws(self, line: str, extra: int) -> None:
-        """A round of more draws without warmup: the bar starts again over them."""
-        self.warmup, self.total = 0, extra
+    def _restart(self, line: str, warmup: int, total: int, description: str) -> None:
+        """A new round of sampling (more draws without warmup, or warmup and draws with fewer
+        shards): the line is shown, and the bar starts again over the round's steps."""
+        self.warmup, self.total = warmup, total
         if self.bar is None:
-            _LOG.info(line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+            _LOG.info(_as_log(line))
             return
-        self._write(line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
-        self.bar.reset(total=extra)
-        self.bar.set_description("CMC more draws")
+        self._write(_as_log(line))
+        self.bar.reset(total=total)
+        self.bar.set_description(description)
 
     def _write(self, line: str) -> None:
         """Any other line, printed above the bar (never into it)."""
@@ -177,7 +185,7 @@ class _SamplerStream:
             self.bar.update(max(min(done, total) - self.bar.n, 0))
             return
         level = logging.INFO if done == total else logging.DEBUG
-        _LOG.log(level, line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip())
+        _LOG.log(level, _as_log(line))
 
     def flush(self) -> None:
         self.target.flush()
@@ -190,6 +198,11 @@ class _SamplerStream:
             self._line(self.pending)
         if self.bar is not None:
             self.bar.close()
+
+
+def _as_log(line: str) -> str:
+    """A sampler line as the CLI logs it: "CMC …" for "[heterojax.fit_cmc] …"."""
+    return line.replace("[heterojax.fit_cmc] ", "CMC ").rstrip()
 
 
 @contextlib.contextmanager
