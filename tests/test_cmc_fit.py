@@ -126,6 +126,25 @@ def test_a_short_ess_draws_more_up_to_max_samples(data, nlsq, result, capfd):
     assert "samples=300)" not in str(extended.verdict)
 
 
+def test_auto_shards_are_one_where_few_would_run_side_by_side(data, nlsq, monkeypatch):
+    import heterojax._cmc._fit as cmc_fit
+    import heterojax._cmc._shards as cmc_shards
+
+    # By size "auto" would take K = 2 (1 560 pairs over 700); on 12 cores with 4 chains a shard
+    # only 3 shards run side by side, too few to repay the tiles' cost: one shard.
+    monkeypatch.setattr(cmc_shards, "AUTO_POINTS_PER_SHARD", 700)
+    monkeypatch.setattr(cmc_fit, "cpu_cores", lambda: 12)
+    assert cmc_fit._side_by_side_shards(None, 4) == 3
+    assert cmc_fit._side_by_side_shards(True, 4) == 3
+    assert cmc_fit._side_by_side_shards("tcp://scheduler:8786", 4) is None
+    settings = {**SETTINGS, "shards": "auto", "chains": 4, "warmup": 20, "samples": 20}
+    result = hj.fit_cmc(TRUTH, data, nlsq=nlsq, key=jr.key(0), **settings)
+    assert result.n_shards == 1
+    monkeypatch.setattr(cmc_fit, "cpu_cores", lambda: 32)  # 8 side by side: K = 2 by size
+    shards = cmc_fit._side_by_side_shards(None, 4)
+    assert cmc_shards.make_shards(np.asarray(data.mask), "auto", side_by_side=shards).n_shards == 2
+
+
 def test_auto_shards_halve_while_the_draws_are_not_gaussian(data, nlsq, monkeypatch, capfd):
     import heterojax._cmc._fit as cmc_fit
     import heterojax._cmc._shards as cmc_shards
@@ -133,6 +152,7 @@ def test_auto_shards_halve_while_the_draws_are_not_gaussian(data, nlsq, monkeypa
     # Smaller shards, so that "auto" starts at K = 2 (1 560 pairs), and draws whose shards read
     # as not Gaussian while K > 1: K is halved (here to 1, which has no consensus product).
     monkeypatch.setattr(cmc_shards, "AUTO_POINTS_PER_SHARD", 700)
+    monkeypatch.setattr(cmc_fit, "_side_by_side_shards", lambda client, chains: None)
     seen = []
 
     def not_gaussian(names, diagnostics, agreement, thresholds):

@@ -91,6 +91,17 @@ def test_auto_shard_count(n_points, expected):
     assert auto_shard_count(n_points) == expected
 
 
+@pytest.mark.parametrize("side_by_side, expected", [(None, 5), (64, 5), (4, 4), (3, 1), (1, 1)])
+def test_auto_shard_count_runs_no_more_shards_than_run_side_by_side(side_by_side, expected):
+    # 100 000 points give K = 5 by size; shards that would wait for each other's cores are
+    # slower than one shard on whole maps, so fewer than 4 side by side means one shard.
+    assert auto_shard_count(100_000, side_by_side) == expected
+    mask = _mask(1, 600, False)  # 179 700 pairs: 8 shards by size
+    assert make_shards(mask, "auto", side_by_side=side_by_side).n_shards == (
+        8 if side_by_side is None else min(8, side_by_side) if side_by_side >= 4 else 1
+    )
+
+
 def test_auto_on_small_data_is_one_shard():
     assert make_shards(_mask(2, 40, False), "auto").n_shards == 1
 

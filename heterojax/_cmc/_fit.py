@@ -65,7 +65,7 @@ from ._posterior import (
     gauss_newton_information,
 )
 from ._result import CMCResult
-from ._sampler import CHAIN_METHODS, NUTSRun, resolve_chain_method, run_nuts
+from ._sampler import CHAIN_METHODS, NUTSRun, cpu_cores, resolve_chain_method, run_nuts
 from ._settings import NUTS
 from ._shards import SHARD_STRATEGIES, Shards, make_shards
 from ._verdict import (
@@ -356,12 +356,28 @@ def _coordinates_for(
     )
 
 
+def _side_by_side_shards(client, chains: int) -> int | None:
+    """How many shards' chains can run at the same time where this machine's CPU cores bound
+    the run: ⌊cores / chains⌋ in this process on one CPU device, or on the embedded cluster of
+    `client=True`; `None` (no bound) on accelerators or on a cluster of the user's
+    (`auto_shard_count`)."""
+    if client is None:
+        devices = jax.local_devices()
+        if len(devices) > 1 or devices[0].platform != "cpu":
+            return None
+    elif client is not True:
+        return None
+    return max(cpu_cores() // chains, 1)
+
+
 def _shards_and_coordinates(
     setup: _Setup, data, *, shards, shard_strategy, seed, sampler, adjustment, nlsq, thresholds,
-    adjusted=None, started_from: int | None = None, auto_from: int | None = None,
+    side_by_side: int | None = None, adjusted=None, started_from: int | None = None,
+    auto_from: int | None = None,
 ) -> _Coordinates:  # fmt: skip
     """Shards of the used entries and each shard's whitened coordinates; with `shards="auto"`,
-    K is halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT`, or its
+    K starts from `auto_shard_count` (bounded by `side_by_side`, `_side_by_side_shards`) and is
+    halved while any shard's Gaussian defect exceeds `AUTO_GAUSSIAN_DEFECT`, or its
     Laplace mode lies more than `thresholds.shard_agreement` of its Laplace sds from the
     consensus of all shards' Laplace Gaussians (the verdict's agreement check, before any
     draw; `laplace_disagree`). The adjusted posterior is built once: it does not depend on K.
@@ -376,7 +392,9 @@ def _shards_and_coordinates(
     (`_sampling_layout`)."""
     mask, c2 = np.asarray(data.mask), np.asarray(data.c2)
     first_k = shards if auto_from is None else auto_from
-    index = make_shards(mask, first_k, strategy=shard_strategy, seed=seed)
+    index = make_shards(
+        mask, first_k, strategy=shard_strategy, seed=seed, side_by_side=side_by_side
+    )
     layout = "maps" if index.n_shards <= MAPS_MAX_SHARDS else "tiles"
     shard_data = gather_shard_data(index, c2, setup.sigma, layout)
     if adjusted is None:
@@ -819,9 +837,13 @@ def fit_cmc(
       the NLSQ fit's. Without it the search starts at `model`'s values — fine near the optimum,
       unreliable far from it (the likelihood has false minima).
     - `shards="auto"` takes K = clip(⌊n / 20 000⌋, 1, 64) for n used entries, so each shard keeps
-      ≥ 20 000 points and small data are not split; then, while a shard's log density departs
-      from its Laplace approximation by more than `AUTO_GAUSSIAN_DEFECT` nats within two sds
-      (`_coordinates.gaussian_defect`), or its Laplace mode lies more than
+      ≥ 20 000 points and small data are not split — but where this machine's cores bound the
+      run (in this process on the CPU, or `client=True`), at most ⌊cores / chains⌋ shards, and
+      one shard when fewer than 4 would run side by side: shards are sampled on tiles, which
+      cost ~2.6× whole maps per entry, so shards waiting for each other's cores only cost
+      time, and one shard's posterior is exact (`auto_shard_count`). Then, while a shard's log
+      density departs from its Laplace approximation by more than `AUTO_GAUSSIAN_DEFECT` nats
+      within two sds (`_coordinates.gaussian_defect`), or its Laplace mode lies more than
       `Thresholds.shard_agreement` of its Laplace sds from the consensus of the shards'
       Laplace Gaussians (`laplace_disagree`), K is halved: the consensus product is exact only
       for Gaussian shards. After sampling, while the draws show a shard that is not Gaussian (the
@@ -949,7 +971,7 @@ def fit_cmc(
     seed = int(jr.randint(shard_key, (), 0, 2**31 - 1))
     phase_two = dict(
         shard_strategy=shard_strategy, seed=seed, sampler=sampler, adjustment=adjustment,
-        nlsq=nlsq, thresholds=thresholds,
+        nlsq=nlsq, thresholds=thresholds, side_by_side=_side_by_side_shards(client, chains),
     )  # fmt: skip
     coordinates = _shards_and_coordinates(setup, data, shards=shards, **phase_two)
     twin = exact_two_angle_twin(problem, problem.unpack(jnp.asarray(setup.center_x))[0])

@@ -416,7 +416,8 @@ def _run_chain(
     return record, adaptation
 
 
-def _cpu_cores() -> int:
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -446,7 +447,7 @@ def _run_sequential(
         return jax.block_until_ready(out)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(min(n_slots, _cpu_cores())) as pool:
+        with concurrent.futures.ThreadPoolExecutor(min(n_slots, cpu_cores())) as pool:
             outputs = list(pool.map(run_slot, range(n_slots)))
     finally:
         jax.effects_barrier()  # every progress callback has run

@@ -37,7 +37,13 @@ tiles (so that each group's tile counts differ by at most one). Order within eac
 
 so every shard keeps at least ~20 000 data points — enough for each subposterior to be close to
 Gaussian for the ≲ 30 parameters of a heterodyne fit (the Gaussian product of the consensus step
-relies on it) — and small data (n < 40 000) are not split at all.
+relies on it) — and small data (n < 40 000) are not split at all. Where only so many chains can
+run side by side (`side_by_side` shards: this machine's cores over the chains a shard has, as
+`fit_cmc` counts them), K is at most that many, and 1 when fewer than `MIN_SIDE_BY_SIDE` (4)
+shards fit: shards are sampled on tiles, which cost ~2.6× whole maps per entry (measured inside
+NUTS, 8 maps × 150², ROI model: 62 ms a leapfrog step for all the tiles, 24 ms on whole maps), so
+shards that wait for each other's cores are slower than one shard on whole maps — and one shard's
+posterior is exact, where a consensus product is exact only for Gaussian shards.
 """
 
 import equinox as eqx
@@ -49,17 +55,25 @@ from jaxtyping import Array, Float, Int
 SHARD_STRATEGIES = ("random", "stratified")
 AUTO_POINTS_PER_SHARD = 20_000
 AUTO_MAX_SHARDS = 64
+MIN_SIDE_BY_SIDE = 4
 TILE = 8
 
 
-def auto_shard_count(n_points: int) -> int:
-    """The number of shards chosen by `shards="auto"`: K = clip(⌊n / 20 000⌋, 1, 64).
+def auto_shard_count(n_points: int, side_by_side: int | None = None) -> int:
+    """The number of shards chosen by `shards="auto"` (module docstring): K = clip(⌊n /
+    20 000⌋, 1, 64), at most `side_by_side`, and 1 where `side_by_side` < `MIN_SIDE_BY_SIDE`.
 
-    **Arguments:** `n_points`, the number of used (angle, t1, t2) entries.
+    **Arguments:**
+
+    - `n_points`: the number of used (angle, t1, t2) entries.
+    - `side_by_side`: how many shards' chains can run at the same time; `None`: no bound.
 
     **Returns:** K, an integer in [1, 64].
     """
-    return int(np.clip(int(n_points) // AUTO_POINTS_PER_SHARD, 1, AUTO_MAX_SHARDS))
+    k = int(np.clip(int(n_points) // AUTO_POINTS_PER_SHARD, 1, AUTO_MAX_SHARDS))
+    if side_by_side is None:
+        return k
+    return min(k, int(side_by_side)) if int(side_by_side) >= MIN_SIDE_BY_SIDE else 1
 
 
 class Shards(eqx.Module):
@@ -109,11 +123,11 @@ class Shards(eqx.Module):
         return angle, t1, t2
 
 
-def _check_count(n_shards, n_tiles: int, n_points: int) -> int:
+def _check_count(n_shards, n_tiles: int, n_points: int, side_by_side: int | None) -> int:
     if isinstance(n_shards, str):
         if n_shards != "auto":
             raise ValueError(f"`shards` must be 'auto' or a positive integer; got {n_shards!r}.")
-        return min(auto_shard_count(n_points), n_tiles)
+        return min(auto_shard_count(n_points, side_by_side), n_tiles)
     if isinstance(n_shards, bool) or int(n_shards) != n_shards or int(n_shards) < 1:
         raise ValueError(f"`shards` must be 'auto' or a positive integer; got {n_shards!r}.")
     n_shards = int(n_shards)
@@ -132,6 +146,7 @@ def make_shards(
     strategy: str = "random",
     seed: int = 0,
     tile: int = TILE,
+    side_by_side: int | None = None,
 ) -> Shards:
     """Splits the used entries of `mask` into K shards of tiles (module docstring).
 
@@ -139,10 +154,13 @@ def make_shards(
 
     - `mask`: boolean array `(phi, t, t)`, true for the entries every likelihood uses
         (`XPCSData.mask`).
-    - `n_shards`: K, or `"auto"` for K = clip(⌊n / 20 000⌋, 1, 64).
+    - `n_shards`: K, or `"auto"` for K = clip(⌊n / 20 000⌋, 1, 64) (`auto_shard_count`, with
+        `side_by_side`).
     - `strategy`: `"random"` or `"stratified"` (by lag).
     - `seed`: seed of the NumPy generator that orders the tiles.
     - `tile`: b, the side of a tile.
+    - `side_by_side`: with `"auto"`, how many shards' chains can run at the same time
+        (`auto_shard_count`); `None` (default): no bound.
 
     **Returns:** a `Shards`.
     """
@@ -169,7 +187,7 @@ def make_shards(
     if n_tiles == 0:
         raise ValueError("The data have no used entries to shard (the mask is empty).")
     n_points = int(mask.sum())
-    k = _check_count(n_shards, n_tiles, n_points)
+    k = _check_count(n_shards, n_tiles, n_points, side_by_side)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_tiles)
     points = tiles.sum(axis=(3, 4))[angle, row_block, column_block]

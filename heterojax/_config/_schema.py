@@ -274,7 +274,11 @@ class CMCSection(Section):
         description="Start and precondition the sampler from an NLSQ fit (recommended).",
     )
     shards: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        default="auto", description="Number of data shards K, or auto (≥ 20 000 points per shard)."
+        default="auto",
+        description=(
+            "Number of data shards K, or auto (≥ 20 000 points per shard, as many as run side "
+            "by side on this machine's cores; one on a few cores)."
+        ),
     )
     shard_strategy: Literal["random", "stratified"] = Field(
         default="random", description="random, or stratified by lag."
