@@ -145,6 +145,16 @@ def test_auto_shards_are_one_where_few_would_run_side_by_side(data, nlsq, monkey
     assert cmc_shards.make_shards(np.asarray(data.mask), "auto", side_by_side=shards).n_shards == 2
 
 
+def test_one_shard_samples_whole_maps_only_with_the_roi_model():
+    from heterojax._cmc._fit import _sampling_layout
+
+    # The ROI model's node sum is cheaper as a rank-k product over whole maps; the centre
+    # model's entries are cheaper gathered (whole maps evaluate both triangles).
+    assert _sampling_layout(1, roi=True) == "maps"
+    assert _sampling_layout(1, roi=False) == "tiles"
+    assert _sampling_layout(2, roi=True) == _sampling_layout(2, roi=False) == "tiles"
+
+
 def test_auto_shards_halve_while_the_draws_are_not_gaussian(data, nlsq, monkeypatch, capfd):
     import heterojax._cmc._fit as cmc_fit
     import heterojax._cmc._shards as cmc_shards

@@ -410,7 +410,7 @@ def _shards_and_coordinates(
         coordinates = _coordinates_for(setup, data, index, shard_data, sampler, adjusted, nlsq)
     if index.n_shards != first:
         coordinates = coordinates._replace(reduced_from=first)
-    sampling = _sampling_layout(index.n_shards)
+    sampling = _sampling_layout(index.n_shards, setup.problem.bins is not None)
     if sampling != layout:
         whitened = coordinates.whitened
         sampled_data = gather_shard_data(index, c2, setup.sigma, sampling)
@@ -430,15 +430,19 @@ def laplace_disagree(coordinates: _Coordinates, thresholds: Thresholds) -> bool:
     return bool(np.nanmax(coordinates.laplace_agreement) > thresholds.shard_agreement)
 
 
-def _sampling_layout(n_shards: int) -> str:
-    """The layout of the data NUTS samples: whole maps for one shard, tiles for several.
+def _sampling_layout(n_shards: int, roi: bool) -> str:
+    """The layout of the data NUTS samples: whole maps for one shard of the ROI model, tiles
+    otherwise.
 
-    A whole-map pass evaluates every map in full, whatever the shard holds; tiles evaluate
-    only the shard's entries, about 1/K of the data. Measured inside NUTS on 8 maps × 150² (ROI
-    model, 2 × 3 nodes, marginal density, one shard, one chain): 24 ms a leapfrog step on whole
-    maps, 62 ms on tiles. Several shards keep tiles: their cost falls with K, and K shards ×
-    chains already fill the cores."""
-    return "maps" if n_shards == 1 else "tiles"
+    A whole-map pass evaluates every map in full (both triangles), whatever the shard holds,
+    with the ROI model's node sum as a structured rank-k product; tiles evaluate only the
+    shard's entries, about 1/K of the data, each entry with its own node sum. Measured inside
+    NUTS, one shard: with the ROI model (8 maps × 150², 2 × 3 nodes, marginal density, one
+    chain) 24 ms a leapfrog step on whole maps, 62 ms on tiles; with the bin-centre model
+    (`benchmarks/bench_cmc_speed.py`, 3 maps × 200², 4 chains × (500 + 250)) 61 s a run on
+    tiles, 94 s on whole maps (and 70 s for K = 3 shards on tiles). Several shards keep tiles:
+    their cost falls with K."""
+    return "maps" if n_shards == 1 and roi else "tiles"
 
 
 # ------------------------------------------------------------------ phase 4: combination
@@ -839,11 +843,12 @@ def fit_cmc(
     - `shards="auto"` takes K = clip(⌊n / 20 000⌋, 1, 64) for n used entries, so each shard keeps
       ≥ 20 000 points and small data are not split — but where this machine's cores bound the
       run (in this process on the CPU, or `client=True`), at most ⌊cores / chains⌋ shards, and
-      one shard when fewer than 4 would run side by side: shards are sampled on tiles, which
-      cost ~2.6× whole maps per entry, so shards waiting for each other's cores only cost
-      time, and one shard's posterior is exact (`auto_shard_count`). Then, while a shard's log
-      density departs from its Laplace approximation by more than `AUTO_GAUSSIAN_DEFECT` nats
-      within two sds (`_coordinates.gaussian_defect`), or its Laplace mode lies more than
+      one shard when fewer than 4 would run side by side: shards waiting for each other's
+      cores save no time (with the ROI model they cost ~2.6× more: one shard is sampled on
+      whole maps), and one shard's posterior is exact (`auto_shard_count`). Then, while a
+      shard's log density departs from its Laplace approximation by more than
+      `AUTO_GAUSSIAN_DEFECT` nats within two sds (`_coordinates.gaussian_defect`), or its
+      Laplace mode lies more than
       `Thresholds.shard_agreement` of its Laplace sds from the consensus of the shards'
       Laplace Gaussians (`laplace_disagree`), K is halved: the consensus product is exact only
       for Gaussian shards. After sampling, while the draws show a shard that is not Gaussian (the

@@ -40,10 +40,11 @@ Gaussian for the ≲ 30 parameters of a heterodyne fit (the Gaussian product of 
 relies on it) — and small data (n < 40 000) are not split at all. Where only so many chains can
 run side by side (`side_by_side` shards: this machine's cores over the chains a shard has, as
 `fit_cmc` counts them), K is at most that many, and 1 when fewer than `MIN_SIDE_BY_SIDE` (4)
-shards fit: shards are sampled on tiles, which cost ~2.6× whole maps per entry (measured inside
-NUTS, 8 maps × 150², ROI model: 62 ms a leapfrog step for all the tiles, 24 ms on whole maps), so
-shards that wait for each other's cores are slower than one shard on whole maps — and one shard's
-posterior is exact, where a consensus product is exact only for Gaussian shards.
+shards fit. Shards that wait for each other's cores save no time: the work of all shards is
+that of one shard on the same tiles, and with the ROI model one shard is sampled on whole maps,
+~2.6× cheaper per entry than tiles (measured inside NUTS, 8 maps × 150²: 62 ms a leapfrog step
+for all the tiles, 24 ms on whole maps; `_fit._sampling_layout`) — and one shard's posterior is
+exact, where a consensus product is exact only for Gaussian shards.
 """
 
 import equinox as eqx
