@@ -24,6 +24,7 @@ all shard draws and resampling. Its mean is the average of the μ_k and its cova
 agree (distinct modes show up as distinct clusters), not a replacement for the consensus.
 """
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -68,6 +69,7 @@ def _precisions(covariances: Float[Array, "shard p p"]) -> Float[Array, "shard p
     return inverse / (scale[:, None] * scale[None, :])
 
 
+@jax.jit  # one program, not a compilation for every operation of its first call
 def consensus_gaussian(
     means: Float[ArrayLike, "shard p"], covariances: Float[ArrayLike, "shard p p"]
 ) -> tuple[Float[Array, " p"], Float[Array, "p p"]]:
@@ -99,6 +101,7 @@ def shard_agreement(
     return np.abs(means - combined) / np.where(sd > 0, sd, np.inf)
 
 
+@jax.jit
 def consensus_combine(
     draws: Float[ArrayLike, "shard *sample p"],
 ) -> Float[Array, "*sample p"]:
