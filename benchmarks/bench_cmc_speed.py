@@ -29,6 +29,11 @@ Both ladders also report the cumulative time of all their runs. Progress: `fit_c
 to stderr at every tenth of the sampling work (with `chain_method="auto"` on one CPU device the
 chains run side by side, one per core, and the line names each running chain and its phase).
 
+Measured (heterojax alone, `--no-predecessor`, 2 cores, the machine otherwise idle): the first
+rung (250 draws a chain) meets the target in 61.8 s, R̂ 1.0077, bulk ESS 1 424, no divergence —
+one shard sampled on tiles (`shards="auto"` on 2 cores); with K = 3 shards (the size rule alone)
+70.2 s, R̂ 1.0097, ESS 1 280, and 94.2 s for one shard on whole maps.
+
 Usage: `python benchmarks/bench_cmc_speed.py [--n-times 200] [--samples 250 500 1000 2000]
 [--budget 1500] [--no-predecessor]`. The machine's CPU count and load average are recorded:
 on a shared machine timings scale with the load.
