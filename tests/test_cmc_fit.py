@@ -137,12 +137,21 @@ def test_auto_shards_are_one_where_few_would_run_side_by_side(data, nlsq, monkey
     assert cmc_fit._side_by_side_shards(None, 4) == 3
     assert cmc_fit._side_by_side_shards(True, 4) == 3
     assert cmc_fit._side_by_side_shards("tcp://scheduler:8786", 4) is None
-    settings = {**SETTINGS, "shards": "auto", "chains": 4, "warmup": 20, "samples": 20}
-    result = hj.fit_cmc(TRUTH, data, nlsq=nlsq, key=jr.key(0), **settings)
-    assert result.n_shards == 1
-    monkeypatch.setattr(cmc_fit, "cpu_cores", lambda: 32)  # 8 side by side: K = 2 by size
-    shards = cmc_fit._side_by_side_shards(None, 4)
-    assert cmc_shards.make_shards(np.asarray(data.mask), "auto", side_by_side=shards).n_shards == 2
+    made = []
+
+    class Made(Exception):
+        pass
+
+    def record(*args, **kwargs):  # fit_cmc's shards, and no more of the run
+        made.append(cmc_shards.make_shards(*args, **kwargs))
+        raise Made
+
+    monkeypatch.setattr(cmc_fit, "make_shards", record)
+    for cores, expected in [(12, 1), (32, 2)]:  # 32 cores: 8 side by side, K = 2 by size
+        monkeypatch.setattr(cmc_fit, "cpu_cores", lambda cores=cores: cores)
+        with pytest.raises(Made):
+            hj.fit_cmc(TRUTH, data, nlsq=nlsq, key=jr.key(0), **{**SETTINGS, "shards": "auto"})
+        assert made[-1].n_shards == expected
 
 
 def test_one_shard_samples_whole_maps_only_with_the_roi_model():
