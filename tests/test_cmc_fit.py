@@ -134,9 +134,13 @@ def test_auto_shards_are_one_where_few_would_run_side_by_side(data, nlsq, monkey
     # only 3 shards run side by side, too few to repay the tiles' cost: one shard.
     monkeypatch.setattr(cmc_shards, "AUTO_POINTS_PER_SHARD", 700)
     monkeypatch.setattr(cmc_fit, "cpu_cores", lambda: 12)
-    assert cmc_fit._side_by_side_shards(None, 4) == 3
-    assert cmc_fit._side_by_side_shards(True, 4) == 3
-    assert cmc_fit._side_by_side_shards("tcp://scheduler:8786", 4) is None
+    small = 8 * 3 * 60**2 * 13  # bytes of one shard's Jacobian over the whole maps
+    assert cmc_fit._side_by_side_shards(None, 4, small) == 3
+    assert cmc_fit._side_by_side_shards(True, 4, small) == 3
+    assert cmc_fit._side_by_side_shards("tcp://scheduler:8786", 4, small) is None
+    # A whole file (42 maps × 400², 4 physics + 84 coefficients): one shard's Jacobian would
+    # take 4.7 GB, so the size rule's shards are kept.
+    assert cmc_fit._side_by_side_shards(None, 4, 8 * 42 * 400**2 * 88) is None
     made = []
 
     class Made(Exception):

@@ -89,6 +89,12 @@ AUTO_GAUSSIAN_DEFECT = 1.0
 # Up to this many shards, phase 2 holds each shard as whole maps (`_shards_and_coordinates`):
 # K full-data passes per evaluation, against one compilation per K tried.
 MAPS_MAX_SHARDS = 4
+# One shard's passes over the data (its Laplace fit, the adjustment's information) take the
+# model's dense Jacobian over every entry of the whole maps at once. `shards="auto"` prefers one
+# shard on few cores only while that Jacobian stays under this many bytes: at most what phase 2
+# held before on whole maps (K ≤ 4 shards of < 100 000 pairs); larger data keep the size rule's
+# tiles, K shards of ≥ 20 000 pairs (`_side_by_side_shards`).
+ONE_SHARD_MAX_JACOBIAN_BYTES = 2**28
 
 
 def _scaling_kind_free(names: tuple[str, ...], kind: str) -> bool:
@@ -356,11 +362,20 @@ def _coordinates_for(
     )
 
 
-def _side_by_side_shards(client, chains: int) -> int | None:
+def _whole_maps_jacobian_bytes(problem: FitProblem) -> int:
+    """The bytes of the model's dense Jacobian over every entry of the whole maps (maps × N² ×
+    parameters, float64): what one shard's passes over the data hold at once."""
+    return 8 * int(np.prod(problem.data.shape)) * int(problem.n_parameters)
+
+
+def _side_by_side_shards(client, chains: int, jacobian_bytes: int) -> int | None:
     """How many shards' chains can run at the same time where this machine's CPU cores bound
     the run: ⌊cores / chains⌋ in this process on one CPU device, or on the embedded cluster of
-    `client=True`; `None` (no bound) on accelerators or on a cluster of the user's
-    (`auto_shard_count`)."""
+    `client=True`; `None` (no bound) on accelerators, on a cluster of the user's, or where one
+    shard's Jacobian over the whole maps (`jacobian_bytes`, `_whole_maps_jacobian_bytes`) would
+    exceed `ONE_SHARD_MAX_JACOBIAN_BYTES` (`auto_shard_count`)."""
+    if jacobian_bytes > ONE_SHARD_MAX_JACOBIAN_BYTES:
+        return None
     if client is None:
         devices = jax.local_devices()
         if len(devices) > 1 or devices[0].platform != "cpu":
@@ -842,7 +857,8 @@ def fit_cmc(
       unreliable far from it (the likelihood has false minima).
     - `shards="auto"` takes K = clip(⌊n / 20 000⌋, 1, 64) for n used entries, so each shard keeps
       ≥ 20 000 points and small data are not split — but where this machine's cores bound the
-      run (in this process on the CPU, or `client=True`), at most ⌊cores / chains⌋ shards, and
+      run (in this process on the CPU, or `client=True`) and one shard's Jacobian over the
+      whole maps fits in 256 MiB, at most ⌊cores / chains⌋ shards, and
       one shard when fewer than 4 would run side by side: shards waiting for each other's
       cores save no time (with the ROI model they cost ~2.6× more: one shard is sampled on
       whole maps), and one shard's posterior is exact (`auto_shard_count`). Then, while a
@@ -976,7 +992,8 @@ def fit_cmc(
     seed = int(jr.randint(shard_key, (), 0, 2**31 - 1))
     phase_two = dict(
         shard_strategy=shard_strategy, seed=seed, sampler=sampler, adjustment=adjustment,
-        nlsq=nlsq, thresholds=thresholds, side_by_side=_side_by_side_shards(client, chains),
+        nlsq=nlsq, thresholds=thresholds,
+        side_by_side=_side_by_side_shards(client, chains, _whole_maps_jacobian_bytes(problem)),
     )  # fmt: skip
     coordinates = _shards_and_coordinates(setup, data, shards=shards, **phase_two)
     twin = exact_two_angle_twin(problem, problem.unpack(jnp.asarray(setup.center_x))[0])
