@@ -175,7 +175,7 @@ def test_auto_shards_halve_while_the_draws_are_not_gaussian(data, nlsq, monkeypa
     # Smaller shards, so that "auto" starts at K = 2 (1 560 pairs), and draws whose shards read
     # as not Gaussian while K > 1: K is halved (here to 1, which has no consensus product).
     monkeypatch.setattr(cmc_shards, "AUTO_POINTS_PER_SHARD", 700)
-    monkeypatch.setattr(cmc_fit, "_side_by_side_shards", lambda client, chains: None)
+    monkeypatch.setattr(cmc_fit, "_side_by_side_shards", lambda *_: None)
     seen = []
 
     def not_gaussian(names, diagnostics, agreement, thresholds):
