@@ -137,6 +137,25 @@ def test_log_density_is_the_physics_marginal(setup):
     assert posterior.n_sampled == k and posterior.sampled_names == problem.names[:k]
 
 
+def test_a_magnitude_weight_scales_the_integrated_likelihood(setup):
+    """With weight w the physics see w · log ∫ L p(α) dα, not log ∫ L^w p(α) dα: the volume
+    term −½ log det Q is weighted too (its θ-dependence would otherwise outweigh a small w),
+    while α | θ keeps the widened conditional of w · log L."""
+    data, problem, x0, shard_data = setup
+    k = problem.n_free_physics
+    theta = problem.transform.to_unconstrained(jnp.asarray(x0))[:k] + 0.05
+    shard = _shard(shard_data, 0)
+    full = _posterior(problem, data, True)
+    weighted = _posterior(problem, data, True, weight=0.01)
+    integrated = _conditional(full, theta, shard).log_marginal
+    np.testing.assert_allclose(
+        weighted.weighted_log_likelihood(theta, shard), 0.01 * integrated, rtol=1e-10
+    )
+    widened = _conditional(weighted, theta, shard)
+    ratio = np.diagonal(_conditional(full, theta, shard).precision) / np.diagonal(widened.precision)
+    assert np.all(ratio > 10)  # the data's precision of α scaled by w (the prior's is not)
+
+
 def test_conditional_draws_have_the_conditional_moments(setup):
     data, problem, x0, shard_data = setup
     k = problem.n_free_physics

@@ -86,11 +86,13 @@ def _prior_information(posterior: ShardPosterior, theta):
 
 def _marginal_information_and_gradient(posterior: ShardPosterior, theta, shard, extra_precision):
     k = theta.shape[0]
-    conditional = conditional_scaling(posterior, posterior.likelihood_theta(theta), shard)
-    gram = posterior.likelihood_weight * joint_gram(posterior, theta, conditional.mean, shard)
+    # The integrated likelihood at w = 1, times w (`ShardPosterior.weighted_log_likelihood`).
+    theta_l = posterior.likelihood_theta(theta)
+    conditional = conditional_scaling(posterior, theta_l, shard, weight=1.0)
+    gram = joint_gram(posterior, theta, conditional.mean, shard)
     prior_scaling = scaling_prior(posterior)[0]
     gram = gram + jnp.diag(jnp.concatenate([jnp.zeros(k), prior_scaling]))
-    likelihood = schur_physics(gram, k)
+    likelihood = posterior.likelihood_weight * schur_physics(gram, k)
     gradient = jax.grad(posterior)(theta, shard)
     return likelihood + _prior_information(posterior, theta) + extra_precision, gradient
 

@@ -59,13 +59,15 @@ Laplace fits of up to four.
 
 **Scaling coefficients integrated out** (`marginal_scaling`, the default of `fit_cmc`). c2 is
 linear in the contrast/offset coefficients α: c2 = o(α) + c(α)·g(θ). For given physics θ,
-w·log L_k + (1/K) log p(α) is therefore a quadratic form −½(αᵀQα − 2rᵀα + c) in α
+log L_k + (1/K) log p(α) is therefore a quadratic form −½(αᵀQα − 2rᵀα + c) in α
 (`scaling_quadratic`), and
 
-    log p_k(θ) = (1/K) log p(θ) + log ∫ L_k(θ, α)^w p(α)^{1/K} dα
-               = (1/K) log p(θ) − ½ (c − rᵀQ⁻¹r) − ½ log det Q + const.,
+    log p_k(θ) = (1/K) log p(θ) + w · log ∫ L_k(θ, α) p(α)^{1/K} dα
+               = (1/K) log p(θ) + w · [−½ (c − rᵀQ⁻¹r) − ½ log det Q] + const.
 
-so NUTS samples the free physics alone; α | θ ~ N(Q⁻¹r, Q⁻¹) is drawn afterwards
+(w, the magnitude adjustment's weight, acts on this integrated likelihood:
+`ShardPosterior.weighted_log_likelihood`), so NUTS samples the free physics alone;
+α | θ ~ N(Q_w⁻¹r_w, Q_w⁻¹), the quadratic form of w·log L_k + (1/K) log p(α), is drawn afterwards
 (`_marginal.complete_scaling`). The uniform box prior of α is replaced by the Gaussian of the
 same mean and variance (`scaling_prior`), which keeps the integral bounded where the data
 leave α undetermined.
@@ -503,10 +505,21 @@ class ShardPosterior(eqx.Module):
     def weighted_log_likelihood(
         self, theta: Float[Array, " p"], shard: ShardData
     ) -> Float[Array, ""]:
-        """What the likelihood adds to log p_k: w · log L_k, or with `marginal_scaling` the
-        logarithm of ∫ L_k^w p(α)^{1/K} dα (`ScalingConditional.log_marginal`)."""
+        """What the likelihood adds to log p_k: w · log L_k, or with `marginal_scaling` w times
+        the logarithm of the integrated likelihood ∫ L_k p(α)^{1/K} dα
+        (`ScalingConditional.log_marginal` at w = 1).
+
+        The magnitude adjustment w acts on the integrated likelihood of the physics, not inside
+        the integral: ∫ L_k^w dα carries a volume term −½ log det(w H_α(θ)) whose dependence on
+        θ does not shrink with w, and where w is small against the number of coefficients it
+        outweighs the flattened likelihood (measured on seed 2 of `bench_cmc_roi.py --v0 100`,
+        w = 0.0039 and 16 coefficients: it moved f0's posterior from the NLSQ value 0.29 to
+        0.35 with an sd of 0.03, the truth 0.45 outside its 90 % interval). Both are the same at
+        w = 1; the coefficients are still drawn from their widened conditional given θ
+        (`conditional_scaling`, `_marginal.complete_scaling`)."""
         if self.marginal_scaling:
-            return conditional_scaling(self, self.likelihood_theta(theta), shard).log_marginal
+            integrated = conditional_scaling(self, self.likelihood_theta(theta), shard, weight=1.0)
+            return self.likelihood_weight * integrated.log_marginal
         return self.likelihood_weight * self.log_likelihood(theta, shard)
 
     def log_prior(self, theta: Float[Array, " p"]) -> Float[Array, ""]:
@@ -594,7 +607,7 @@ def scaling_prior(posterior: ShardPosterior) -> tuple[Float[Array, " c"], Float[
     return posterior.tempering * precision, mean
 
 
-def scaling_quadratic(posterior: ShardPosterior, sums: Float[Array, "phi 6"]):
+def scaling_quadratic(posterior: ShardPosterior, sums: Float[Array, "phi 6"], weight=None):
     """(Q, r, c) of w · log L_k + (1/K) log p(α) = −½ (αᵀQα − 2rᵀα + c) in the scaling
     coefficients α (bounded values), from the sums of `scaling_sums` (summed over shards for
     the full data):
@@ -602,9 +615,9 @@ def scaling_quadratic(posterior: ShardPosterior, sums: Float[Array, "phi 6"]):
         Q = w H + Λ/K,   r = w f + (Λ/K) μ,   c = w Σ P y² + Σ (Λ/K) μ²,
 
     (H, f) the coefficients' normal equations (`coefficient_system`), w the likelihood weight,
-    Λ and μ the prior's precision and mean (`scaling_prior`)."""
+    Λ and μ the prior's precision and mean (`scaling_prior`); `weight` replaces w when given."""
     hessian, right = coefficient_system(posterior.problem, sums[:, :5])
-    weight = posterior.likelihood_weight
+    weight = posterior.likelihood_weight if weight is None else weight
     prior_precision, prior_mean = scaling_prior(posterior)
     precision = weight * hessian + jnp.diag(prior_precision)
     target = weight * right + prior_precision * prior_mean
@@ -625,20 +638,21 @@ def conditional_of(precision, target, constant) -> ScalingConditional:
 
 
 def conditional_scaling(
-    posterior: ShardPosterior, theta: Float[Array, " k"], shard: ShardData
+    posterior: ShardPosterior, theta: Float[Array, " k"], shard: ShardData, weight=None
 ) -> ScalingConditional:
     """α | θ in one shard (the module docstring's marginalisation): c2 is linear in the scaling
     coefficients α, so with a flat (or Gaussian) prior on them the shard's exponent is a
     quadratic form in α (`scaling_quadratic`), integrated in closed form:
 
-        ∫ L_k(θ, α)^w p(α)^{1/K} dα ∝ exp(−½ (c − rᵀQ⁻¹r)) · det(Q)^{−½},
+        ∫ L_k(θ, α)^w p(α)^{1/K} dα ∝ exp(−½ (c − rᵀQ⁻¹r)) · det(Q)^{−½}
 
     the box of α replaced by a Gaussian of its mean and variance (`scaling_prior`). `theta` is the
-    physics θ at which the likelihood is evaluated (θ* with a curvature adjustment).
+    physics θ at which the likelihood is evaluated (θ* with a curvature adjustment); `weight`
+    replaces w when given.
     """
     physics = posterior.sampled_transform().to_bounded(theta)
     sums = scaling_sums(posterior, physics, shard)
-    return conditional_of(*scaling_quadratic(posterior, sums))
+    return conditional_of(*scaling_quadratic(posterior, sums, weight))
 
 
 class AffinePreconditioner(eqx.Module):
