@@ -31,7 +31,10 @@ an adjusted ℓ_A whose curvature at θ̂ is H_A = C_H⁻¹, so that the posteri
 
 Both act on the likelihood only; the prior is applied at θ, unadjusted. With the contrast/offset
 coefficients α integrated out of the sampled posterior (`NUTS(scaling="marginal")`, the
-default), k·ℓ widens their conditional by 1/√k as well, and `CurvatureAdjustment` extends its
+default), k multiplies the integrated likelihood of the physics, k · log ∫ L p(α) dα (not
+∫ L^k p(α) dα, whose volume term −½ log det(k H_α(θ)) does not shrink with k and outweighs a
+small k: `ShardPosterior.weighted_log_likelihood`), α is drawn from the conditional of k·ℓ
+(widened by 1/√k), and `CurvatureAdjustment` extends its
 map to them (`scaling_map`): given θ, α is drawn with the honest conditional spread and slope of
 C_H about the likelihood's exact conditional mean (`_marginal`).
 
