@@ -133,7 +133,7 @@ def test_auto_shards_are_one_where_few_would_run_side_by_side(data, nlsq, monkey
     # By size "auto" would take K = 2 (1 560 pairs over 700); on 12 cores with 4 chains a shard
     # only 3 shards run side by side, too few to repay the tiles' cost: one shard.
     monkeypatch.setattr(cmc_shards, "AUTO_POINTS_PER_SHARD", 700)
-    monkeypatch.setattr(cmc_fit, "cpu_cores", lambda: 12)
+    monkeypatch.setattr(cmc_fit, "available_cores", lambda: 12)
     small = 8 * 3 * 60**2 * 13  # bytes of one shard's Jacobian over the whole maps
     assert cmc_fit._side_by_side_shards(None, 4, small) == 3
     assert cmc_fit._side_by_side_shards(True, 4, small) == 3
@@ -152,7 +152,7 @@ def test_auto_shards_are_one_where_few_would_run_side_by_side(data, nlsq, monkey
 
     monkeypatch.setattr(cmc_fit, "make_shards", record)
     for cores, expected in [(12, 1), (32, 2)]:  # 32 cores: 8 side by side, K = 2 by size
-        monkeypatch.setattr(cmc_fit, "cpu_cores", lambda cores=cores: cores)
+        monkeypatch.setattr(cmc_fit, "available_cores", lambda cores=cores: cores)
         with pytest.raises(Made):
             hj.fit_cmc(TRUTH, data, nlsq=nlsq, key=jr.key(0), **{**SETTINGS, "shards": "auto"})
         assert made[-1].n_shards == expected

@@ -38,6 +38,7 @@ from .._fit._roi import describe_model, fit_bins
 from .._fit._scaling import estimate_contrast_offset, resolve_scaling
 from .._fit._strategies import exact_two_angle_twin
 from .._model._heterodyne import HeterodyneModel
+from .._threads import available_cores
 from ._adjustment import (
     AbstractLikelihoodAdjustment,
     describe_adjustment,
@@ -65,7 +66,7 @@ from ._posterior import (
     gauss_newton_information,
 )
 from ._result import CMCResult
-from ._sampler import CHAIN_METHODS, NUTSRun, cpu_cores, resolve_chain_method, run_nuts
+from ._sampler import CHAIN_METHODS, NUTSRun, resolve_chain_method, run_nuts
 from ._settings import NUTS
 from ._shards import SHARD_STRATEGIES, Shards, make_shards
 from ._verdict import (
@@ -382,7 +383,7 @@ def _side_by_side_shards(client, chains: int, jacobian_bytes: int) -> int | None
             return None
     elif client is not True:
         return None
-    return max(cpu_cores() // chains, 1)
+    return max(available_cores() // chains, 1)
 
 
 def _shards_and_coordinates(

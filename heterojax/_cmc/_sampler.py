@@ -39,7 +39,6 @@ uses the random numbers of the whole run too.
 
 import concurrent.futures
 import itertools
-import os
 import sys
 import threading
 import time
@@ -57,6 +56,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from .._threads import available_cores
 from ._posterior import ShardData, WhitenedShard
 
 
@@ -416,14 +416,6 @@ def _run_chain(
     return record, adaptation
 
 
-def cpu_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _run_sequential(
     log_density, shard_data, positions, adapted, key, settings: _Settings, first=None, total=None
 ):
@@ -447,7 +439,7 @@ def _run_sequential(
         return jax.block_until_ready(out)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(min(n_slots, cpu_cores())) as pool:
+        with concurrent.futures.ThreadPoolExecutor(min(n_slots, available_cores())) as pool:
             outputs = list(pool.map(run_slot, range(n_slots)))
     finally:
         jax.effects_barrier()  # every progress callback has run
