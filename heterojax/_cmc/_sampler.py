@@ -141,7 +141,6 @@ class _Settings(NamedTuple):
     target_accept: float
     max_tree_depth: int
     dense_mass: bool
-    progress: bool
 
 
 def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: int):
@@ -251,11 +250,12 @@ def _over_chains(fn, n_shard_args: int = 1):
     return wrapped
 
 
-def _progress(settings: _Settings, index) -> None:
-    """A line at every tenth of warmup and of sampling (one callback for all chains)."""
+def _progress(settings: _Settings, progress, index) -> None:
+    """A line at every tenth of warmup and of sampling (one callback for all chains), when
+    the traced flag `progress` is on."""
     if settings.warmup:
-        _maybe_report(settings.progress, "warmup", settings.warmup, index + 1)
-    _maybe_report(settings.progress, "sampling", settings.samples, index + 1 - settings.warmup)
+        _maybe_report(progress, "warmup", settings.warmup, index + 1)
+    _maybe_report(progress, "sampling", settings.samples, index + 1 - settings.warmup)
 
 
 class _ChainProgress:
@@ -308,26 +308,25 @@ def _chain_update(run, slot, done) -> None:
         progress.update(slot, done)
 
 
-def _chain_progress(settings: _Settings, run, slot, index) -> None:
+def _chain_progress(settings: _Settings, progress, run, slot, index) -> None:
     """One chain of several run side by side: its step count, at every hundredth of its steps,
-    to its run's `_ChainProgress` (a line at every tenth of all chains' steps)."""
-    if not settings.progress:
-        return
+    to its run's `_ChainProgress` (a line at every tenth of all chains' steps), when the
+    traced flag `progress` is on."""
     n_steps = settings.warmup + settings.samples
     every = max(n_steps // 100, 1)
     done = index + 1
     jax.lax.cond(
-        (done % every == 0) | (done == n_steps),
+        progress & ((done % every == 0) | (done == n_steps)),
         lambda: jax.debug.callback(_chain_update, run, slot, done),
         lambda: None,
     )
 
 
-def _maybe_report(progress: bool, phase: str, total: int, done) -> None:
-    if not progress or total == 0:
+def _maybe_report(progress, phase: str, total: int, done) -> None:
+    if total == 0:
         return
     every = max(total // 10, 1)
-    due = (done >= 1) & (done <= total) & ((done % every == 0) | (done == total))
+    due = progress & (done >= 1) & (done <= total) & ((done % every == 0) | (done == total))
     jax.lax.cond(
         due,
         lambda: jax.debug.callback(lambda d: _report(phase, total, d), done),
@@ -346,7 +345,15 @@ def _slot_keys(step_key, n_shards: int, n_chains: int, first, total: int | None)
 
 @eqx.filter_jit
 def _run_vectorized(
-    log_density, shard_data, positions, adapted, key, settings: _Settings, first=None, total=None
+    log_density,
+    shard_data,
+    positions,
+    adapted,
+    key,
+    settings: _Settings,
+    progress,
+    first=None,
+    total=None,
 ):
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
@@ -360,7 +367,7 @@ def _run_vectorized(
         keys = _slot_keys(step_key, n_shards, n_chains, first, total)
         batched = _over_chains(lambda k, s, a, d: step(k, s, a, d, index, stage, is_end))
         states, adaptations, record = batched(keys, states, adaptations, shard_data)
-        _progress(settings, index)
+        _progress(settings, progress, index)
         return (states, adaptations), record
 
     (_, adaptations), records = jax.lax.scan(
@@ -381,6 +388,7 @@ def _run_chain(
     adapted,
     key,
     settings: _Settings,
+    progress,
     run,
     slot,
     first=None,
@@ -407,7 +415,7 @@ def _run_chain(
         state, adaptation, record = step(
             keys[shard_index, chain_index], state, adaptation, shard, index, stage, is_end
         )
-        _chain_progress(settings, run, slot, index)
+        _chain_progress(settings, progress, run, slot, index)
         return (state, adaptation), record
 
     (_, adaptation), record = jax.lax.scan(
@@ -417,7 +425,15 @@ def _run_chain(
 
 
 def _run_sequential(
-    log_density, shard_data, positions, adapted, key, settings: _Settings, first=None, total=None
+    log_density,
+    shard_data,
+    positions,
+    adapted,
+    key,
+    settings: _Settings,
+    progress,
+    first=None,
+    total=None,
 ):
     """Every (shard, chain) slot as its own run of `_run_chain`, as many side by side as the
     CPU has cores (threads: a compiled program runs without the GIL, and XLA's CPU programs
@@ -428,7 +444,7 @@ def _run_sequential(
     run = next(_RUN_NUMBERS)
     _CHAIN_RUNS[run] = _ChainProgress(n_slots, n_steps, settings.warmup)
     number = jnp.asarray(run, jnp.int32)
-    arguments = (log_density, shard_data, positions, adapted, key, settings, number)
+    arguments = (log_density, shard_data, positions, adapted, key, settings, progress, number)
     # Compiled here, before the threads start: when the threads' first calls compiled it,
     # the second chain waited for the first one's whole run (measured, jax 0.10: two chains
     # one after the other, not side by side).
@@ -539,8 +555,9 @@ def run_nuts(
         float(target_accept),
         int(max_tree_depth),
         bool(dense_mass),
-        bool(progress),
     )
+    # Traced, so that a run with and without progress lines shares one compiled program.
+    report = jnp.asarray(bool(progress))
     first, total = None, None
     if key_shards is not None:
         first, total = (int(k) for k in key_shards)
@@ -557,11 +574,11 @@ def run_nuts(
             shard_data, positions, adapted
         )
         records, adaptations = _run_vectorized(
-            log_density, shard_data, positions, adapted, key, settings, first, total
+            log_density, shard_data, positions, adapted, key, settings, report, first, total
         )
     else:
         records, adaptations = _run_sequential(
-            log_density, shard_data, positions, adapted, key, settings, first, total
+            log_density, shard_data, positions, adapted, key, settings, report, first, total
         )
     position, divergent, energy, acceptance, n_steps, depth = (np.asarray(r) for r in records)
     step_size = jax.vmap(jax.vmap(_final_step_size(settings)))(adaptations)
