@@ -1,5 +1,6 @@
 """The NUTS driver on toy Gaussians: adaptation, per-shard targets, chain methods, progress."""
 
+import logging
 import re
 
 import equinox as eqx
@@ -92,6 +93,37 @@ def test_a_continuation_draws_on_with_the_adapted_metric(vectorized, chain_metho
     np.testing.assert_array_equal(joined.position[:, :, :400], run.position)
     np.testing.assert_array_equal(joined.energy[:, :, 400:], more.energy)
     np.testing.assert_array_equal(joined.step_size, run.step_size)
+
+
+@pytest.mark.parametrize("chain_method", ["vectorized", "sequential"])
+def test_runs_of_any_length_share_one_compiled_program(chain_method, caplog):
+    # Steps are run in chunks of CHUNK_STEPS with traced counts: a continuation, a run of
+    # other warmup and draw counts (padded to whole chunks) and one with progress lines
+    # compile nothing more than the first run did.
+    def run(positions, key, **options):
+        return run_nuts(
+            _Gaussian(SCALE), _shards([0.0, 2.0]), positions, key, chain_method=chain_method,
+            **options,
+        )[0]  # fmt: skip
+
+    first = run(jnp.zeros((2, 3, 3)), jr.key(0), warmup=60, samples=40, progress=False)
+    previous = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax"):
+            more = run(
+                first.position[:, :, -1], jr.key(1), warmup=0, samples=130, progress=False,
+                adapted=first.adapted(),
+            )  # fmt: skip
+            other = run(jnp.ones((2, 3, 3)), jr.key(2), warmup=30, samples=7, progress=True)
+    finally:
+        jax.config.update("jax_log_compiles", previous)
+    compiled = [r.getMessage() for r in caplog.records if "_advance" in r.getMessage()]
+    assert compiled == []
+    assert more.position.shape == (2, 3, 130, 3) and other.position.shape == (2, 3, 7, 3)
+    assert int(np.sum(more.warmup_divergences)) == 0
+    # The draws' step size is exp(log(step size)) of the first run's: equal up to rounding.
+    np.testing.assert_allclose(more.step_size, first.step_size, rtol=1e-12)
 
 
 def test_draws_without_warmup_need_an_adapted_metric():

@@ -12,12 +12,21 @@ chain, a progress report is emitted once per step for all of them (a callback in
 `run` fires once per chain), and warmup and draws share one NUTS kernel in one `lax.scan` (two
 scans would compile the NUTS tree builder and the model gradient twice).
 
+The scan covers a chunk of `CHUNK_STEPS` (50) steps; a run calls it chunk after chunk, carrying
+the chains' states. Everything that differs between runs is an argument of the compiled chunk,
+not a constant of it: the per-step inputs (key, Stan's window stage, whether the step adapts,
+whether it is a step at all: a run is padded to whole chunks and the padding skipped), the
+warmup and draw counts, and the progress flag. So a run of any length, a continuation
+(`adapted`, `max_samples` in `fit_cmc`) and a run with progress lines reuse the program the
+first run compiled (on `test_cmc_fit`'s problem a continuation took 28.8 s with its own
+compilation, 8.8 s with the first run's program).
+
 Chain execution (`chain_method`):
 
 - `"vectorized"`: `jax.vmap` over shards and chains inside `lax.scan` over steps. When
   more than one local device exists, the shard axis (or else the chain axis) is split across the
   devices with `jax.sharding` (a 1-D mesh), and XLA partitions the vmapped program.
-- `"sequential"`: one compiled run (warmup and draws) per chain, the slot index traced so one
+- `"sequential"`: each chain runs the chunks on its own, the slot index traced so one
   program serves all; the chains run side by side, one per CPU core (threads: a compiled
   program runs without the GIL), and the others wait their turn. Memory is that many chains'
   working sets. The program is compiled before the threads start (compiled by their first
@@ -136,15 +145,14 @@ def _report(phase: str, total: int, done) -> None:
 
 
 class _Settings(NamedTuple):
-    warmup: int
-    samples: int
     target_accept: float
     max_tree_depth: int
     dense_mass: bool
 
 
 def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: int):
-    """Single-chain `init` and `step` (warmup or draw, by step index), closed over the settings.
+    """Single-chain `init` and `step` (warmup or draw, by a per-step flag), closed over the
+    settings.
 
     Warmup and draws share one NUTS kernel in one `lax.scan` (a second scan would compile the
     whole NUTS tree builder and model gradient twice).
@@ -195,9 +203,8 @@ def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: i
         )
         return jax.lax.cond(is_end, window_end, lambda a: a, adaptation)
 
-    def step(key, state, adaptation: _Adaptation, shard, index, stage, is_end):
-        """One transition; during warmup (index < warmup) it also adapts."""
-        warming = index < settings.warmup
+    def step(key, state, adaptation: _Adaptation, shard, warming, stage, is_end):
+        """One transition; during warmup (`warming`) it also adapts."""
         # After warmup: the average step size of the last window (Stan), the last metric.
         step_size = jnp.where(warming, adaptation.step_size, step_final(adaptation.step_state))
         state, info = kernel(
@@ -227,15 +234,44 @@ def _chain_functions(log_density: Callable, settings: _Settings, n_parameters: i
     return init, step, step_final
 
 
-def _schedule(warmup: int, samples: int) -> tuple[Int[Array, " steps"], Bool[Array, " steps"]]:
-    """Stan's schedule (stage 0 fast / 1 slow, slow window ends) per step, zeros after warmup."""
-    stages = jnp.zeros(warmup + samples, jnp.int32)
-    ends = jnp.zeros(warmup + samples, bool)
+CHUNK_STEPS = 50
+
+
+class _Steps(NamedTuple):
+    """The per-step inputs of a run, padded to whole chunks of `CHUNK_STEPS` steps: the step's
+    index and key, Stan's window stage (0 fast, 1 slow) and slow-window end, whether the step
+    adapts (warmup), and whether it is a step of the run at all (False: padding, skipped)."""
+
+    index: Int[Array, " steps"]
+    key: PRNGKeyArray
+    stage: Int[Array, " steps"]
+    is_end: Bool[Array, " steps"]
+    warming: Bool[Array, " steps"]
+    active: Bool[Array, " steps"]
+
+
+def _run_steps(key, warmup: int, samples: int) -> _Steps:
+    """The inputs of every step of `warmup` + `samples` steps (`_Steps`), zeros after warmup."""
+    n_steps = warmup + samples
+    padded = -(-n_steps // CHUNK_STEPS) * CHUNK_STEPS
+    stages = jnp.zeros(padded, jnp.int32)
+    ends = jnp.zeros(padded, bool)
     if warmup > 0:
         schedule = jnp.asarray(build_schedule(warmup))
         stages = stages.at[:warmup].set(schedule[:, 0].astype(jnp.int32))
         ends = ends.at[:warmup].set(schedule[:, 1].astype(bool))
-    return stages, ends
+    index = jnp.arange(padded)
+    return _Steps(index, jr.split(key, padded), stages, ends, index < warmup, index < n_steps)
+
+
+def _chunks(steps: _Steps) -> list[_Steps]:
+    """`steps` cut into chunks of `CHUNK_STEPS`: one compiled program advances any run by one
+    chunk, whatever its warmup and draw counts."""
+    n_chunks = steps.index.shape[0] // CHUNK_STEPS
+    return [
+        jax.tree.map(lambda a, c=c: a[c * CHUNK_STEPS : (c + 1) * CHUNK_STEPS], steps)
+        for c in range(n_chunks)
+    ]
 
 
 def _over_chains(fn, n_shard_args: int = 1):
@@ -250,12 +286,11 @@ def _over_chains(fn, n_shard_args: int = 1):
     return wrapped
 
 
-def _progress(settings: _Settings, progress, index) -> None:
+def _progress(progress, counts, index) -> None:
     """A line at every tenth of warmup and of sampling (one callback for all chains), when
-    the traced flag `progress` is on."""
-    if settings.warmup:
-        _maybe_report(progress, "warmup", settings.warmup, index + 1)
-    _maybe_report(progress, "sampling", settings.samples, index + 1 - settings.warmup)
+    the traced flag `progress` is on; `counts` = (warmup, samples), traced."""
+    _maybe_report(progress, "warmup", counts[0], index + 1)
+    _maybe_report(progress, "sampling", counts[1], index + 1 - counts[0])
 
 
 class _ChainProgress:
@@ -308,28 +343,26 @@ def _chain_update(run, slot, done) -> None:
         progress.update(slot, done)
 
 
-def _chain_progress(settings: _Settings, progress, run, slot, index) -> None:
+def _chain_progress(progress, counts, run, slot, index) -> None:
     """One chain of several run side by side: its step count, at every hundredth of its steps,
     to its run's `_ChainProgress` (a line at every tenth of all chains' steps), when the
     traced flag `progress` is on."""
-    n_steps = settings.warmup + settings.samples
-    every = max(n_steps // 100, 1)
+    n_steps = counts[0] + counts[1]
+    every = jnp.maximum(n_steps // 100, 1)
     done = index + 1
     jax.lax.cond(
-        progress & ((done % every == 0) | (done == n_steps)),
+        progress & (done <= n_steps) & ((done % every == 0) | (done == n_steps)),
         lambda: jax.debug.callback(_chain_update, run, slot, done),
         lambda: None,
     )
 
 
-def _maybe_report(progress, phase: str, total: int, done) -> None:
-    if total == 0:
-        return
-    every = max(total // 10, 1)
+def _maybe_report(progress, phase: str, total, done) -> None:
+    every = jnp.maximum(total // 10, 1)
     due = progress & (done >= 1) & (done <= total) & ((done % every == 0) | (done == total))
     jax.lax.cond(
         due,
-        lambda: jax.debug.callback(lambda d: _report(phase, total, d), done),
+        lambda: jax.debug.callback(lambda d, t: _report(phase, int(t), int(d)), done, total),
         lambda: None,
     )
 
@@ -343,116 +376,176 @@ def _slot_keys(step_key, n_shards: int, n_chains: int, first, total: int | None)
     return jax.lax.dynamic_slice_in_dim(keys, first, n_shards)
 
 
+def _skippable(advance, carry, active):
+    """`advance(carry)` → `(carry, record)` where `active`; else the carry unchanged and a
+    record of zeros (a padding step)."""
+    record_shape = jax.eval_shape(advance, carry)[1]
+
+    def skip(carry):
+        return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), record_shape)
+
+    return jax.lax.cond(active, advance, skip, carry)
+
+
+def _zeros_like_shapes(shapes):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
 @eqx.filter_jit
-def _run_vectorized(
+def _advance_vectorized(
     log_density,
     shard_data,
+    carry,
     positions,
     adapted,
-    key,
+    steps: _Steps,
+    restart,
     settings: _Settings,
     progress,
+    counts,
     first=None,
     total=None,
 ):
+    """One chunk of steps of every (shard, chain), vmapped; where `restart`, the chains start
+    afresh at `positions` with the metric `adapted` (the first chunk of a run)."""
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
-    n_steps = settings.warmup + settings.samples
-    stages, ends = _schedule(settings.warmup, settings.samples)
-    states, adaptations = _over_chains(init)(positions, *adapted, shard_data)
-
-    def body(carry, xs):
-        states, adaptations = carry
-        index, step_key, stage, is_end = xs
-        keys = _slot_keys(step_key, n_shards, n_chains, first, total)
-        batched = _over_chains(lambda k, s, a, d: step(k, s, a, d, index, stage, is_end))
-        states, adaptations, record = batched(keys, states, adaptations, shard_data)
-        _progress(settings, progress, index)
-        return (states, adaptations), record
-
-    (_, adaptations), records = jax.lax.scan(
-        body,
-        (states, adaptations),
-        (jnp.arange(n_steps), jr.split(key, n_steps), stages, ends),
+    carry = jax.lax.cond(
+        restart, lambda: _over_chains(init)(positions, *adapted, shard_data), lambda: carry
     )
+
+    def body(carry, xs: _Steps):
+        def advance(carry):
+            states, adaptations = carry
+            keys = _slot_keys(xs.key, n_shards, n_chains, first, total)
+            batched = _over_chains(
+                lambda k, s, a, d: step(k, s, a, d, xs.warming, xs.stage, xs.is_end)
+            )
+            states, adaptations, record = batched(keys, states, adaptations, shard_data)
+            return (states, adaptations), record
+
+        carry, record = _skippable(advance, carry, xs.active)
+        _progress(progress, counts, xs.index)
+        return carry, record
+
+    carry, records = jax.lax.scan(body, carry, steps)
     # (step, shard, chain, ...) → (shard, chain, step, ...)
-    records = jax.tree.map(lambda r: jnp.moveaxis(r, 0, 2), records)
-    return records, adaptations
+    return carry, jax.tree.map(lambda r: jnp.moveaxis(r, 0, 2), records)
+
+
+def _run_vectorized(
+    log_density, shard_data, positions, adapted, steps, settings, progress, counts, first, total
+):
+    """Every chunk of `steps` for all chains (`_advance_vectorized`), the records joined."""
+    init, _, _ = _chain_functions(log_density, settings, positions.shape[-1])
+    shapes = jax.eval_shape(_over_chains(init), positions, *adapted, shard_data)
+    carry = _zeros_like_shapes(shapes)
+    if len(positions.sharding.device_set) > 1:  # the chains split across devices
+        carry = jax.device_put(carry, positions.sharding)
+    records = []
+    for number, chunk in enumerate(_chunks(steps)):
+        carry, record = _advance_vectorized(
+            log_density, shard_data, carry, positions, adapted, chunk, jnp.asarray(number == 0),
+            settings, progress, counts, first, total,
+        )  # fmt: skip
+        records.append(record)
+    records = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=2), *records)
+    return records, carry[1]
 
 
 @eqx.filter_jit
-def _run_chain(
+def _advance_chain(
     log_density,
     shard_data,
+    carry,
     positions,
     adapted,
-    key,
+    steps: _Steps,
+    restart,
     settings: _Settings,
     progress,
+    counts,
     run,
     slot,
     first=None,
     total=None,
 ):
-    """Warmup and draws of one (shard, chain) slot (traced: one program serves every slot),
-    with the random numbers that slot draws in the vectorized run; `run` numbers its progress."""
+    """One chunk of steps of one (shard, chain) slot (traced: one program serves every slot),
+    with the random numbers that slot draws in the vectorized run; `run` numbers its progress;
+    where `restart`, the chain starts afresh (the first chunk of a run)."""
     n_shards, n_chains, n_parameters = positions.shape
     init, step, _ = _chain_functions(log_density, settings, n_parameters)
-    n_steps = settings.warmup + settings.samples
-    stages, ends = _schedule(settings.warmup, settings.samples)
     shard_index, chain_index = slot // n_chains, slot % n_chains
     shard = jax.tree.map(lambda a: a[shard_index], shard_data)
-    state, adaptation = init(
-        positions[shard_index, chain_index],
-        *(a[shard_index, chain_index] for a in adapted),
-        shard,
+    carry = jax.lax.cond(
+        restart,
+        lambda: init(
+            positions[shard_index, chain_index],
+            *(a[shard_index, chain_index] for a in adapted),
+            shard,
+        ),
+        lambda: carry,
     )
 
-    def body(carry, xs):
-        state, adaptation = carry
-        index, step_key, stage, is_end = xs
-        keys = _slot_keys(step_key, n_shards, n_chains, first, total)
-        state, adaptation, record = step(
-            keys[shard_index, chain_index], state, adaptation, shard, index, stage, is_end
-        )
-        _chain_progress(settings, progress, run, slot, index)
-        return (state, adaptation), record
+    def body(carry, xs: _Steps):
+        def advance(carry):
+            state, adaptation = carry
+            keys = _slot_keys(xs.key, n_shards, n_chains, first, total)
+            state, adaptation, record = step(
+                keys[shard_index, chain_index], state, adaptation, shard, xs.warming, xs.stage,
+                xs.is_end,
+            )  # fmt: skip
+            return (state, adaptation), record
 
-    (_, adaptation), record = jax.lax.scan(
-        body, (state, adaptation), (jnp.arange(n_steps), jr.split(key, n_steps), stages, ends)
-    )
-    return record, adaptation
+        carry, record = _skippable(advance, carry, xs.active)
+        _chain_progress(progress, counts, run, slot, xs.index)
+        return carry, record
+
+    return jax.lax.scan(body, carry, steps)
 
 
 def _run_sequential(
-    log_density,
-    shard_data,
-    positions,
-    adapted,
-    key,
-    settings: _Settings,
-    progress,
-    first=None,
-    total=None,
+    log_density, shard_data, positions, adapted, steps, settings, progress, counts, first, total
 ):
-    """Every (shard, chain) slot as its own run of `_run_chain`, as many side by side as the
-    CPU has cores (threads: a compiled program runs without the GIL, and XLA's CPU programs
-    are single-threaded for the most part, so a second chain uses a second core)."""
+    """Every (shard, chain) slot as its own run of `_advance_chain` chunks, as many side by side
+    as the CPU has cores (threads: a compiled program runs without the GIL, and XLA's CPU
+    programs are single-threaded for the most part, so a second chain uses a second core)."""
     n_shards, n_chains = positions.shape[:2]
     n_slots = n_shards * n_chains
-    n_steps = settings.warmup + settings.samples
     run = next(_RUN_NUMBERS)
-    _CHAIN_RUNS[run] = _ChainProgress(n_slots, n_steps, settings.warmup)
+    _CHAIN_RUNS[run] = _ChainProgress(n_slots, int(counts[0] + counts[1]), int(counts[0]))
+    init, _, _ = _chain_functions(log_density, settings, positions.shape[-1])
+    one = lambda a: a[0, 0]  # noqa: E731
+    shapes = jax.eval_shape(
+        init, one(positions), *(one(a) for a in adapted), jax.tree.map(lambda a: a[0], shard_data)
+    )
+    empty = _zeros_like_shapes(shapes)
+    chunks = _chunks(steps)
     number = jnp.asarray(run, jnp.int32)
-    arguments = (log_density, shard_data, positions, adapted, key, settings, progress, number)
+    shared = (log_density, shard_data)
+    options = (settings, progress, counts, number)
+
+    def call(program, carry, chunk, restart, slot):
+        return program(
+            *shared, carry, positions, adapted, chunk, jnp.asarray(restart), *options,
+            jnp.asarray(slot, jnp.int32), first, total,
+        )  # fmt: skip
+
     # Compiled here, before the threads start: when the threads' first calls compiled it,
     # the second chain waited for the first one's whole run (measured, jax 0.10: two chains
     # one after the other, not side by side).
-    program = _run_chain.lower(*arguments, jnp.asarray(0, jnp.int32), first, total).compile()
+    program = _advance_chain.lower(
+        *shared, empty, positions, adapted, chunks[0], jnp.asarray(True), *options,
+        jnp.asarray(0, jnp.int32), first, total,
+    ).compile()  # fmt: skip
 
     def run_slot(slot: int):
-        out = program(*arguments, jnp.asarray(slot, jnp.int32), first, total)
-        return jax.block_until_ready(out)
+        carry, records = empty, []
+        for number, chunk in enumerate(chunks):
+            carry, record = call(program, carry, chunk, number == 0, slot)
+            records.append(record)
+        records = jax.tree.map(lambda *parts: jnp.concatenate(parts), *records)
+        return jax.block_until_ready((records, carry[1]))
 
     try:
         with concurrent.futures.ThreadPoolExecutor(min(n_slots, available_cores())) as pool:
@@ -518,7 +611,8 @@ def run_nuts(
     key_shards: tuple[int, int] | None = None,
     adapted: AdaptedMetric | None = None,
 ) -> tuple[NUTSRun, int]:
-    """Warmup and NUTS draws for every (shard, chain), all in one compiled program.
+    """Warmup and NUTS draws for every (shard, chain), by one compiled program (a chunk of
+    steps, module docstring) that any later run of the same shapes reuses.
 
     **Arguments:**
 
@@ -549,15 +643,19 @@ def run_nuts(
     if warmup == 0 and adapted is None:
         raise ValueError("`warmup=0` draws with an adapted metric: pass `adapted`.")
     adapted = _starting_metric(positions, dense_mass) if adapted is None else adapted
+    # Uncommitted arrays on the default device, whatever made them (an earlier run's draws and
+    # metric are committed): committed ones would compile the run's program once more.
+    positions, adapted = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), (positions, adapted))
     settings = _Settings(
-        int(warmup),
-        int(samples),
         float(target_accept),
         int(max_tree_depth),
         bool(dense_mass),
     )
-    # Traced, so that a run with and without progress lines shares one compiled program.
+    # Traced, like the step counts and the per-step inputs (`_Steps`): runs with and without
+    # progress lines, of any warmup and draw counts, share one compiled program.
     report = jnp.asarray(bool(progress))
+    counts = jnp.asarray([int(warmup), int(samples)], jnp.int32)
+    steps = _run_steps(key, int(warmup), int(samples))
     first, total = None, None
     if key_shards is not None:
         first, total = (int(k) for k in key_shards)
@@ -574,15 +672,17 @@ def run_nuts(
             shard_data, positions, adapted
         )
         records, adaptations = _run_vectorized(
-            log_density, shard_data, positions, adapted, key, settings, report, first, total
-        )
+            log_density, shard_data, positions, adapted, steps, settings, report, counts, first,
+            total,
+        )  # fmt: skip
     else:
         records, adaptations = _run_sequential(
-            log_density, shard_data, positions, adapted, key, settings, report, first, total
-        )
+            log_density, shard_data, positions, adapted, steps, settings, report, counts, first,
+            total,
+        )  # fmt: skip
     position, divergent, energy, acceptance, n_steps, depth = (np.asarray(r) for r in records)
     step_size = jax.vmap(jax.vmap(_final_step_size(settings)))(adaptations)
-    warm, kept = slice(0, settings.warmup), slice(settings.warmup, None)
+    warm, kept = slice(0, int(warmup)), slice(int(warmup), int(warmup) + int(samples))
     run = NUTSRun(
         position=jnp.asarray(position[:, :, kept]),
         divergent=jnp.asarray(divergent[:, :, kept]),
