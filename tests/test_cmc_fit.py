@@ -286,6 +286,21 @@ def test_chains_are_split_across_local_devices():
     assert "ok 2" in completed.stdout
 
 
+def test_a_free_angle_is_sampled_on_the_period_centred_on_its_start():
+    from heterojax._cmc._fit import _angle_windows
+
+    start = TRUTH.replace(phi0=89.0)
+    free_phi0 = [n for n in hj.PARAMETER_NAMES if n not in ("D0_sample", "v0", "phi0")]
+    # The box of φ0 is one period: moved to [89° − 90°, 89° + 90°], no edge next to the mode.
+    assert _angle_windows(start, free_phi0, None) == {"phi0": (-1.0, 179.0)}
+    # A user's box of one period elsewhere is moved too; others are left as they are.
+    windows = _angle_windows(start, free_phi0, {"phi0": (0.0, 180.0), "v0": (0.0, 500.0)})
+    assert windows == {"phi0": (-1.0, 179.0), "v0": (0.0, 500.0)}
+    assert _angle_windows(start, free_phi0, {"phi0": (60.0, 100.0)}) == {"phi0": (60.0, 100.0)}
+    assert _angle_windows(start, FIXED, None) == {}  # φ0 fixed
+
+
+@pytest.mark.slow  # its own compilation of the whole CMC (~30–50 s); the windows are tested above
 def test_a_flow_near_the_wrap_of_phi0_is_sampled_whole():
     """φ0 = 89°: its posterior (sd of a few degrees) straddles ±90°. Sampled on the period
     centred on the NLSQ value, no box edge cuts it: the draws run past 90° and their mean

@@ -381,13 +381,13 @@ def _skippable(advance, carry, active):
     record of zeros (a padding step)."""
     record_shape = jax.eval_shape(advance, carry)[1]
 
-    def skip(carry):
-        return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), record_shape)
-
-    return jax.lax.cond(active, advance, skip, carry)
+    return jax.lax.cond(
+        active, advance, lambda carry: (carry, _zeros_like_shapes(record_shape)), carry
+    )
 
 
 def _zeros_like_shapes(shapes):
+    """Zeros of the shapes and dtypes of a pytree of `jax.ShapeDtypeStruct`s."""
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
