@@ -380,7 +380,6 @@ def _skippable(advance, carry, active):
     """`advance(carry)` → `(carry, record)` where `active`; else the carry unchanged and a
     record of zeros (a padding step)."""
     record_shape = jax.eval_shape(advance, carry)[1]
-
     return jax.lax.cond(
         active, advance, lambda carry: (carry, _zeros_like_shapes(record_shape)), carry
     )
