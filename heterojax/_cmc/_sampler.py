@@ -385,6 +385,17 @@ def _skippable(advance, carry, active):
     )
 
 
+def _chunk_by_chunk(advance, carry, chunks: list[_Steps], axis: int):
+    """`advance(carry, chunk, restart)` → `(carry, record)` over `chunks` in turn (`restart` on
+    the first). **Returns:** the records joined along their step `axis`, and the adaptation of
+    the last carry."""
+    records = []
+    for index, chunk in enumerate(chunks):
+        carry, record = advance(carry, chunk, jnp.asarray(index == 0))
+        records.append(record)
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=axis), *records), carry[1]
+
+
 def _zeros_like_shapes(shapes):
     """Zeros of the shapes and dtypes of a pytree of `jax.ShapeDtypeStruct`s."""
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -441,15 +452,14 @@ def _run_vectorized(
     carry = _zeros_like_shapes(shapes)
     if len(positions.sharding.device_set) > 1:  # the chains split across devices
         carry = jax.device_put(carry, positions.sharding)
-    records = []
-    for number, chunk in enumerate(_chunks(steps)):
-        carry, record = _advance_vectorized(
-            log_density, shard_data, carry, positions, adapted, chunk, jnp.asarray(number == 0),
-            settings, progress, counts, first, total,
+
+    def advance(carry, chunk, restart):
+        return _advance_vectorized(
+            log_density, shard_data, carry, positions, adapted, chunk, restart, settings,
+            progress, counts, first, total,
         )  # fmt: skip
-        records.append(record)
-    records = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=2), *records)
-    return records, carry[1]
+
+    return _chunk_by_chunk(advance, carry, _chunks(steps), axis=2)
 
 
 @eqx.filter_jit
@@ -524,12 +534,6 @@ def _run_sequential(
     shared = (log_density, shard_data)
     options = (settings, progress, counts, number)
 
-    def call(program, carry, chunk, restart, slot):
-        return program(
-            *shared, carry, positions, adapted, chunk, jnp.asarray(restart), *options,
-            jnp.asarray(slot, jnp.int32), first, total,
-        )  # fmt: skip
-
     # Compiled here, before the threads start: when the threads' first calls compiled it,
     # the second chain waited for the first one's whole run (measured, jax 0.10: two chains
     # one after the other, not side by side).
@@ -539,12 +543,13 @@ def _run_sequential(
     ).compile()  # fmt: skip
 
     def run_slot(slot: int):
-        carry, records = empty, []
-        for number, chunk in enumerate(chunks):
-            carry, record = call(program, carry, chunk, number == 0, slot)
-            records.append(record)
-        records = jax.tree.map(lambda *parts: jnp.concatenate(parts), *records)
-        return jax.block_until_ready((records, carry[1]))
+        def advance(carry, chunk, restart):
+            return program(
+                *shared, carry, positions, adapted, chunk, restart, *options,
+                jnp.asarray(slot, jnp.int32), first, total,
+            )  # fmt: skip
+
+        return jax.block_until_ready(_chunk_by_chunk(advance, empty, chunks, axis=0))
 
     try:
         with concurrent.futures.ThreadPoolExecutor(min(n_slots, available_cores())) as pool:
