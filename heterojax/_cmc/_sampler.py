@@ -396,6 +396,14 @@ def _chunk_by_chunk(advance, carry, chunks: list[_Steps], axis: int):
     return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=axis), *records), carry[1]
 
 
+def _empty_carry(log_density, settings: _Settings, positions, adapted, shard_data):
+    """Zeros shaped like every chain's (state, adaptation), leaves `(shard, chain, …)`: the
+    carry of a run's first chunk, which that chunk's `restart` replaces."""
+    init, _, _ = _chain_functions(log_density, settings, positions.shape[-1])
+    shapes = jax.eval_shape(_over_chains(init), positions, *adapted, shard_data)
+    return _zeros_like_shapes(shapes)
+
+
 def _zeros_like_shapes(shapes):
     """Zeros of the shapes and dtypes of a pytree of `jax.ShapeDtypeStruct`s."""
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -447,9 +455,7 @@ def _run_vectorized(
     log_density, shard_data, positions, adapted, steps, settings, progress, counts, first, total
 ):
     """Every chunk of `steps` for all chains (`_advance_vectorized`), the records joined."""
-    init, _, _ = _chain_functions(log_density, settings, positions.shape[-1])
-    shapes = jax.eval_shape(_over_chains(init), positions, *adapted, shard_data)
-    carry = _zeros_like_shapes(shapes)
+    carry = _empty_carry(log_density, settings, positions, adapted, shard_data)
     if len(positions.sharding.device_set) > 1:  # the chains split across devices
         carry = jax.device_put(carry, positions.sharding)
 
@@ -523,12 +529,9 @@ def _run_sequential(
     n_slots = n_shards * n_chains
     run = next(_RUN_NUMBERS)
     _CHAIN_RUNS[run] = _ChainProgress(n_slots, int(counts[0] + counts[1]), int(counts[0]))
-    init, _, _ = _chain_functions(log_density, settings, positions.shape[-1])
-    one = lambda a: a[0, 0]  # noqa: E731
-    shapes = jax.eval_shape(
-        init, one(positions), *(one(a) for a in adapted), jax.tree.map(lambda a: a[0], shard_data)
+    empty = jax.tree.map(  # one slot's
+        lambda a: a[0, 0], _empty_carry(log_density, settings, positions, adapted, shard_data)
     )
-    empty = _zeros_like_shapes(shapes)
     chunks = _chunks(steps)
     number = jnp.asarray(run, jnp.int32)
     shared = (log_density, shard_data)
