@@ -42,7 +42,6 @@ from ._posterior import (
     AffinePreconditioner,
     ShardData,
     ShardPosterior,
-    conditional_scaling,
     joint_gram,
     scaling_prior,
     schur_physics,
@@ -87,13 +86,12 @@ def _prior_information(posterior: ShardPosterior, theta):
 def _marginal_information_and_gradient(posterior: ShardPosterior, theta, shard, extra_precision):
     k = theta.shape[0]
     # The integrated likelihood at w = 1, times w (`ShardPosterior.weighted_log_likelihood`).
-    theta_l = posterior.likelihood_theta(theta)
-    conditional = conditional_scaling(posterior, theta_l, shard, weight=1.0)
+    # One evaluation gives the gradient and the conditional at θ* (the mean the Gram needs).
+    gradient, conditional = jax.grad(posterior.density_and_conditional, has_aux=True)(theta, shard)
     gram = joint_gram(posterior, theta, conditional.mean, shard)
     prior_scaling = scaling_prior(posterior)[0]
     gram = gram + jnp.diag(jnp.concatenate([jnp.zeros(k), prior_scaling]))
     likelihood = posterior.likelihood_weight * schur_physics(gram, k)
-    gradient = jax.grad(posterior)(theta, shard)
     return likelihood + _prior_information(posterior, theta) + extra_precision, gradient
 
 

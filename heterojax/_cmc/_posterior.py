@@ -517,10 +517,15 @@ class ShardPosterior(eqx.Module):
         0.35 with an sd of 0.03, the truth 0.45 outside its 90 % interval). Both are the same at
         w = 1; the coefficients are still drawn from their widened conditional given θ
         (`conditional_scaling`, `_marginal.complete_scaling`)."""
+        return self._weighted_log_likelihood_and_conditional(theta, shard)[0]
+
+    def _weighted_log_likelihood_and_conditional(self, theta, shard: ShardData):
+        """`weighted_log_likelihood` and, with `marginal_scaling`, the `ScalingConditional` at
+        w = 1 it was computed from (None otherwise)."""
         if self.marginal_scaling:
             integrated = conditional_scaling(self, self.likelihood_theta(theta), shard, weight=1.0)
-            return self.likelihood_weight * integrated.log_marginal
-        return self.likelihood_weight * self.log_likelihood(theta, shard)
+            return self.likelihood_weight * integrated.log_marginal, integrated
+        return self.likelihood_weight * self.log_likelihood(theta, shard), None
 
     def log_prior(self, theta: Float[Array, " p"]) -> Float[Array, ""]:
         """log p(x(θ)) + log |dx/dθ|, the untempered prior density of the sampled coordinates in
@@ -533,8 +538,17 @@ class ShardPosterior(eqx.Module):
 
     def __call__(self, theta: Float[Array, " p"], shard: ShardData) -> Float[Array, ""]:
         """log p_k(θ) = (1/K) log p(θ) + w · log L_k (module docstring)."""
-        value = self.tempering * self.log_prior(theta) + self.weighted_log_likelihood(theta, shard)
-        return jnp.where(jnp.isnan(value), -jnp.inf, value)
+        return self.density_and_conditional(theta, shard)[0]
+
+    def density_and_conditional(
+        self, theta: Float[Array, " p"], shard: ShardData
+    ) -> tuple[Float[Array, ""], "ScalingConditional | None"]:
+        """log p_k(θ) and, with `marginal_scaling`, the scaling conditional at w = 1 that its
+        integrated likelihood came from (None otherwise): one evaluation serves both where a
+        caller needs the two (`jax.value_and_grad(..., has_aux=True)`)."""
+        likelihood, conditional = self._weighted_log_likelihood_and_conditional(theta, shard)
+        value = self.tempering * self.log_prior(theta) + likelihood
+        return jnp.where(jnp.isnan(value), -jnp.inf, value), conditional
 
 
 class ScalingConditional(NamedTuple):
