@@ -690,3 +690,10 @@ def basin_verdict(
         fitted=fit_values,
         truth=true_values,
     )
+
+
+def held_out_case_fifth_basin() -> RecoveryCase:
+    """Case 18 of a held-out draw (`recovery_cases(48, seed=36)`): ageing, a fraction that
+    saturates, high noise; 4 angles × 190 frames. Its global basin ranks 5th among the 6
+    distinct screened basins within the margin (`AutoStarts.polish`)."""
+    return recovery_cases(48, seed=36)[18]
