@@ -545,7 +545,7 @@ class ShardPosterior(eqx.Module):
     ) -> tuple[Float[Array, ""], "ScalingConditional | None"]:
         """log p_k(θ) and, with `marginal_scaling`, the scaling conditional at w = 1 that its
         integrated likelihood came from (None otherwise): one evaluation serves both where a
-        caller needs the two (`jax.value_and_grad(..., has_aux=True)`)."""
+        caller needs the two (`jax.grad(..., has_aux=True)` in the Laplace step)."""
         likelihood, conditional = self._weighted_log_likelihood_and_conditional(theta, shard)
         value = self.tempering * self.log_prior(theta) + likelihood
         return jnp.where(jnp.isnan(value), -jnp.inf, value), conditional

@@ -446,10 +446,10 @@ class AutoStarts(AbstractStarts):
     a held-out draw of the recovery suite (`bench_recovery.py --seed 36`, case 18: ageing, a
     saturating fraction, high noise; 7 distinct basin signatures within the margin, two of them
     one fit with a flow too slow to see): with at most 4 the global basin, ranked 6th, was
-    never polished and the fit stopped 1 632 above the truth's χ²;
-    with 8 it reached 22 below it. Hopeless rivals still stop early (above); measured on 7
-    cases of that draw (the two settings alternated, each fit cold), the wall time changed by a
-    median factor 0.99 and 8 % in total, at most +30 % (a static-reference case).
+    never polished and the fit stopped 1 632 above the truth's χ²; with 8 it reached 22 below
+    it. Hopeless rivals still stop early (above); measured on 7 cases of that draw (the two
+    settings alternated, each fit cold), the wall time changed by a median factor 0.99 and 8 %
+    in total, at most +30 % (a static-reference case).
     """
 
     random_starts: int | None = None
