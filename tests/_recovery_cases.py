@@ -697,3 +697,11 @@ def held_out_case_low_ranked_basin() -> RecoveryCase:
     saturates, high noise; 4 angles × 190 frames. Its global basin ranks 6th among the 7
     distinct screened basin signatures within the margin (`AutoStarts.polish`)."""
     return recovery_cases(48, seed=36)[18]
+
+
+def held_out_case_slow_minor_component() -> RecoveryCase:
+    """Case 33 of a held-out draw (`recovery_cases(48, seed=36)`): 6 angles × 83 frames, a
+    constant fraction and a slow flow; the reference carries 16 % of the light and decays 10×
+    slower than the sample. Before the minor-slow starts (`AutoStarts`, `_minor_slow`) no start
+    reached its basin and the fit stopped 33 above the global χ²."""
+    return recovery_cases(48, seed=36)[33]

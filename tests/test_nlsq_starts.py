@@ -457,6 +457,38 @@ def test_auto_design_has_flow_branches_and_fraction_shapes_only_where_they_apply
     assert np.sum(np.isclose(growth, -np.log(4.0))) >= strategy.speed_scan // 2
 
 
+def test_auto_design_has_a_minor_slow_component_at_spread_flow_directions():
+    from heterojax._fit._strategies import _minor_slow
+
+    truth = hj.HeterodyneModel().replace(D0_ref=2000.0, D0_sample=20000.0, v0=60.0, f0=0.85)
+    data = _data(truth, frames=48)
+    problem, x0 = _problem(hj.HeterodyneModel(), data)
+    estimate = hj.estimate_start(data)
+    t_mid = float(data.t[len(data.t) // 2])
+    models = _minor_slow(estimate, problem, t_mid)
+    assert len(models) == 8
+    rates = estimate.rates(jnp.array([t_mid]))
+    dominant = "J_sample" if float(rates["sample_fraction"][0]) >= 0.5 else "J_ref"
+    for model in models:
+        at_mid = model.rates(jnp.array([t_mid]))
+        slow, fast = sorted([float(at_mid["J_ref"][0]), float(at_mid["J_sample"][0])])
+        assert fast == pytest.approx(float(rates[dominant][0]), rel=1e-9)
+        assert slow == pytest.approx(fast / 10.0, rel=1e-9)
+        share = float(at_mid["sample_fraction"][0])
+        minor_share = share if float(at_mid["J_sample"][0]) == slow else 1.0 - share
+        assert minor_share == pytest.approx(0.15)
+        assert float(model.to_dict()["f1"]) == 0.0
+    for labelling in (models[:4], models[4:]):
+        phi0 = np.sort([float(m.to_dict()["phi0"]) for m in labelling])
+        np.testing.assert_allclose(np.diff(phi0), 45.0, atol=1e-9)
+        assert np.all((phi0 >= -90.0) & (phi0 < 90.0))
+    # The design carries them: each phi0 of the first labelling appears among its rows.
+    rows, _ = hj.AutoStarts().design(problem, data, x0, 0)
+    k = problem.names.index("phi0")
+    for model in models:
+        assert np.any(np.isclose(rows[:, k], float(model.to_dict()["phi0"])))
+
+
 @pytest.mark.slow
 def test_a_fit_that_runs_out_of_steps_is_continued():
     from heterojax._fit._solve import OUT_OF_STEPS, SUCCESSFUL
