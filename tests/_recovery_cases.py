@@ -705,3 +705,11 @@ def held_out_case_slow_minor_component() -> RecoveryCase:
     slower than the sample. Before the minor-slow starts (`AutoStarts`, `_minor_slow`) no start
     reached its basin and the fit stopped 33 above the global χ²."""
     return recovery_cases(48, seed=36)[33]
+
+
+def held_out_case_wrong_labelling() -> RecoveryCase:
+    """Case 13 of a held-out draw (`recovery_cases(48, seed=37)`): a static reference that the
+    sample displaces by mid-window (a saturating fraction), 4 angles × 190 frames. Before the
+    slow-vanishing hop moves (`_strategies._slow_vanishing`) the best fit carried the sample's
+    decay on the reference, χ² 163 702 against the truth's 73 023."""
+    return recovery_cases(48, seed=37)[13]

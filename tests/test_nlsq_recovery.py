@@ -17,6 +17,7 @@ from _recovery_cases import (
     chi2_tolerance,
     held_out_case_low_ranked_basin,
     held_out_case_slow_minor_component,
+    held_out_case_wrong_labelling,
     issue_case_saturating,
     model_chi2,
     recovery_cases,
@@ -194,6 +195,19 @@ def test_a_minor_slow_component_under_a_slow_flow_is_found():
     and φ0 is a guess. The default search reaches the global basin (without the minor-slow
     starts it stopped 33 above the global χ², φ0 off by 90°)."""
     case = held_out_case_slow_minor_component()
+    data = case.data()
+    result = hj.fit_nlsq(case.start(), data, fixed=case.fixed)
+    verdict = basin_verdict(case, result, truth_chi2(case, data))
+    assert verdict.reached, verdict.as_dict()
+
+
+@pytest.mark.slow
+def test_a_fit_with_the_decay_on_the_wrong_component_hops_to_the_global_minimum():
+    """A static reference displaced by the sample by mid-window: the screening's best fit puts
+    the sample's decay on the reference; the hop to the exchanged labelling with a saturating
+    fraction and a slow vanishing reference reaches the global minimum (before: 90 680 above
+    the truth's χ²)."""
+    case = held_out_case_wrong_labelling()
     data = case.data()
     result = hj.fit_nlsq(case.start(), data, fixed=case.fixed)
     verdict = basin_verdict(case, result, truth_chi2(case, data))

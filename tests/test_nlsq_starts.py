@@ -489,6 +489,33 @@ def test_auto_design_has_a_minor_slow_component_at_spread_flow_directions():
         assert np.any(np.isclose(rows[:, k], float(model.to_dict()["phi0"])))
 
 
+def test_hop_moves_slow_the_component_a_fraction_shape_removes_in_both_labellings():
+    from heterojax._fit._strategies import _moves
+    from heterojax._fit._symmetry import exchanged
+
+    fit = hj.HeterodyneModel().replace(D0_ref=3000.0, D0_sample=15000.0, v0=300.0, f0=0.5)
+    data = _data(fit, frames=48)
+    problem, x0 = _problem(fit, data)
+    t = np.asarray(data.t)
+    t_mid = float(t[len(t) // 2])
+    moves = [problem.unpack(jnp.asarray(row))[0] for row in _moves(problem, x0)]
+    swapped = exchanged(fit, t)
+    found = {"plain": 0, "exchanged": 0}
+    for move in moves:
+        at_mid = move.rates(jnp.array([t_mid]))
+        j_ref, j_sample = float(at_mid["J_ref"][0]), float(at_mid["J_sample"][0])
+        growing = float(move.to_dict()["f1"]) > 0
+        slow, fast = (j_ref, j_sample) if growing else (j_sample, j_ref)
+        if not np.isclose(slow, fast / 10.0, rtol=1e-6):
+            continue
+        # The component that stays keeps its rate in one of the two labellings.
+        for label, source in (("plain", fit), ("exchanged", swapped)):
+            kept = source.rates(jnp.array([t_mid]))["J_sample" if growing else "J_ref"]
+            if np.isclose(fast, float(kept[0]), rtol=1e-6):
+                found[label] += 1
+    assert found == {"plain": 2, "exchanged": 2}, found
+
+
 @pytest.mark.slow
 def test_a_fit_that_runs_out_of_steps_is_continued():
     from heterojax._fit._solve import OUT_OF_STEPS, SUCCESSFUL
