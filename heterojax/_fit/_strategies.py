@@ -547,9 +547,10 @@ class AutoStarts(AbstractStarts):
     data a nearly converged best fit; a rival basin 64 600 above the best in full χ² is only
     1 136 above it there, inside the margin, and is still polished). Then, up to `hops`
     rounds: from the best fit so far, one move along each near-degeneracy (`_moves`: its other
-    flow branches, its fraction saturating, decaying or steady, its exponents traded), screened
-    likewise and polished when they could beat it (the estimate can be poor; the best fit is a
-    better place to look from). The lowest full χ² wins.
+    flow branches, its fraction saturating, decaying or steady, saturating or decaying in
+    either labelling with the component the fraction removes made slow, its exponents traded),
+    screened likewise and polished when they could beat it (the estimate can be poor; the best
+    fit is a better place to look from). The lowest full χ² wins.
 
     **Why 8 basins.** The screening's χ² ranks fits that have mostly not converged in their
     `screening_steps`, so a basin ranked low there can still win on the full data. Measured on
