@@ -180,6 +180,12 @@ _SAME_BASIN = 0.05
 _SAME_CHI2 = 1e-8
 # The α trade-off: anchors with the exponents moved apart by this much, J at mid-window kept.
 _EXPONENT_SHIFT = 0.6
+# A slow component at a small share (`_minor_slow`, `_slow_vanishing`): how many times slower
+# than the other component it decays, its share of the light in the starts, and the flow
+# directions those are tried at (spread over φ0's period).
+_MINOR_SLOWDOWN = 10.0
+_MINOR_SHARE = 0.15
+_MINOR_FLOW_DIRECTIONS = 4
 
 
 def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
@@ -204,7 +210,7 @@ def _moves(problem: FitProblem, x: np.ndarray) -> np.ndarray:
             models.append(model.replace(v0=v0, beta=beta))
     if "f1" in names:
         models += _fraction_shapes(model, t) + [_steady(model, t_mid, ())]
-        models += _slow_vanishing(model, t, names)
+        models += _slow_vanishing(model, t, t_mid, names)
     models += _exponent_trades(model, t_mid, names)
     if "phi0" in names:
         models += two_angle_mirrors(model, np.asarray(problem.phi), t)
@@ -370,7 +376,7 @@ def _fraction_shapes(model: HeterodyneModel, t: np.ndarray) -> list[HeterodyneMo
 
 
 def _slow_vanishing(
-    model: HeterodyneModel, t: np.ndarray, names: tuple[str, ...]
+    model: HeterodyneModel, t: np.ndarray, t_mid: float, names: tuple[str, ...]
 ) -> list[HeterodyneModel]:
     """The model and its exchanged labelling, each with the fraction shapes of
     `_fraction_shapes` (the sample saturating at mid-window, or decaying from 1), and the
@@ -386,7 +392,6 @@ def _slow_vanishing(
     without the slowing, or unexchanged, they fell onto the fit with the sample alone."""
     if not {"f0", "f1"} <= set(names):
         return []
-    t_mid = float(t[len(t) // 2])
     models = []
     for labelling in (model, exchanged(model, t)):
         shapes = _fraction_shapes(labelling, t) if labelling is not None else []
@@ -438,13 +443,6 @@ def _speed_scan(
             v0 = (-speed - v_offset) / t_mid**beta
         models.append(estimate.replace(v0=float(np.clip(v0, spec.lower, spec.upper))))
     return models
-
-
-# A minor slow component (`_minor_slow`): its share of the light, how many times slower than the
-# dominant component it decays, and the flow directions it is tried at (spread over φ0's period).
-_MINOR_SHARE = 0.15
-_MINOR_SLOWDOWN = 10.0
-_MINOR_FLOW_DIRECTIONS = 4
 
 
 def _minor_slow(
