@@ -176,38 +176,29 @@ def test_saturating_fraction_fit_stays_at_the_truth():
     assert np.isfinite(result.chi2)
 
 
-@pytest.mark.slow
-def test_a_basin_ranked_low_by_the_screening_is_still_polished():
-    """The screening ranks fits that have mostly not converged: the global basin of this
-    held-out case ranks 6th among the distinct basins within the margin, and the default
-    search still reaches it (with at most 4 polished it stopped 1 632 above the truth's χ²)."""
-    case = held_out_case_low_ranked_basin()
-    data = case.data()
-    result = hj.fit_nlsq(case.start(), data, fixed=case.fixed)
-    verdict = basin_verdict(case, result, truth_chi2(case, data))
-    assert verdict.reached, verdict.as_dict()
+# Held-out recovery cases where the default search once stopped in a false minimum, and what
+# it missed there.
+_HELD_OUT_FALSE_MINIMA = {
+    # The screening ranks fits that have mostly not converged: the global basin ranks 6th
+    # among the distinct basins within the margin (with at most 4 polished the fit stopped
+    # 1 632 above the truth's χ²).
+    "basin_ranked_low_by_the_screening": held_out_case_low_ranked_basin,
+    # A reference with 16 % of the light decaying 10× slower than the flowing sample, the flow
+    # a radian or two of phase over the window: the one-time cuts read only the dominant decay
+    # and φ0 is a guess (without the minor-slow starts: 33 above the global χ², φ0 off by 90°).
+    "minor_slow_component_under_a_slow_flow": held_out_case_slow_minor_component,
+    # A static reference displaced by the sample by mid-window: the screening's best fit puts
+    # the sample's decay on the reference, and only the hop to the exchanged labelling with a
+    # saturating fraction and a slow vanishing reference reaches the global minimum (without
+    # it: 90 680 above the truth's χ²).
+    "decay_on_the_wrong_component": held_out_case_wrong_labelling,
+}
 
 
 @pytest.mark.slow
-def test_a_minor_slow_component_under_a_slow_flow_is_found():
-    """A reference with 16 % of the light decaying 10× slower than the flowing sample, the flow
-    a radian or two of phase over the window: the one-time cuts read only the dominant decay
-    and φ0 is a guess. The default search reaches the global basin (without the minor-slow
-    starts it stopped 33 above the global χ², φ0 off by 90°)."""
-    case = held_out_case_slow_minor_component()
-    data = case.data()
-    result = hj.fit_nlsq(case.start(), data, fixed=case.fixed)
-    verdict = basin_verdict(case, result, truth_chi2(case, data))
-    assert verdict.reached, verdict.as_dict()
-
-
-@pytest.mark.slow
-def test_a_fit_with_the_decay_on_the_wrong_component_hops_to_the_global_minimum():
-    """A static reference displaced by the sample by mid-window: the screening's best fit puts
-    the sample's decay on the reference; the hop to the exchanged labelling with a saturating
-    fraction and a slow vanishing reference reaches the global minimum (before: 90 680 above
-    the truth's χ²)."""
-    case = held_out_case_wrong_labelling()
+@pytest.mark.parametrize("held_out", _HELD_OUT_FALSE_MINIMA.values(), ids=_HELD_OUT_FALSE_MINIMA)
+def test_the_default_search_reaches_the_global_basin_of_former_false_minima(held_out):
+    case = held_out()
     data = case.data()
     result = hj.fit_nlsq(case.start(), data, fixed=case.fixed)
     verdict = basin_verdict(case, result, truth_chi2(case, data))
