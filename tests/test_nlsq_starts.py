@@ -489,6 +489,37 @@ def test_auto_design_has_a_minor_slow_component_at_spread_flow_directions():
         assert np.any(np.isclose(rows[:, k], float(model.to_dict()["phi0"])))
 
 
+def test_auto_design_has_a_static_reference_under_a_minor_sample_at_scan_speeds():
+    from heterojax._fit._strategies import _speed_scan, _static_reference
+
+    truth = hj.HeterodyneModel().replace(D0_ref=0.0, D0_sample=12000.0, v0=80.0, f0=0.4)
+    data = _data(truth, frames=48)
+    problem, x0 = _problem(hj.HeterodyneModel(), data)
+    estimate = hj.estimate_start(data)
+    t_mid = float(data.t[len(data.t) // 2])
+    models = _static_reference(estimate, problem, t_mid, 4)
+    assert len(models) == 4
+    rates = estimate.rates(jnp.array([t_mid]))
+    dominant = "J_sample" if float(rates["sample_fraction"][0]) >= 0.5 else "J_ref"
+    for model in models:
+        at_mid = model.rates(jnp.array([t_mid]))
+        assert float(at_mid["J_ref"][0]) == 0.0
+        assert float(at_mid["J_sample"][0]) == pytest.approx(float(rates[dominant][0]), rel=1e-9)
+        assert float(at_mid["sample_fraction"][0]) == pytest.approx(0.15)
+        assert float(model.to_dict()["f1"]) == 0.0
+    speeds = [float(m.to_dict()["v0"]) for m in models]
+    scan = [float(m.to_dict()["v0"]) for m in _speed_scan(estimate, problem, t_mid, 4)]
+    np.testing.assert_allclose(speeds, scan, rtol=1e-9)
+    # The design carries them (the static reference pulled just inside its bound).
+    rows, _ = hj.AutoStarts().design(problem, data, x0, 0)
+    i_ref, i_f0 = problem.names.index("D0_ref"), problem.names.index("f0")
+    static = rows[rows[:, i_ref] == rows[:, i_ref].min()]
+    assert np.sum(np.isclose(static[:, i_f0], 0.15, atol=1e-3)) >= 4
+    # Without a free reference prefactor there is no such start.
+    fixed_ref, _ = _problem(hj.HeterodyneModel(), data, fixed=(*FIXED, "D0_ref"))
+    assert _static_reference(estimate, fixed_ref, t_mid, 4) == []
+
+
 def test_hop_moves_slow_the_component_a_fraction_shape_removes_in_both_labellings():
     from heterojax._fit._strategies import _moves
     from heterojax._fit._symmetry import exchanged
