@@ -552,7 +552,10 @@ class AutoStarts(AbstractStarts):
     (15 % of the light) decaying 10× slower than the dominant one, the reference under a
     flowing sample and the sample under a static reference, each at the slowest of those
     speeds and at 4 values of φ0 spread over its period (`_minor_slow`: the cuts read the
-    dominant decay only); then a Latin hypercube around E
+    dominant decay only); E held steady with a static reference carrying 85 % of the light
+    and the sample decaying at the dominant rate, at half of those speeds (`_static_reference`:
+    the textbook heterodyne geometry, where a slow flow reads as extra decay); then a Latin
+    hypercube around E
     (`random_starts`, default 4 + the number of free physics parameters, 8 to 16) with the
     speed v0 drawn log-uniformly within ×/÷ 10 of E's and the fraction's rate f1 uniformly so
     that the fraction changes by e^−4 to e^4 over the window (growing, decaying, saturating).
