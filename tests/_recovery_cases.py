@@ -713,3 +713,20 @@ def held_out_case_wrong_labelling() -> RecoveryCase:
     slow-vanishing hop moves (`_strategies._slow_vanishing`) the best fit carried the sample's
     decay on the reference, χ² 163 702 against the truth's 73 023."""
     return recovery_cases(48, seed=37)[13]
+
+
+def held_out_case_static_reference() -> RecoveryCase:
+    """Case 4 of a held-out draw (`recovery_cases(48, seed=38)`): a static reference with 58 %
+    of the light, a constant fraction and a slow flow; 3 angles × 170 frames. Before the
+    static-reference starts (`_strategies._static_reference`) the fit stopped 47 above the
+    global χ² with a slowly decaying reference and a faster flow."""
+    return recovery_cases(48, seed=38)[4]
+
+
+def held_out_case_fringes_that_end_early() -> RecoveryCase:
+    """Case 28 of a held-out draw (`recovery_cases(48, seed=38)`): a fraction that saturates at
+    0.86 s of a 1.56 s window, so the fringes (the cross term) end early; 3 angles × 114
+    frames. Before φ0 was read from the age window that shows the flow
+    (`_estimate.read_cuts`) the estimate took 70° against −20° from the two windows without
+    fringes and the fit ended 508 900 above the truth's χ²."""
+    return recovery_cases(48, seed=38)[28]

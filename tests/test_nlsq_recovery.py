@@ -15,8 +15,10 @@ from _recovery_cases import (
     _swapped,
     basin_verdict,
     chi2_tolerance,
+    held_out_case_fringes_that_end_early,
     held_out_case_low_ranked_basin,
     held_out_case_slow_minor_component,
+    held_out_case_static_reference,
     held_out_case_wrong_labelling,
     issue_case_saturating,
     model_chi2,
@@ -192,6 +194,13 @@ _HELD_OUT_FALSE_MINIMA = {
     # saturating fraction and a slow vanishing reference reaches the global minimum (without
     # it: 90 680 above the truth's χ²).
     "decay_on_the_wrong_component": held_out_case_wrong_labelling,
+    # A static reference with most of the light under a slow flow: the flow reads as extra
+    # decay, and fits from the estimate settle on a slowly decaying reference and a faster flow
+    # (without the static-reference starts: 47 above the global χ²).
+    "static_reference_under_a_slow_flow": held_out_case_static_reference,
+    # A fraction that saturates early, so two of the three age windows show no fringes (without
+    # φ0 read from the window that shows the flow: φ0 off by 90°, 508 900 above the truth's χ²).
+    "fringes_that_end_early": held_out_case_fringes_that_end_early,
 }
 
 

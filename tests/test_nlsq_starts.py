@@ -383,6 +383,33 @@ def test_estimate_start_reads_rates_speed_and_angle():
     assert float(estimate["phi0"]) == pytest.approx(20.0, abs=10.0)
 
 
+def test_estimate_reads_phi0_from_the_age_window_that_shows_the_flow():
+    """A fraction that saturates at 0.86 s of a 1.56 s window: the reference, and with it the
+    cross term and its fringes, is gone from the later two age windows, whose (v, φ0) grid
+    search returns noise. φ0 comes from the window whose flow explains the most of its cuts."""
+    from _recovery_cases import held_out_case_fringes_that_end_early
+
+    from heterojax._fit import _estimate
+
+    case = held_out_case_fringes_that_end_early()
+    data = case.data()
+    windows = []
+    grid_search = _estimate._grid_search
+
+    def recorded(*args):
+        windows.append(grid_search(*args))
+        return windows[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_estimate, "_grid_search", recorded)
+        reading = _estimate.read_cuts(data)
+    gains = [window[-1] for window in windows]
+    assert gains[0] > 0.5 > max(gains[1:])  # only the first window sees fringes
+    truth = float(case.truth.to_dict()["phi0"])
+    assert abs((reading.phi0 - truth + 90.0) % 180.0 - 90.0) <= 10.0
+    assert float(hj.estimate_start(data).to_dict()["phi0"]) == reading.phi0
+
+
 def test_local_solver_keeps_given_scaling_when_asked():
     truth = hj.HeterodyneModel().replace(D0_ref=150.0, D0_sample=2500.0, v0=45.0, f0=0.35)
     data = _data(truth, frames=24)
