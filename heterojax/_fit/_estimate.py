@@ -39,9 +39,9 @@ class DataEstimate:
     """What the one-time cuts say, per age window.
 
     **Fields:** `ages` (s), per age the rates `reference_rate`, `sample_rate` (J in Å²/s),
-    `sample_share` (f_s), `speed` (|v| in Å/s, NaN where no fringes), and the overall `phi0`
-    (deg, NaN when fewer than two maps show fringes): that of the window whose flow explains
-    the most of its cuts (the largest flow gain of `_grid_search`). Windows without fringes
+    `sample_share` (f_s), `speed` (|v| in Å/s, from the window's grid search), and the overall
+    `phi0` (deg, NaN without an age window): that of the window whose flow explains the most
+    of its cuts (the largest flow gain of `_grid_search`). Windows without fringes
     return an arbitrary angle; a median over windows let two of them outvote the one that saw
     the flow (measured: `bench_recovery.py --seed 38`, case 28, a fraction saturating at 0.86 s
     of a 1.56 s window: φ0 70° against −20°, and a fit 508 900 above the truth's χ²).

@@ -624,10 +624,11 @@ class AutoStarts(AbstractStarts):
         for branch in branches:  # a reversing flow: its own transport and fraction guesses fail
             models += [branch, _steady(branch, t_mid, ("alpha_ref", "alpha_sample"))]
         models += _speed_scan(estimate, problem, t_mid, self.speed_scan)
+        half_scan = max(self.speed_scan // 2, 1)
         for shape in _fraction_shapes(stationary, t):
-            models += _speed_scan(shape, problem, t_mid, max(self.speed_scan // 2, 1))
+            models += _speed_scan(shape, problem, t_mid, half_scan)
         models += _minor_slow(estimate, problem, t_mid)
-        models += _static_reference(estimate, problem, t_mid, max(self.speed_scan // 2, 1))
+        models += _static_reference(estimate, problem, t_mid, half_scan)
         anchors = [np.asarray(x0, float)] + [_fit_vector(problem, m, x0) for m in models]
         n_random = self.random_starts
         if n_random is None:
