@@ -275,6 +275,7 @@ def _new_then_fit(tmp_path, data_path):
     return code, saved
 
 
+@pytest.mark.slow
 def test_config_new_then_fit_succeeds(tmp_path):
     """The CLI's first fit: `config new --data` → `fit` with nothing edited exits 0 with a good
     fit, on a small file (3 angles — two leave (v0, φ0) with two exact solutions — × 40

@@ -134,6 +134,7 @@ def _posterior_and_shards(nlsq, data, n_shards):
     return posterior, shard_data, center
 
 
+@pytest.mark.slow
 def test_curvature_adjustment_gives_the_nlsq_covariance_in_the_shard_posterior(warm_start):
     data, nlsq = warm_start
     posterior, shard_data, center = _posterior_and_shards(nlsq, data, n_shards=2)
@@ -321,6 +322,7 @@ def _never_called(*args):
     raise AssertionError("not called")
 
 
+@pytest.mark.slow
 def test_checked_adjustment_keeps_the_map_where_the_likelihood_is_quadratic(
     warm_start, monkeypatch
 ):
@@ -430,6 +432,7 @@ def test_adjusted_posteriors_have_the_honest_width_on_speckle_data():
     assert sum(covered) >= 7  # of 8 intervals (≥ 6 expected at 90 % with 2 sd to spare)
 
 
+@pytest.mark.slow
 def test_curvature_adjustment_gives_the_coefficients_their_honest_conditional(warm_start):
     """With the scaling coefficients integrated out, the curvature adjustment maps their draws
     too: given the physics, the completed coefficients have the honest conditional of the NLSQ

@@ -106,6 +106,7 @@ def test_sequential_chains_reproduce_vectorized_draws(result, data, nlsq):
     assert sequential.chain_method == "sequential"
 
 
+@pytest.mark.slow
 def test_a_short_ess_draws_more_up_to_max_samples(data, nlsq, result, capfd):
     # 4 chains × 200 draws cannot reach an ESS of 1 500: the run continues its chains, as many
     # draws as the verdict would ask for, but no more than max_samples per chain.
@@ -168,6 +169,7 @@ def test_one_shard_samples_whole_maps_only_with_the_roi_model():
     assert _sampling_layout(2, roi=True) == _sampling_layout(2, roi=False) == "tiles"
 
 
+@pytest.mark.slow
 def test_auto_shards_halve_while_the_draws_are_not_gaussian(data, nlsq, monkeypatch, capfd):
     import heterojax._cmc._fit as cmc_fit
     import heterojax._cmc._shards as cmc_shards

@@ -137,6 +137,7 @@ def test_log_density_is_the_physics_marginal(setup):
     assert posterior.n_sampled == k and posterior.sampled_names == problem.names[:k]
 
 
+@pytest.mark.slow
 def test_a_magnitude_weight_scales_the_integrated_likelihood(setup):
     """With weight w the physics see w · log ∫ L p(α) dα, not log ∫ L^w p(α) dα: the volume
     term −½ log det Q is weighted too (its θ-dependence would otherwise outweigh a small w),
@@ -185,6 +186,7 @@ def test_conditional_draws_have_the_conditional_moments(setup):
         assert np.max(np.abs(difference)) < 5 / np.sqrt(n)  # a few standard errors
 
 
+@pytest.mark.slow
 def test_marginal_information_is_the_schur_complement(setup):
     """The Gauss–Newton information of the marginal: the joint one at α*, coefficients
     integrated out (invariant to how α is parametrised)."""

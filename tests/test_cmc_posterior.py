@@ -284,6 +284,7 @@ def test_tiles_must_start_on_the_block_grid():
         gather_shard_data(moved, c2, np.ones_like(c2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("marginal", [False, True])
 def test_the_two_layouts_give_one_density_gradient_and_information(setup, marginal):
     """Whole maps with zero precision outside a shard (`"maps"`) and the shard's tiles are the

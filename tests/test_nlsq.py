@@ -447,6 +447,7 @@ def test_phi0_is_fitted_as_an_angle_through_its_wrap():
     assert 80.0 < narrowed.parameters()["phi0"] <= 90.0
 
 
+@pytest.mark.slow
 def test_two_angles_report_the_twin_flow_direction():
     """With two angles and no velocity offset the mirrored φ0 (v0 rescaled) fits exactly alike:
     the report gives that second answer (`quality.twin`), names both in a warning, and the fit

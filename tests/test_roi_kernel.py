@@ -154,6 +154,7 @@ def test_jit_vmap_grad_with_bins():
     np.testing.assert_allclose(gradient, differences, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_structured_derivatives_equal_direct():
     # The structured kernel's forward-mode Jacobian (what NLSQ takes) and gradient (reverse
     # mode, through the shared cos/sin buffers and their custom derivative) against the direct

@@ -105,6 +105,7 @@ def test_the_meat_is_the_covariance_of_the_score_over_speckle_datasets():
     assert all(0.5 < ratio < 2.0 for ratio in ratios), ratios
 
 
+@pytest.mark.slow
 def test_errors_do_not_depend_on_sigma_and_read_pixels_from_the_residuals():
     data = _speckle_data(7)
     problem, x = _problem(data, sigma=np.array([0.01, 0.02]))
