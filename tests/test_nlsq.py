@@ -422,6 +422,7 @@ def test_the_reported_sigma_per_map_can_be_passed_back():
         hj.fit_nlsq(TRUTH, data, fixed=fixed, starts=1, sigma=np.ones(5))
 
 
+@pytest.mark.slow
 def test_phi0_is_fitted_as_an_angle_through_its_wrap():
     """φ0 and φ0 ± 180° give the same c2, and its box [−90°, 90°) is one period: a flow at
     φ0 = 89° started from −85° (4° away across the wrap) is found without a bound to creep to,

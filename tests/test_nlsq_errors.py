@@ -191,6 +191,7 @@ def test_whole_map_terms_are_the_map_scores_and_their_absorbed_part():
     )
 
 
+@pytest.mark.slow
 def test_whole_maps_widen_the_errors_by_noise_shared_across_a_map():
     """Each map drawn with its own fraction (f0 = 0.4 ± 0.04, as a static reference's speckle
     gives each bin its own share of reference light) and little independent noise: every

@@ -95,6 +95,7 @@ def test_objective_is_the_plain_chi2_at_a_saturated_fraction():
     assert np.asarray(truth.fraction(data.t)).max() > 1.5  # the law saturates
 
 
+@pytest.mark.slow
 def test_saturating_fraction_started_at_the_truth_stays_there():
     """The issue's biased-objective case in small: f_s reaches 1 mid-window and stays there."""
     truth = hj.HeterodyneModel().replace(
