@@ -485,22 +485,29 @@ def test_auto_design_has_flow_branches_and_fraction_shapes_only_where_they_apply
     assert np.sum(np.isclose(growth, -np.log(4.0))) >= strategy.speed_scan // 2
 
 
-def test_auto_design_has_a_minor_slow_component_at_spread_flow_directions():
-    from heterojax._fit._strategies import _minor_slow
-
-    truth = hj.HeterodyneModel().replace(D0_ref=2000.0, D0_sample=20000.0, v0=60.0, f0=0.85)
+def _estimate_at_mid_window(truth):
+    """(data, problem, x0, the data-driven estimate, t at mid-window, the estimate's transport
+    rate there of the component with the larger share of the light) for 48 frames of truth."""
     data = _data(truth, frames=48)
     problem, x0 = _problem(hj.HeterodyneModel(), data)
     estimate = hj.estimate_start(data)
     t_mid = float(data.t[len(data.t) // 2])
-    models = _minor_slow(estimate, problem, t_mid)
-    assert len(models) == 8
     rates = estimate.rates(jnp.array([t_mid]))
     dominant = "J_sample" if float(rates["sample_fraction"][0]) >= 0.5 else "J_ref"
+    return data, problem, x0, estimate, t_mid, float(rates[dominant][0])
+
+
+def test_auto_design_has_a_minor_slow_component_at_spread_flow_directions():
+    from heterojax._fit._strategies import _minor_slow
+
+    truth = hj.HeterodyneModel().replace(D0_ref=2000.0, D0_sample=20000.0, v0=60.0, f0=0.85)
+    data, problem, x0, estimate, t_mid, dominant_rate = _estimate_at_mid_window(truth)
+    models = _minor_slow(estimate, problem, t_mid)
+    assert len(models) == 8
     for model in models:
         at_mid = model.rates(jnp.array([t_mid]))
         slow, fast = sorted([float(at_mid["J_ref"][0]), float(at_mid["J_sample"][0])])
-        assert fast == pytest.approx(float(rates[dominant][0]), rel=1e-9)
+        assert fast == pytest.approx(dominant_rate, rel=1e-9)
         assert slow == pytest.approx(fast / 10.0, rel=1e-9)
         share = float(at_mid["sample_fraction"][0])
         minor_share = share if float(at_mid["J_sample"][0]) == slow else 1.0 - share
@@ -521,18 +528,13 @@ def test_auto_design_has_a_static_reference_under_a_minor_sample_at_scan_speeds(
     from heterojax._fit._strategies import _speed_scan, _static_reference
 
     truth = hj.HeterodyneModel().replace(D0_ref=0.0, D0_sample=12000.0, v0=80.0, f0=0.4)
-    data = _data(truth, frames=48)
-    problem, x0 = _problem(hj.HeterodyneModel(), data)
-    estimate = hj.estimate_start(data)
-    t_mid = float(data.t[len(data.t) // 2])
+    data, problem, x0, estimate, t_mid, dominant_rate = _estimate_at_mid_window(truth)
     models = _static_reference(estimate, problem, t_mid, 4)
     assert len(models) == 4
-    rates = estimate.rates(jnp.array([t_mid]))
-    dominant = "J_sample" if float(rates["sample_fraction"][0]) >= 0.5 else "J_ref"
     for model in models:
         at_mid = model.rates(jnp.array([t_mid]))
         assert float(at_mid["J_ref"][0]) == 0.0
-        assert float(at_mid["J_sample"][0]) == pytest.approx(float(rates[dominant][0]), rel=1e-9)
+        assert float(at_mid["J_sample"][0]) == pytest.approx(dominant_rate, rel=1e-9)
         assert float(at_mid["sample_fraction"][0]) == pytest.approx(0.15)
         assert float(model.to_dict()["f1"]) == 0.0
     # The speeds at mid-window are the scan's (the steady models have β = 0).
