@@ -797,6 +797,123 @@ def _check_client(client) -> None:
         )
 
 
+def _checked_arguments(
+    model, data, nlsq, *, chains, warmup, samples, max_samples, combine, shard_strategy,
+    chain_method, priors, prior_width, client,
+) -> tuple[int, int, int, int | None]:  # fmt: skip
+    """`fit_cmc`'s arguments checked (a clear error for each wrong one); returns the counts
+    (chains, warmup, samples, max_samples) as ints."""
+    if not isinstance(model, HeterodyneModel):
+        raise TypeError(f"`model` must be a heterojax.HeterodyneModel; got {type(model).__name__}.")
+    if not isinstance(data, XPCSData):
+        raise TypeError(f"`data` must be a heterojax.XPCSData; got {type(data).__name__}.")
+    if nlsq is not None and not isinstance(nlsq, NLSQResult):
+        raise TypeError(
+            f"`nlsq` must be a heterojax.NLSQResult or None; got {type(nlsq).__name__}."
+        )
+    chains = _check_positive_int("chains", chains)
+    warmup = _check_positive_int("warmup", warmup, 1)
+    samples = _check_positive_int("samples", samples, 4)
+    if max_samples is not None:
+        max_samples = _check_positive_int("max_samples", max_samples, samples)
+    for name, value, allowed in (
+        ("combine", combine, COMBINE_METHODS),
+        ("shard_strategy", shard_strategy, SHARD_STRATEGIES),
+        ("chain_method", chain_method, CHAIN_METHODS),
+        ("priors", priors, PRIOR_KINDS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
+    if priors == "informed" and nlsq is None:
+        raise ValueError("priors='informed' needs an NLSQ result: pass nlsq=fit_nlsq(...).")
+    if not float(prior_width) > 0:
+        raise ValueError(f"`prior_width` must be positive; got {prior_width!r}.")
+    _check_client(client)
+    return chains, warmup, samples, max_samples
+
+
+def _sample_while_not_gaussian(
+    setup: _Setup, data, coordinates: _Coordinates, sampler, phase_two: dict,
+    run_options: dict, progress: bool,
+) -> tuple[_Coordinates, _Sampled, float]:  # fmt: skip
+    """Phases 3–5 (sampling, combination, diagnostics); with `shards="auto"`, while the draws
+    show a shard that is not Gaussian (the consensus product would be biased), again with
+    K / 2. Returns the last coordinates and run, and the sampling time of every K sampled."""
+    sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
+    sampling_time = sampled.sampling_time
+    while sampled.assessed.fewer_shards:
+        fewer = coordinates.shards.n_shards // 2
+        if progress:
+            print(
+                f"[heterojax.fit_cmc] K = {coordinates.shards.n_shards} shards are not "
+                f"Gaussian ({sampled.assessed.diagnosed.not_gaussian}): sampling again with "
+                f"K = {fewer}",
+                file=sys.stderr,
+                flush=True,
+            )
+        coordinates = _shards_and_coordinates(
+            setup, data, shards="auto", **phase_two, auto_from=fewer,
+            adjusted=(coordinates.posterior.posterior, coordinates.adjustment_review),
+            started_from=coordinates.reduced_from or coordinates.shards.n_shards,
+        )  # fmt: skip
+        sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
+        sampling_time += sampled.sampling_time
+    return coordinates, sampled, sampling_time
+
+
+def _cmc_result(
+    setup: _Setup, data, coordinates: _Coordinates, sampled: _Sampled, *, combine,
+    shard_strategy, chains, warmup, priors, prior_width, wall_time, sampling_time,
+) -> CMCResult:  # fmt: skip
+    """The `CMCResult` of a finished run: draws, the model at the combined mean, diagnostics,
+    sampler statistics and the settings that produced them."""
+    problem = setup.problem
+    names = problem.names
+    run, draws, diagnosed = sampled.run, sampled.assessed.draws, sampled.assessed.diagnosed
+    x_mean = jnp.asarray(draws.x_combined.reshape(-1, len(names)).mean(0))
+    return CMCResult(
+        names=names,
+        samples=draws.samples,
+        shard_samples=draws.shard_samples,
+        draws=draws.x_combined,
+        shard_draws=draws.x_shards,
+        model=problem.unpack(x_mean)[0],
+        combine=combine,
+        diagnostics=diagnosed.diagnostics,
+        shard_diagnostics=diagnosed.shard_diagnostics,
+        combined_diagnostics=diagnosed.combined_diagnostics,
+        verdict=diagnosed.verdict,
+        sample_stats={
+            "diverging": np.asarray(run.divergent),
+            "energy": np.asarray(run.energy),
+            "acceptance_rate": np.asarray(run.acceptance),
+            "tree_depth": np.asarray(run.tree_depth),
+            "n_steps": np.asarray(run.n_steps),
+        },
+        phi=np.asarray(data.phi),
+        q=np.asarray(data.q),
+        n_shards=coordinates.shards.n_shards,
+        shard_sizes=coordinates.shards.counts(),
+        shard_strategy=shard_strategy,
+        chains=chains,
+        warmup=warmup,
+        n_samples=int(run.position.shape[2]),
+        chain_method=sampled.chain_method,
+        n_devices=sampled.n_devices,
+        priors=priors,
+        prior_width=float(prior_width),
+        sigma=np.sqrt(np.mean(setup.sigma**2, axis=(1, 2))),
+        noise=setup.noise,
+        wall_time=wall_time,
+        sampling_time=sampling_time,
+        metadata=dict(data.metadata),
+        model_description=describe_model(problem.bins),
+        exchanged_draws=draws.n_exchanged,
+        adjustment=describe_adjustment(coordinates.posterior.posterior),
+        shard_workers=sampled.shard_workers,
+    )
+
+
 def fit_cmc(
     model: HeterodyneModel,
     data: XPCSData,
@@ -948,34 +1065,11 @@ def fit_cmc(
     **Returns:** a `CMCResult`.
     """
     began = time.perf_counter()
-    if not isinstance(model, HeterodyneModel):
-        raise TypeError(f"`model` must be a heterojax.HeterodyneModel; got {type(model).__name__}.")
-    if not isinstance(data, XPCSData):
-        raise TypeError(f"`data` must be a heterojax.XPCSData; got {type(data).__name__}.")
-    if nlsq is not None and not isinstance(nlsq, NLSQResult):
-        raise TypeError(
-            f"`nlsq` must be a heterojax.NLSQResult or None; got {type(nlsq).__name__}."
-        )
-    chains = _check_positive_int("chains", chains)
-    warmup = _check_positive_int("warmup", warmup, 1)
-    samples = _check_positive_int("samples", samples, 4)
-    if max_samples is not None:
-        max_samples = _check_positive_int("max_samples", max_samples, samples)
-    if combine not in COMBINE_METHODS:
-        raise ValueError(f"`combine` must be one of {COMBINE_METHODS}; got {combine!r}.")
-    if shard_strategy not in SHARD_STRATEGIES:
-        raise ValueError(
-            f"`shard_strategy` must be one of {SHARD_STRATEGIES}; got {shard_strategy!r}."
-        )
-    if chain_method not in CHAIN_METHODS:
-        raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}; got {chain_method!r}.")
-    if priors not in PRIOR_KINDS:
-        raise ValueError(f"`priors` must be one of {PRIOR_KINDS}; got {priors!r}.")
-    if priors == "informed" and nlsq is None:
-        raise ValueError("priors='informed' needs an NLSQ result: pass nlsq=fit_nlsq(...).")
-    if not float(prior_width) > 0:
-        raise ValueError(f"`prior_width` must be positive; got {prior_width!r}.")
-    _check_client(client)
+    chains, warmup, samples, max_samples = _checked_arguments(
+        model, data, nlsq, chains=chains, warmup=warmup, samples=samples,
+        max_samples=max_samples, combine=combine, shard_strategy=shard_strategy,
+        chain_method=chain_method, priors=priors, prior_width=prior_width, client=client,
+    )  # fmt: skip
     sampler = _resolve_sampler(sampler, target_accept, max_tree_depth, dense_mass, init_jitter)
     adjustment = resolve_adjustment(adjustment, nlsq)
     thresholds = Thresholds() if thresholds is None else thresholds
@@ -986,7 +1080,7 @@ def fit_cmc(
         fourier_order=fourier_order, contrast=contrast, offset=offset, sigma=sigma,
         priors=priors, prior_width=prior_width, roi=roi,
     )  # fmt: skip
-    problem, names = setup.problem, setup.problem.names
+    problem = setup.problem
 
     # 2. shards and coordinates
     shard_key, init_key, sample_key, mixture_key = jr.split(key, 4)
@@ -1006,68 +1100,13 @@ def fit_cmc(
     )  # fmt: skip
     # 3.–5. sampling, combination, diagnostics; with shards="auto", while the draws show a
     # shard that is not Gaussian (the consensus product would be biased), again with K / 2.
-    sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
-    sampling_time = sampled.sampling_time  # of every K sampled
-    while sampled.assessed.fewer_shards:
-        fewer = coordinates.shards.n_shards // 2
-        if progress:
-            print(
-                f"[heterojax.fit_cmc] K = {coordinates.shards.n_shards} shards are not "
-                f"Gaussian ({sampled.assessed.diagnosed.not_gaussian}): sampling again with "
-                f"K = {fewer}",
-                file=sys.stderr,
-                flush=True,
-            )
-        coordinates = _shards_and_coordinates(
-            setup, data, shards="auto", **phase_two, auto_from=fewer,
-            adjusted=(coordinates.posterior.posterior, coordinates.adjustment_review),
-            started_from=coordinates.reduced_from or coordinates.shards.n_shards,
-        )  # fmt: skip
-        sampled = _sample_and_diagnose(setup, coordinates, sampler, **run_options)
-        sampling_time += sampled.sampling_time
-    run, draws, diagnosed = sampled.run, sampled.assessed.draws, sampled.assessed.diagnosed
+    coordinates, sampled, sampling_time = _sample_while_not_gaussian(
+        setup, data, coordinates, sampler, phase_two, run_options, progress
+    )
     if sampled.assessed.warning:
         warnings.warn(sampled.assessed.warning, stacklevel=2)
-    n_shards = coordinates.shards.n_shards
-    x_mean = jnp.asarray(draws.x_combined.reshape(-1, len(names)).mean(0))
-    return CMCResult(
-        names=names,
-        samples=draws.samples,
-        shard_samples=draws.shard_samples,
-        draws=draws.x_combined,
-        shard_draws=draws.x_shards,
-        model=problem.unpack(x_mean)[0],
-        combine=combine,
-        diagnostics=diagnosed.diagnostics,
-        shard_diagnostics=diagnosed.shard_diagnostics,
-        combined_diagnostics=diagnosed.combined_diagnostics,
-        verdict=diagnosed.verdict,
-        sample_stats={
-            "diverging": np.asarray(run.divergent),
-            "energy": np.asarray(run.energy),
-            "acceptance_rate": np.asarray(run.acceptance),
-            "tree_depth": np.asarray(run.tree_depth),
-            "n_steps": np.asarray(run.n_steps),
-        },
-        phi=np.asarray(data.phi),
-        q=np.asarray(data.q),
-        n_shards=n_shards,
-        shard_sizes=coordinates.shards.counts(),
-        shard_strategy=shard_strategy,
-        chains=chains,
-        warmup=warmup,
-        n_samples=int(run.position.shape[2]),
-        chain_method=sampled.chain_method,
-        n_devices=sampled.n_devices,
-        priors=priors,
-        prior_width=float(prior_width),
-        sigma=np.sqrt(np.mean(setup.sigma**2, axis=(1, 2))),
-        noise=setup.noise,
-        wall_time=time.perf_counter() - began,
-        sampling_time=sampling_time,
-        metadata=dict(data.metadata),
-        model_description=describe_model(problem.bins),
-        exchanged_draws=draws.n_exchanged,
-        adjustment=describe_adjustment(coordinates.posterior.posterior),
-        shard_workers=sampled.shard_workers,
-    )
+    return _cmc_result(
+        setup, data, coordinates, sampled, combine=combine, shard_strategy=shard_strategy,
+        chains=chains, warmup=warmup, priors=priors, prior_width=prior_width,
+        wall_time=time.perf_counter() - began, sampling_time=sampling_time,
+    )  # fmt: skip
