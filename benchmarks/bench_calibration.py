@@ -27,13 +27,10 @@ log-normal upper end for a power law's prefactor with its exponent free:
 `NLSQResult.intervals`); `coverage` for the formal errors
 (`coverage_formal`), the median reduced χ² of the truth under both σ, median wall time, the
 target of the issue (90 % intervals cover 82–96 %, median |z| 0.5–0.85) and one record per case.
-With `--profile`, also the coverage of the 90 % profile-likelihood intervals
-(`hj.profile_intervals`, every free physics parameter; several refits each) beside that of
-`result.intervals(0.9)` on the same cases, and their median cost.
 
 Usage: `python benchmarks/bench_calibration.py [--cases 40] [--seed 0] [--detector NAME]
-[--phi0-span 60] [--starts N|auto] [--errors NAME] [--profile] [--only SUBSTRING] [--skip N]
-[--progress] [--output FILE]`.
+[--phi0-span 60] [--starts N|auto] [--errors NAME] [--only SUBSTRING] [--skip N] [--progress]
+[--output FILE]`.
 """
 
 import argparse
@@ -57,7 +54,6 @@ from _calibration_cases import (  # noqa: E402
     calibration_cases,
     coverage,
     interval_hits,
-    profile_hits,
     z_scores,
 )
 
@@ -76,23 +72,11 @@ def _truth_reduced_chi2(case: CalibrationCase, data: hj.XPCSData, sigma) -> floa
     return float(np.mean(scaled[mask] ** 2))
 
 
-def _profiled(case: CalibrationCase, data: hj.XPCSData, result) -> dict[str, Any]:
-    """Hits of the 90 % profile-likelihood intervals (`hj.profile_intervals`) and their cost."""
-    began = time.perf_counter()
-    intervals = hj.profile_intervals(result, data, level=0.9)
-    return {
-        "profile_hits": profile_hits(case, result, intervals),
-        "profile_intervals": {n: [i.low, i.high] for n, i in intervals.items()},
-        "profile_wall_s": time.perf_counter() - began,
-    }
-
-
-def _run_case(case: CalibrationCase, options: dict[str, Any], profile: bool) -> dict[str, Any]:
+def _run_case(case: CalibrationCase, options: dict[str, Any]) -> dict[str, Any]:
     data = case.data()
     began = time.perf_counter()
     result = hj.fit_nlsq(case.truth, data, fixed=list(case.fixed), **options)
     wall = time.perf_counter() - began
-    profiled = _profiled(case, data, result) if profile else {}
     z = z_scores(case, result)
     formal = {name: z[name] * result.stderr[name] / result.formal_stderr[name] for name in z}
     local_sigma = estimate_noise(np.asarray(data.c2), np.asarray(data.mask))
@@ -113,7 +97,6 @@ def _run_case(case: CalibrationCase, options: dict[str, Any], profile: bool) -> 
         "quality_ok": bool(result.quality.ok),
         "quality": result.quality.to_dict(),
         "wall_s": wall,
-        **profiled,
     }
 
 
@@ -133,25 +116,6 @@ def _interval_coverage(records: list[dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
-def _profile_coverage(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """With `--profile`: the fraction of truths inside the 90 % profile intervals, overall and
-    per parameter, beside that of `result.intervals(0.9)` on the same parameters."""
-    profiled = [r for r in records if "profile_hits" in r]
-    if not profiled:
-        return {}
-    hits = [(n, h) for r in profiled for n, h in r["profile_hits"].items()]
-    standard = [(n, r["interval_hits"]["0.9"][n]) for r in profiled for n in r["profile_hits"]]
-    names = sorted({n for n, _ in hits}, key=hj.PARAMETER_NAMES.index)
-    share = lambda pairs, name=None: float(  # noqa: E731
-        np.mean([h for n, h in pairs if name in (None, n)])
-    )
-    return {
-        "profile_interval_coverage_90": {"all": share(hits), **{n: share(hits, n) for n in names}},
-        "standard_interval_coverage_90_same_cases": share(standard),
-        "median_profile_wall_s": statistics.median(r["profile_wall_s"] for r in profiled),
-    }
-
-
 def _coverage_by_parameter(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
     names = sorted({n for r in records for n in r[key]}, key=hj.PARAMETER_NAMES.index)
     return {n: coverage([r[key][n] for r in records if n in r[key]]) for n in names}
@@ -169,7 +133,6 @@ def _summary(records: list[dict[str, Any]], args) -> dict[str, Any]:
         "coverage": coverage(every("z")),
         "coverage_by_parameter": _coverage_by_parameter(records, "z"),
         "interval_coverage": _interval_coverage(records),
-        **_profile_coverage(records),
         "coverage_formal": coverage(every("z_formal")),
         "coverage_formal_by_parameter": _coverage_by_parameter(records, "z_formal"),
         "median_truth_reduced_chi2": statistics.median(r["truth_reduced_chi2"] for r in records),
@@ -208,9 +171,6 @@ def main() -> None:
     parser.add_argument("--errors", help="fit_nlsq(errors=...) (default: the library's)")
     parser.add_argument("--only", help="run only the cases whose name contains this")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N cases (resume)")
-    parser.add_argument(
-        "--profile", action="store_true", help="also the 90 % profile-likelihood intervals"
-    )
     parser.add_argument("--progress", action="store_true", help="one line per case to stderr")
     parser.add_argument("--output", help="also write the JSON here (after every case)")
     args = parser.parse_args()
@@ -224,7 +184,7 @@ def main() -> None:
         cases = [case for case in cases if args.only in case.name]
     records = []
     for case in cases:
-        records.append(_run_case(case, options, args.profile))
+        records.append(_run_case(case, options))
         release_compiled_programs_if_crowded()  # 40 shapes of programs in one process
         if args.progress:
             worst = max(records[-1]["z"].items(), key=lambda item: abs(item[1]))

@@ -39,10 +39,6 @@ from ._data._writer import save_aps as save_aps
 from ._data._xpcs_data import XPCSData as XPCSData
 from ._fit._by_q import QDependence as QDependence, fit_by_q as fit_by_q
 from ._fit._estimate import estimate_start as estimate_start
-from ._fit._likelihood_profile import (
-    ProfileInterval as ProfileInterval,
-    profile_intervals as profile_intervals,
-)
 from ._fit._nlsq import fit_nlsq as fit_nlsq
 from ._fit._nlsq_result import NLSQResult as NLSQResult
 from ._fit._quality import QualityReport as QualityReport

@@ -209,17 +209,6 @@ def interval_hits(case: CalibrationCase, result, level: float) -> dict[str, bool
     return hits
 
 
-def profile_hits(case: CalibrationCase, result, intervals: dict) -> dict[str, bool]:
-    """Whether each profile interval (`hj.profile_intervals`) holds the truth (phi0's truth
-    taken modulo 180° nearest the estimate)."""
-    estimate, hits = result.parameters(), {}
-    for name, difference in _differences(case, result).items():
-        if name in intervals:
-            truth = float(estimate[name]) - difference
-            hits[name] = bool(intervals[name].low <= truth <= intervals[name].high)
-    return hits
-
-
 def coverage(z: np.ndarray) -> dict[str, float]:
     """Fraction of |z| inside the nominal 68 % and 90 % intervals, and the median |z|."""
     z = np.abs(np.asarray(z, float))

@@ -32,7 +32,7 @@ from jaxtyping import PRNGKeyArray
 from scipy import stats
 
 from .._data._xpcs_data import XPCSData
-from .._fit._nlsq_result import NLSQResult, refit_settings
+from .._fit._nlsq_result import NLSQResult
 from .._fit._problem import FitProblem, build_problem
 from .._fit._roi import describe_model, fit_bins
 from .._fit._scaling import estimate_contrast_offset, resolve_scaling
@@ -98,6 +98,10 @@ MAPS_MAX_SHARDS = 4
 ONE_SHARD_MAX_JACOBIAN_BYTES = 2**28
 
 
+def _scaling_kind_free(names: tuple[str, ...], kind: str) -> bool:
+    return any(n == kind or n.startswith((f"{kind}[", f"{kind}_")) for n in names)
+
+
 def _settings_from_nlsq(nlsq: NLSQResult, model: HeterodyneModel, fixed, bounds, scaling, order):
     """fixed / bounds / scaling / Fourier order of the NLSQ fit, unless given explicitly."""
     physics = model.parameter_names
@@ -106,15 +110,17 @@ def _settings_from_nlsq(nlsq: NLSQResult, model: HeterodyneModel, fixed, bounds,
             "`nlsq` was fitted with a model of other parameters "
             f"({nlsq.model.parameter_names}) than `model` ({physics})."
         )
-    settings = refit_settings(nlsq)
     if fixed is None:
-        fixed = settings["fixed"]
+        fixed = [n for n in physics if n not in nlsq.names]
+        fixed += [k for k in ("contrast", "offset") if not _scaling_kind_free(nlsq.names, k)]
     if bounds is None:
-        bounds = settings["bounds"]
+        bounds = dict(nlsq.bounds)
     if scaling is None:
-        scaling = settings["scaling"]
+        scaling = nlsq.scaling
         if scaling == "fourier" and order is None:
-            order = settings["fourier_order"]
+            n_contrast = sum(n.startswith("contrast_") for n in nlsq.names)
+            n_offset = sum(n.startswith("offset_") for n in nlsq.names)
+            order = (max(n_contrast, n_offset) - 1) // 2
     return fixed, bounds, scaling, order
 
 

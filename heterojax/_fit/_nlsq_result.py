@@ -207,37 +207,3 @@ class NLSQResult(eqx.Module):
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _scaling_kind_free(names: tuple[str, ...], kind: str) -> bool:
-    """Whether any `kind` ("contrast" or "offset") coefficient is among the fitted `names`."""
-    return any(n == kind or n.startswith((f"{kind}[", f"{kind}_")) for n in names)
-
-
-def refit_settings(result: NLSQResult) -> dict[str, Any]:
-    """The `fit_nlsq` settings that reproduce `result`'s problem for a refit from its model:
-    `fixed` (physics parameters it did not fit, and contrast/offset where not fitted),
-    `bounds`, `scaling` and `fourier_order` (read off the coefficients' names), `sigma` (the
-    weights it used, so χ² are on its scale), `roi` (whether it used the bin-averaged model),
-    and `contrast`/`offset` where they were held fixed."""
-    physics = result.model.parameter_names
-    fixed = [n for n in physics if n not in result.names]
-    settings: dict[str, Any] = {}
-    for kind, values in (("contrast", result.contrast), ("offset", result.offset)):
-        if not _scaling_kind_free(result.names, kind):
-            fixed.append(kind)
-            settings[kind] = np.asarray(values)
-    order = None
-    if result.scaling == "fourier":
-        n_contrast = sum(n.startswith("contrast_") for n in result.names)
-        n_offset = sum(n.startswith("offset_") for n in result.names)
-        order = (max(n_contrast, n_offset) - 1) // 2
-    return {
-        "fixed": fixed,
-        "bounds": dict(result.bounds),
-        "scaling": result.scaling,
-        "fourier_order": order,
-        "sigma": np.asarray(result.sigma),
-        "roi": result.bins is not None,
-        **settings,
-    }
