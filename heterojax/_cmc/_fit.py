@@ -833,8 +833,7 @@ def _checked_arguments(
 
 
 def _sample_while_not_gaussian(
-    setup: _Setup, data, coordinates: _Coordinates, sampler, phase_two: dict,
-    run_options: dict, progress: bool,
+    setup: _Setup, data, coordinates: _Coordinates, sampler, phase_two: dict, run_options: dict,
 ) -> tuple[_Coordinates, _Sampled, float]:  # fmt: skip
     """Phases 3–5 (sampling, combination, diagnostics); with `shards="auto"`, while the draws
     show a shard that is not Gaussian (the consensus product would be biased), again with
@@ -843,7 +842,7 @@ def _sample_while_not_gaussian(
     sampling_time = sampled.sampling_time
     while sampled.assessed.fewer_shards:
         fewer = coordinates.shards.n_shards // 2
-        if progress:
+        if run_options["progress"]:
             print(
                 f"[heterojax.fit_cmc] K = {coordinates.shards.n_shards} shards are not "
                 f"Gaussian ({sampled.assessed.diagnosed.not_gaussian}): sampling again with "
@@ -1101,7 +1100,7 @@ def fit_cmc(
     # 3.–5. sampling, combination, diagnostics; with shards="auto", while the draws show a
     # shard that is not Gaussian (the consensus product would be biased), again with K / 2.
     coordinates, sampled, sampling_time = _sample_while_not_gaussian(
-        setup, data, coordinates, sampler, phase_two, run_options, progress
+        setup, data, coordinates, sampler, phase_two, run_options
     )
     if sampled.assessed.warning:
         warnings.warn(sampled.assessed.warning, stacklevel=2)
